@@ -67,16 +67,22 @@ pub struct CloseFrame<'a> {
 /// Validate a close payload per §5.5.1: empty, or a 2-byte sendable code followed by UTF-8.
 pub fn parse_close_payload(payload: &[u8]) -> Result<CloseFrame<'_>, ProtocolError> {
     match payload.len() {
-        0 => Ok(CloseFrame { code: None, reason: "" }),
+        0 => Ok(CloseFrame {
+            code: None,
+            reason: "",
+        }),
         1 => Err(ProtocolError::CloseOneByte),
         _ => {
             let code = CloseCode(u16::from_be_bytes([payload[0], payload[1]]));
             if !code.is_sendable() {
                 return Err(ProtocolError::CloseCodeInvalid(code.0));
             }
-            let reason =
-                std::str::from_utf8(&payload[2..]).map_err(|_| ProtocolError::CloseReasonNotUtf8)?;
-            Ok(CloseFrame { code: Some(code), reason })
+            let reason = std::str::from_utf8(&payload[2..])
+                .map_err(|_| ProtocolError::CloseReasonNotUtf8)?;
+            Ok(CloseFrame {
+                code: Some(code),
+                reason,
+            })
         }
     }
 }
@@ -101,11 +107,14 @@ mod tests {
 
     #[test]
     fn sendable_ranges_follow_section_7_4() {
-        for ok in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999]
-        {
+        for ok in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999,
+        ] {
             assert!(CloseCode(ok).is_sendable(), "{ok}");
         }
-        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535] {
+        for bad in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
+        ] {
             assert!(!CloseCode(bad).is_sendable(), "{bad}");
         }
     }
@@ -113,8 +122,14 @@ mod tests {
     #[test]
     fn one_byte_payload_is_a_protocol_error() {
         // §5.5.1: if there is a body, the first two bytes MUST be the status code.
-        assert_eq!(parse_close_payload(&[0x03]), Err(ProtocolError::CloseOneByte));
-        assert_eq!(ProtocolError::CloseOneByte.close_code(), CloseCode::PROTOCOL_ERROR);
+        assert_eq!(
+            parse_close_payload(&[0x03]),
+            Err(ProtocolError::CloseOneByte)
+        );
+        assert_eq!(
+            ProtocolError::CloseOneByte.close_code(),
+            CloseCode::PROTOCOL_ERROR
+        );
     }
 
     #[test]

@@ -93,10 +93,14 @@ fn parse_offer(params: &[HeaderParam<'_>]) -> Option<Offer> {
     let mut offer = Offer::default();
     for p in params {
         match p.name.to_ascii_lowercase().as_str() {
-            "server_no_context_takeover" if p.value.is_none() && !offer.server_no_context_takeover => {
+            "server_no_context_takeover"
+                if p.value.is_none() && !offer.server_no_context_takeover =>
+            {
                 offer.server_no_context_takeover = true;
             }
-            "client_no_context_takeover" if p.value.is_none() && !offer.client_no_context_takeover => {
+            "client_no_context_takeover"
+                if p.value.is_none() && !offer.client_no_context_takeover =>
+            {
                 offer.client_no_context_takeover = true;
             }
             "server_max_window_bits" if offer.server_max_window_bits.is_none() => {
@@ -125,7 +129,9 @@ pub fn negotiate_server(
         if !ext.name.eq_ignore_ascii_case(EXTENSION_NAME) {
             continue;
         }
-        let Some(offer) = parse_offer(&ext.params) else { continue };
+        let Some(offer) = parse_offer(&ext.params) else {
+            continue;
+        };
         let server_bits = offer
             .server_max_window_bits
             .unwrap_or(15)
@@ -135,7 +141,9 @@ pub fn negotiate_server(
         }
         let client_bits = match offer.client_max_window_bits {
             None => 15,
-            Some(limit) => limit.unwrap_or(15).min(config.client_max_window_bits.clamp(9, 15)),
+            Some(limit) => limit
+                .unwrap_or(15)
+                .min(config.client_max_window_bits.clamp(9, 15)),
         };
         if client_bits < 9 {
             continue;
@@ -176,7 +184,10 @@ pub fn client_offer(config: &DeflateConfig) -> String {
         offer.push_str("; client_no_context_takeover");
     }
     if config.server_max_window_bits < 15 {
-        offer.push_str(&format!("; server_max_window_bits={}", config.server_max_window_bits));
+        offer.push_str(&format!(
+            "; server_max_window_bits={}",
+            config.server_max_window_bits
+        ));
     }
     offer.push_str("; client_max_window_bits");
     offer
@@ -192,7 +203,9 @@ pub fn accept_client(answer: &str, config: &DeflateConfig) -> Result<DeflatePara
     let offer = parse_offer(&ext.params).ok_or_else(|| answer.to_string())?;
     let server_bits = offer.server_max_window_bits.unwrap_or(15);
     if server_bits > config.server_max_window_bits.max(9) {
-        return Err(format!("server_max_window_bits={server_bits} above the offered limit"));
+        return Err(format!(
+            "server_max_window_bits={server_bits} above the offered limit"
+        ));
     }
     if config.server_no_context_takeover && !offer.server_no_context_takeover {
         return Err("server_no_context_takeover was required".into());
@@ -224,7 +237,10 @@ impl Inflater {
     /// `*_no_context_takeover`.
     pub fn new(reset_per_message: bool) -> Self {
         // Any raw deflate stream with a window of at most 2^15 inflates with a 15-bit window.
-        Self { inner: Decompress::new(false), reset_per_message }
+        Self {
+            inner: Decompress::new(false),
+            reset_per_message,
+        }
     }
 
     /// Inflate one frame's payload of a compressed message, appending to `out` without letting `out`
@@ -246,13 +262,23 @@ impl Inflater {
         Ok(())
     }
 
-    fn run(&mut self, mut input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), ProtocolError> {
+    fn run(
+        &mut self,
+        mut input: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), ProtocolError> {
         loop {
             if out.len() == out.capacity() {
                 if out.len() > limit {
-                    return Err(ProtocolError::MessageTooBig { len: out.len() as u64, limit });
+                    return Err(ProtocolError::MessageTooBig {
+                        len: out.len() as u64,
+                        limit,
+                    });
                 }
-                let room = (limit + 1 - out.len()).min(64 * 1024).max(input.len().min(256));
+                let room = (limit + 1 - out.len())
+                    .min(64 * 1024)
+                    .max(input.len().min(256));
                 out.reserve_exact(room);
             }
             let in_before = self.inner.total_in();
@@ -262,7 +288,10 @@ impl Inflater {
                 .decompress_vec(input, out, FlushDecompress::Sync)
                 .map_err(|e| ProtocolError::Inflate(e.to_string()))?;
             if out.len() > limit {
-                return Err(ProtocolError::MessageTooBig { len: out.len() as u64, limit });
+                return Err(ProtocolError::MessageTooBig {
+                    len: out.len() as u64,
+                    limit,
+                });
             }
             let consumed = (self.inner.total_in() - in_before) as usize;
             input = &input[consumed..];
@@ -349,9 +378,15 @@ mod tests {
     fn rfc7692_7_2_3_1_hello_with_and_without_context() {
         // §7.2.3.1: "Hello" compressed is f2 48 cd c9 c9 07 00.
         let mut inf = Inflater::new(false);
-        assert_eq!(inflate_all(&mut inf, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]), b"Hello");
+        assert_eq!(
+            inflate_all(&mut inf, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]),
+            b"Hello"
+        );
         // §7.2.3.2: the second "Hello" with context takeover is f2 00 11 00 00.
-        assert_eq!(inflate_all(&mut inf, &[0xf2, 0x00, 0x11, 0x00, 0x00]), b"Hello");
+        assert_eq!(
+            inflate_all(&mut inf, &[0xf2, 0x00, 0x11, 0x00, 0x00]),
+            b"Hello"
+        );
     }
 
     #[test]
@@ -359,8 +394,10 @@ mod tests {
         // §7.2.3.1: the same message split over two frames: f2 48 cd | c9 c9 07 00.
         let mut inf = Inflater::new(false);
         let mut out = Vec::new();
-        inf.inflate(&[0xf2, 0x48, 0xcd], false, &mut out, 100).unwrap();
-        inf.inflate(&[0xc9, 0xc9, 0x07, 0x00], true, &mut out, 100).unwrap();
+        inf.inflate(&[0xf2, 0x48, 0xcd], false, &mut out, 100)
+            .unwrap();
+        inf.inflate(&[0xc9, 0xc9, 0x07, 0x00], true, &mut out, 100)
+            .unwrap();
         assert_eq!(out, b"Hello");
     }
 
@@ -368,7 +405,9 @@ mod tests {
     fn rfc7692_7_2_3_3_no_compression_block() {
         // §7.2.3.3: DEFLATE block with no compression: 00 05 00 fa ff 48 65 6c 6c 6f 00.
         let mut inf = Inflater::new(false);
-        let data = [0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00];
+        let data = [
+            0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+        ];
         assert_eq!(inflate_all(&mut inf, &data), b"Hello");
     }
 
@@ -379,13 +418,18 @@ mod tests {
         let data = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
         assert_eq!(inflate_all(&mut inf, &data), b"Hello");
         // The context starts over after BFINAL; the next message is independent.
-        assert_eq!(inflate_all(&mut inf, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]), b"Hello");
+        assert_eq!(
+            inflate_all(&mut inf, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]),
+            b"Hello"
+        );
     }
 
     #[test]
     fn rfc7692_7_2_3_5_two_blocks() {
         // §7.2.3.5: two DEFLATE blocks in one message.
-        let data = [0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00];
+        let data = [
+            0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
+        ];
         assert_eq!(inflate_all(&mut Inflater::new(false), &data), b"Hello");
     }
 
@@ -403,7 +447,10 @@ mod tests {
             let mut def = Deflater::new(6, bits, takeover_reset);
             let mut inf = Inflater::new(takeover_reset);
             for i in 0..5 {
-                let msg = format!("{{\"op\":1,\"rqi\":\"{i}\",\"pc\":{{\"m2m:cin\":{{\"con\":\"{}\"}}}}}}", "x".repeat(i * 300));
+                let msg = format!(
+                    "{{\"op\":1,\"rqi\":\"{i}\",\"pc\":{{\"m2m:cin\":{{\"con\":\"{}\"}}}}}}",
+                    "x".repeat(i * 300)
+                );
                 let mut wire = Vec::new();
                 def.deflate(msg.as_bytes(), &mut wire);
                 assert_eq!(inflate_all(&mut inf, &wire), msg.as_bytes());
@@ -418,10 +465,16 @@ mod tests {
         Deflater::new(9, 15, false).deflate(&zeros, &mut wire);
         assert!(wire.len() < 20_000);
         let mut out = Vec::new();
-        let err = Inflater::new(false).inflate(&wire, true, &mut out, 64 * 1024).unwrap_err();
+        let err = Inflater::new(false)
+            .inflate(&wire, true, &mut out, 64 * 1024)
+            .unwrap_err();
         assert!(matches!(err, ProtocolError::MessageTooBig { .. }));
         assert_eq!(err.close_code().0, 1009);
-        assert!(out.capacity() <= 64 * 1024 + 1 + 256, "capacity {}", out.capacity());
+        assert!(
+            out.capacity() <= 64 * 1024 + 1 + 256,
+            "capacity {}",
+            out.capacity()
+        );
     }
 
     #[test]
@@ -440,11 +493,20 @@ mod tests {
 
         let (p, answer) = negotiate_server(
             &["permessage-deflate; client_max_window_bits; server_max_window_bits=10"],
-            &DeflateConfig { client_max_window_bits: 12, ..cfg },
+            &DeflateConfig {
+                client_max_window_bits: 12,
+                ..cfg
+            },
         )
         .unwrap();
-        assert_eq!((p.server_max_window_bits, p.client_max_window_bits), (10, 12));
-        assert_eq!(answer, "permessage-deflate; server_max_window_bits=10; client_max_window_bits=12");
+        assert_eq!(
+            (p.server_max_window_bits, p.client_max_window_bits),
+            (10, 12)
+        );
+        assert_eq!(
+            answer,
+            "permessage-deflate; server_max_window_bits=10; client_max_window_bits=12"
+        );
 
         // A bad first offer is declined and the next one taken (§7.1: decline, not fail).
         let (p, _) = negotiate_server(
@@ -467,7 +529,8 @@ mod tests {
             assert_eq!(negotiate_server(&[bad], &cfg), None, "{bad}");
         }
         // A quoted value is allowed by the token/quoted-string grammar (§7.1 / RFC 6455 §9.1).
-        let (p, _) = negotiate_server(&["permessage-deflate; client_max_window_bits=\"10\""], &cfg).unwrap();
+        let (p, _) =
+            negotiate_server(&["permessage-deflate; client_max_window_bits=\"10\""], &cfg).unwrap();
         assert_eq!(p.client_max_window_bits, 10);
     }
 
@@ -475,11 +538,21 @@ mod tests {
     fn client_checks_the_answer() {
         let cfg = DeflateConfig::default();
         assert!(client_offer(&cfg).contains("client_max_window_bits"));
-        let p = accept_client("permessage-deflate; server_max_window_bits=12; client_max_window_bits=12", &cfg).unwrap();
-        assert_eq!((p.server_max_window_bits, p.client_max_window_bits), (12, 12));
+        let p = accept_client(
+            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.server_max_window_bits, p.client_max_window_bits),
+            (12, 12)
+        );
         assert!(accept_client("permessage-deflate; foo", &cfg).is_err());
         assert!(accept_client("x-other", &cfg).is_err());
-        let strict = DeflateConfig { server_max_window_bits: 10, ..cfg };
+        let strict = DeflateConfig {
+            server_max_window_bits: 10,
+            ..cfg
+        };
         assert!(accept_client("permessage-deflate; server_max_window_bits=12", &strict).is_err());
     }
 }

@@ -21,7 +21,10 @@ pub struct SenderConfig {
 
 impl Default for SenderConfig {
     fn default() -> Self {
-        Self { fragment_bytes: 0, compress_min_bytes: 64 }
+        Self {
+            fragment_bytes: 0,
+            compress_min_bytes: 64,
+        }
     }
 }
 
@@ -34,7 +37,10 @@ struct MaskSource {
 
 impl MaskSource {
     fn new() -> Self {
-        Self { pool: [0; 256], next: 256 }
+        Self {
+            pool: [0; 256],
+            next: 256,
+        }
     }
 
     fn key(&mut self) -> [u8; 4] {
@@ -42,7 +48,9 @@ impl MaskSource {
             getrandom::fill(&mut self.pool).expect("OS random source");
             self.next = 0;
         }
-        let key = self.pool[self.next..self.next + 4].try_into().expect("4 bytes");
+        let key = self.pool[self.next..self.next + 4]
+            .try_into()
+            .expect("4 bytes");
         self.next += 4;
         key
     }
@@ -62,7 +70,13 @@ impl Sender {
     /// A sender for `role`; with `deflater`, permessage-deflate was negotiated.
     pub fn new(role: Role, config: SenderConfig, deflater: Option<Deflater>) -> Self {
         let masks = (role == Role::Client).then(MaskSource::new);
-        Self { role, config, deflater, masks, scratch: Vec::new() }
+        Self {
+            role,
+            config,
+            deflater,
+            masks,
+            scratch: Vec::new(),
+        }
     }
 
     /// Which side this sender writes for.
@@ -96,7 +110,11 @@ impl Sender {
             }
             _ => (payload, false),
         };
-        let step = if self.config.fragment_bytes == 0 { usize::MAX } else { self.config.fragment_bytes };
+        let step = if self.config.fragment_bytes == 0 {
+            usize::MAX
+        } else {
+            self.config.fragment_bytes
+        };
         if body.len() <= step {
             let mask = self.mask();
             write_frame(out, true, compressed, opcode, mask, body);
@@ -114,19 +132,37 @@ impl Sender {
     /// Append a ping; the payload is cut to 125 bytes (§5.5).
     pub fn ping(&mut self, payload: &[u8], out: &mut Vec<u8>) {
         let mask = self.mask();
-        write_frame(out, true, false, OpCode::Ping, mask, &payload[..payload.len().min(125)]);
+        write_frame(
+            out,
+            true,
+            false,
+            OpCode::Ping,
+            mask,
+            &payload[..payload.len().min(125)],
+        );
     }
 
     /// Append a pong; the payload is cut to 125 bytes (§5.5).
     pub fn pong(&mut self, payload: &[u8], out: &mut Vec<u8>) {
         let mask = self.mask();
-        write_frame(out, true, false, OpCode::Pong, mask, &payload[..payload.len().min(125)]);
+        write_frame(
+            out,
+            true,
+            false,
+            OpCode::Pong,
+            mask,
+            &payload[..payload.len().min(125)],
+        );
     }
 
     /// Append a close frame with `code` and `reason`. Codes that may not be sent (1005, 1006, 1015)
     /// produce an empty close payload instead (§7.4.1).
     pub fn close(&mut self, code: CloseCode, reason: &str, out: &mut Vec<u8>) {
-        let payload = if code.is_sendable() { close_payload(code, reason) } else { Vec::new() };
+        let payload = if code.is_sendable() {
+            close_payload(code, reason)
+        } else {
+            Vec::new()
+        };
         let mask = self.mask();
         write_frame(out, true, false, OpCode::Close, mask, &payload);
     }

@@ -117,7 +117,12 @@ impl FrameHeader {
             if buf.len() < header_len + 4 {
                 return Ok(None);
             }
-            let key = [buf[header_len], buf[header_len + 1], buf[header_len + 2], buf[header_len + 3]];
+            let key = [
+                buf[header_len],
+                buf[header_len + 1],
+                buf[header_len + 2],
+                buf[header_len + 3],
+            ];
             header_len += 4;
             Some(key)
         } else {
@@ -148,7 +153,7 @@ impl FrameHeader {
         if self.rsv2 || self.rsv3 || (self.rsv1 && !deflate_negotiated) {
             return Err(ProtocolError::ReservedBits);
         }
-        if self.rsv1 && matches!(self.opcode, OpCode::Continuation) || self.rsv1 && self.opcode.is_control() {
+        if self.rsv1 && (self.opcode == OpCode::Continuation || self.opcode.is_control()) {
             return Err(ProtocolError::Rsv1NotFirstDataFrame);
         }
         Ok(())
@@ -225,11 +230,18 @@ mod tests {
     #[test]
     fn rfc6455_section_5_7_examples() {
         // A single-frame unmasked text message "Hello".
-        let h = FrameHeader::parse(&[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]).unwrap().unwrap();
+        let h = FrameHeader::parse(&[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f])
+            .unwrap()
+            .unwrap();
         assert!(h.fin);
-        assert_eq!((h.opcode, h.payload_len, h.header_len, h.mask), (OpCode::Text, 5, 2, None));
+        assert_eq!(
+            (h.opcode, h.payload_len, h.header_len, h.mask),
+            (OpCode::Text, 5, 2, None)
+        );
         // A single-frame masked text message "Hello".
-        let h = FrameHeader::parse(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f]).unwrap().unwrap();
+        let h = FrameHeader::parse(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f])
+            .unwrap()
+            .unwrap();
         assert_eq!(h.mask, Some([0x37, 0xfa, 0x21, 0x3d]));
         assert_eq!(h.header_len, 6);
         // A fragmented unmasked text message: "Hel" then "lo".
@@ -238,10 +250,14 @@ mod tests {
         let h = FrameHeader::parse(&[0x80, 0x02]).unwrap().unwrap();
         assert_eq!(h.opcode, OpCode::Continuation);
         // 256 bytes binary message in a single unmasked frame.
-        let h = FrameHeader::parse(&[0x82, 0x7E, 0x01, 0x00]).unwrap().unwrap();
+        let h = FrameHeader::parse(&[0x82, 0x7E, 0x01, 0x00])
+            .unwrap()
+            .unwrap();
         assert_eq!((h.payload_len, h.header_len), (256, 4));
         // 64KiB binary message in a single unmasked frame.
-        let h = FrameHeader::parse(&[0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0]).unwrap().unwrap();
+        let h = FrameHeader::parse(&[0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0])
+            .unwrap()
+            .unwrap();
         assert_eq!((h.payload_len, h.header_len), (65536, 10));
         // Unmasked ping with "Hello".
         let h = FrameHeader::parse(&[0x89, 0x05]).unwrap().unwrap();
@@ -259,9 +275,15 @@ mod tests {
 
     #[test]
     fn length_encodings_must_be_minimal_and_63_bit() {
-        assert_eq!(FrameHeader::parse(&[0x82, 0x7E, 0x00, 0x7D]), Err(ProtocolError::NonMinimalLength));
+        assert_eq!(
+            FrameHeader::parse(&[0x82, 0x7E, 0x00, 0x7D]),
+            Err(ProtocolError::NonMinimalLength)
+        );
         let mut long = [0x82, 0x7F, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF];
-        assert_eq!(FrameHeader::parse(&long), Err(ProtocolError::NonMinimalLength));
+        assert_eq!(
+            FrameHeader::parse(&long),
+            Err(ProtocolError::NonMinimalLength)
+        );
         long[2] = 0x80;
         assert_eq!(FrameHeader::parse(&long), Err(ProtocolError::LengthTopBit));
     }
@@ -269,26 +291,52 @@ mod tests {
     #[test]
     fn reserved_opcodes_and_control_rules() {
         for op in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
-            assert_eq!(FrameHeader::parse(&[0x80 | op, 0]), Err(ProtocolError::ReservedOpcode(op)));
+            assert_eq!(
+                FrameHeader::parse(&[0x80 | op, 0]),
+                Err(ProtocolError::ReservedOpcode(op))
+            );
         }
-        assert_eq!(FrameHeader::parse(&[0x89, 126, 0, 126]), Err(ProtocolError::ControlTooLong(126)));
-        assert_eq!(FrameHeader::parse(&[0x09, 0]), Err(ProtocolError::ControlFragmented));
+        assert_eq!(
+            FrameHeader::parse(&[0x89, 126, 0, 126]),
+            Err(ProtocolError::ControlTooLong(126))
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x09, 0]),
+            Err(ProtocolError::ControlFragmented)
+        );
     }
 
     #[test]
     fn role_and_rsv_checks() {
-        let masked = FrameHeader::parse(&[0x81, 0x80, 1, 2, 3, 4]).unwrap().unwrap();
+        let masked = FrameHeader::parse(&[0x81, 0x80, 1, 2, 3, 4])
+            .unwrap()
+            .unwrap();
         let unmasked = FrameHeader::parse(&[0x81, 0x00]).unwrap().unwrap();
         assert!(masked.check(Role::Server, false).is_ok());
-        assert_eq!(unmasked.check(Role::Server, false), Err(ProtocolError::UnmaskedClientFrame));
-        assert_eq!(masked.check(Role::Client, false), Err(ProtocolError::MaskedServerFrame));
+        assert_eq!(
+            unmasked.check(Role::Server, false),
+            Err(ProtocolError::UnmaskedClientFrame)
+        );
+        assert_eq!(
+            masked.check(Role::Client, false),
+            Err(ProtocolError::MaskedServerFrame)
+        );
         let rsv1 = FrameHeader::parse(&[0xC1, 0x00]).unwrap().unwrap();
-        assert_eq!(rsv1.check(Role::Client, false), Err(ProtocolError::ReservedBits));
+        assert_eq!(
+            rsv1.check(Role::Client, false),
+            Err(ProtocolError::ReservedBits)
+        );
         assert!(rsv1.check(Role::Client, true).is_ok());
         let rsv1_cont = FrameHeader::parse(&[0xC0, 0x00]).unwrap().unwrap();
-        assert_eq!(rsv1_cont.check(Role::Client, true), Err(ProtocolError::Rsv1NotFirstDataFrame));
+        assert_eq!(
+            rsv1_cont.check(Role::Client, true),
+            Err(ProtocolError::Rsv1NotFirstDataFrame)
+        );
         let rsv2 = FrameHeader::parse(&[0xA1, 0x00]).unwrap().unwrap();
-        assert_eq!(rsv2.check(Role::Client, true), Err(ProtocolError::ReservedBits));
+        assert_eq!(
+            rsv2.check(Role::Client, true),
+            Err(ProtocolError::ReservedBits)
+        );
     }
 
     #[test]

@@ -53,11 +53,25 @@ pub fn endpoint(
         None => (None, None),
         Some(p) => {
             let (peer_resets, we_reset, our_bits) = match role {
-                Role::Server => (p.client_no_context_takeover, p.server_no_context_takeover, p.server_max_window_bits),
-                Role::Client => (p.server_no_context_takeover, p.client_no_context_takeover, p.client_max_window_bits),
+                Role::Server => (
+                    p.client_no_context_takeover,
+                    p.server_no_context_takeover,
+                    p.server_max_window_bits,
+                ),
+                Role::Client => (
+                    p.server_no_context_takeover,
+                    p.client_no_context_takeover,
+                    p.client_max_window_bits,
+                ),
             };
-            (Some(Inflater::new(peer_resets)), Some(Deflater::new(level, our_bits, we_reset)))
+            (
+                Some(Inflater::new(peer_resets)),
+                Some(Deflater::new(level, our_bits, we_reset)),
+            )
         }
     };
-    (Receiver::new(role, limits, inflater), Sender::new(role, sender, deflater))
+    (
+        Receiver::new(role, limits, inflater),
+        Sender::new(role, sender, deflater),
+    )
 }

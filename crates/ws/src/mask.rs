@@ -17,8 +17,15 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
 #[inline]
 pub fn apply_mask_at(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let rot = offset % 4;
-    let key = [key[rot], key[(rot + 1) % 4], key[(rot + 2) % 4], key[(rot + 3) % 4]];
-    let wide = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
+    let key = [
+        key[rot],
+        key[(rot + 1) % 4],
+        key[(rot + 2) % 4],
+        key[(rot + 3) % 4],
+    ];
+    let wide = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
     let mut blocks = buf.chunks_exact_mut(32);
     for block in blocks.by_ref() {
         for lane in block.chunks_exact_mut(8) {

@@ -109,7 +109,9 @@ impl Receiver {
         if self.closed && !input.is_empty() {
             return Err(ProtocolError::FrameAfterClose);
         }
-        let Some(header) = FrameHeader::parse(input)? else { return Ok(None) };
+        let Some(header) = FrameHeader::parse(input)? else {
+            return Ok(None);
+        };
         header.check(self.role, self.inflater.is_some())?;
         if header.payload_len > self.limits.max_frame_bytes as u64 {
             return Err(ProtocolError::FrameTooBig {
@@ -143,7 +145,8 @@ impl Receiver {
                 if header.fin && !header.rsv1 {
                     // The common case: one uncompressed frame, delivered in place.
                     if text {
-                        let s = std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?;
+                        let s =
+                            std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?;
                         return Ok(Some((Event::Text(s), total)));
                     }
                     return Ok(Some((Event::Binary(payload), total)));
@@ -175,7 +178,10 @@ impl Receiver {
 
     fn check_message_len(&self, len: u64) -> Result<(), ProtocolError> {
         if len > self.limits.max_message_bytes as u64 {
-            return Err(ProtocolError::MessageTooBig { len, limit: self.limits.max_message_bytes });
+            return Err(ProtocolError::MessageTooBig {
+                len,
+                limit: self.limits.max_message_bytes,
+            });
         }
         Ok(())
     }
@@ -185,13 +191,23 @@ impl Receiver {
         let msg = self.message.expect("message in progress");
         let start = self.assembly.len();
         if msg.compressed {
-            let inflater = self.inflater.as_mut().expect("RSV1 accepted only with deflate");
-            inflater.inflate(payload, fin, &mut self.assembly, self.limits.max_inflated_bytes)?;
+            let inflater = self
+                .inflater
+                .as_mut()
+                .expect("RSV1 accepted only with deflate");
+            inflater.inflate(
+                payload,
+                fin,
+                &mut self.assembly,
+                self.limits.max_inflated_bytes,
+            )?;
         } else {
             self.assembly.extend_from_slice(payload);
         }
         if msg.text {
-            self.utf8.feed(&self.assembly[start..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            self.utf8
+                .feed(&self.assembly[start..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         if !fin {
             return Ok(Event::Fragment);

@@ -117,9 +117,17 @@ mod tests {
         v.feed(&[0xE2]).unwrap();
         assert_eq!(v.finish(), Err(InvalidUtf8));
         // Surrogates and overlongs are invalid at any split.
-        for bad in [&[0xED, 0xA0, 0x80][..], &[0xC0, 0x80], &[0xF5, 0x80, 0x80, 0x80]] {
+        for bad in [
+            &[0xED, 0xA0, 0x80][..],
+            &[0xC0, 0x80],
+            &[0xF5, 0x80, 0x80, 0x80],
+        ] {
             for split in 0..=bad.len() {
-                assert_eq!(feed_split(bad, split), Err(InvalidUtf8), "{bad:x?} at {split}");
+                assert_eq!(
+                    feed_split(bad, split),
+                    Err(InvalidUtf8),
+                    "{bad:x?} at {split}"
+                );
             }
         }
     }

@@ -33,8 +33,7 @@ fn drive(rx: &mut Receiver, wire: &[u8], chunks: &[usize]) -> Result<Vec<Got>, P
         }
         buf.extend_from_slice(&wire[fed..cut]);
         fed = cut;
-        loop {
-            let Some((event, used)) = rx.read(&mut buf)? else { break };
+        while let Some((event, used)) = rx.read(&mut buf)? {
             match event {
                 Event::Text(t) => got.push(Got::Text(t.to_string())),
                 Event::Binary(b) => got.push(Got::Binary(b.to_vec())),
@@ -50,8 +49,15 @@ fn drive(rx: &mut Receiver, wire: &[u8], chunks: &[usize]) -> Result<Vec<Got>, P
     Ok(got)
 }
 
-fn pair(deflate: Option<DeflateParams>, fragment: usize, limits: ReceiverLimits) -> (Sender, Receiver) {
-    let cfg = SenderConfig { fragment_bytes: fragment, compress_min_bytes: 0 };
+fn pair(
+    deflate: Option<DeflateParams>,
+    fragment: usize,
+    limits: ReceiverLimits,
+) -> (Sender, Receiver) {
+    let cfg = SenderConfig {
+        fragment_bytes: fragment,
+        compress_min_bytes: 0,
+    };
     let (_, client_tx) = endpoint(Role::Client, deflate, limits, cfg, 6);
     let (server_rx, _) = endpoint(Role::Server, deflate, limits, cfg, 6);
     (client_tx, server_rx)
@@ -101,7 +107,11 @@ fn every_split_of_every_configuration() {
             assert_eq!(drive(&mut rx, &wire, &bytes).unwrap(), expect);
             for cut in 1..wire.len() {
                 let (_, mut rx) = pair(deflate, fragment, ReceiverLimits::default());
-                assert_eq!(drive(&mut rx, &wire, &[cut]).unwrap(), expect, "{deflate:?} frag {fragment} cut {cut}");
+                assert_eq!(
+                    drive(&mut rx, &wire, &[cut]).unwrap(),
+                    expect,
+                    "{deflate:?} frag {fragment} cut {cut}"
+                );
             }
         }
     }
@@ -110,11 +120,29 @@ fn every_split_of_every_configuration() {
 #[test]
 fn server_to_client_direction() {
     let deflate = Some(DeflateParams::default());
-    let (_, mut server_tx) = endpoint(Role::Server, deflate, ReceiverLimits::default(), SenderConfig::default(), 6);
-    let (mut client_rx, _) = endpoint(Role::Client, deflate, ReceiverLimits::default(), SenderConfig::default(), 6);
+    let (_, mut server_tx) = endpoint(
+        Role::Server,
+        deflate,
+        ReceiverLimits::default(),
+        SenderConfig::default(),
+        6,
+    );
+    let (mut client_rx, _) = endpoint(
+        Role::Client,
+        deflate,
+        ReceiverLimits::default(),
+        SenderConfig::default(),
+        6,
+    );
     let (wire, expect) = conversation(&mut server_tx);
     for cut in 0..wire.len() {
-        let (mut rx, _) = endpoint(Role::Client, deflate, ReceiverLimits::default(), SenderConfig::default(), 6);
+        let (mut rx, _) = endpoint(
+            Role::Client,
+            deflate,
+            ReceiverLimits::default(),
+            SenderConfig::default(),
+            6,
+        );
         assert_eq!(drive(&mut rx, &wire, &[cut]).unwrap(), expect);
     }
     assert_eq!(drive(&mut client_rx, &wire, &[]).unwrap(), expect);
@@ -129,10 +157,28 @@ fn control_frames_interleave_with_fragments() {
     write_frame(&mut wire, true, false, OpCode::Ping, key, b"p1");
     // Split a multi-byte character across fragments.
     let rest = "σμε".as_bytes();
-    write_frame(&mut wire, false, false, OpCode::Continuation, key, &rest[..1]);
+    write_frame(
+        &mut wire,
+        false,
+        false,
+        OpCode::Continuation,
+        key,
+        &rest[..1],
+    );
     write_frame(&mut wire, true, false, OpCode::Pong, key, b"p2");
-    write_frame(&mut wire, true, false, OpCode::Continuation, key, &rest[1..]);
-    let expect = vec![Got::Ping(b"p1".to_vec()), Got::Pong(b"p2".to_vec()), Got::Text("κόσμε".into())];
+    write_frame(
+        &mut wire,
+        true,
+        false,
+        OpCode::Continuation,
+        key,
+        &rest[1..],
+    );
+    let expect = vec![
+        Got::Ping(b"p1".to_vec()),
+        Got::Pong(b"p2".to_vec()),
+        Got::Text("κόσμε".into()),
+    ];
     for cut in 0..wire.len() {
         let mut rx = Receiver::new(Role::Server, ReceiverLimits::default(), None);
         assert_eq!(drive(&mut rx, &wire, &[cut]).unwrap(), expect);
@@ -156,7 +202,10 @@ fn injected_faults_map_to_close_codes() {
         w
     };
     // Bad RSV: RSV1 without deflate, RSV2 always.
-    assert_eq!(fault(&frame(true, true, OpCode::Text, b"x"), limits, false), 1002);
+    assert_eq!(
+        fault(&frame(true, true, OpCode::Text, b"x"), limits, false),
+        1002
+    );
     let mut rsv2 = frame(true, false, OpCode::Text, b"x");
     rsv2[0] |= 0x20;
     assert_eq!(fault(&rsv2, limits, true), 1002);
@@ -169,30 +218,75 @@ fn injected_faults_map_to_close_codes() {
     write_frame(&mut unmasked, true, false, OpCode::Text, None, b"x");
     assert_eq!(fault(&unmasked, limits, false), 1002);
     // Bad UTF-8, single frame and inside a fragmented message (fails on the bad fragment).
-    assert_eq!(fault(&frame(true, false, OpCode::Text, &[0xce, 0xba, 0xff]), limits, false), 1007);
+    assert_eq!(
+        fault(
+            &frame(true, false, OpCode::Text, &[0xce, 0xba, 0xff]),
+            limits,
+            false
+        ),
+        1007
+    );
     let mut frag = frame(false, false, OpCode::Text, b"ok");
-    frag.extend(frame(false, false, OpCode::Continuation, &[0xed, 0xa0, 0x80]));
+    frag.extend(frame(
+        false,
+        false,
+        OpCode::Continuation,
+        &[0xed, 0xa0, 0x80],
+    ));
     let mut rx = Receiver::new(Role::Server, limits, None);
-    assert_eq!(drive(&mut rx, &frag, &[]).unwrap_err(), ProtocolError::InvalidUtf8);
+    assert_eq!(
+        drive(&mut rx, &frag, &[]).unwrap_err(),
+        ProtocolError::InvalidUtf8
+    );
     // Truncated sequence at the end of the message.
     let mut trunc = frame(false, false, OpCode::Text, b"ok");
     trunc.extend(frame(true, false, OpCode::Continuation, &[0xe2, 0x82]));
     assert_eq!(fault(&trunc, limits, false), 1007);
     // Oversized frame is refused from its header alone, before its payload arrives.
-    let small = ReceiverLimits { max_frame_bytes: 100, ..limits };
+    let small = ReceiverLimits {
+        max_frame_bytes: 100,
+        ..limits
+    };
     let big = frame(true, false, OpCode::Binary, &[0; 101]);
     assert_eq!(fault(&big[..8], small, false), 1009);
     // Oversized message across fragments.
-    let small_msg = ReceiverLimits { max_message_bytes: 100, ..limits };
+    let small_msg = ReceiverLimits {
+        max_message_bytes: 100,
+        ..limits
+    };
     let mut parts = frame(false, false, OpCode::Binary, &[0; 60]);
     parts.extend(frame(true, false, OpCode::Continuation, &[0; 60]));
     assert_eq!(fault(&parts, small_msg, false), 1009);
     // Bad close frames.
-    assert_eq!(fault(&frame(true, false, OpCode::Close, &[0x03]), limits, false), 1002);
-    assert_eq!(fault(&frame(true, false, OpCode::Close, &1006u16.to_be_bytes()), limits, false), 1002);
-    assert_eq!(fault(&frame(true, false, OpCode::Close, &[0x03, 0xe8, 0xc0]), limits, false), 1007);
+    assert_eq!(
+        fault(&frame(true, false, OpCode::Close, &[0x03]), limits, false),
+        1002
+    );
+    assert_eq!(
+        fault(
+            &frame(true, false, OpCode::Close, &1006u16.to_be_bytes()),
+            limits,
+            false
+        ),
+        1002
+    );
+    assert_eq!(
+        fault(
+            &frame(true, false, OpCode::Close, &[0x03, 0xe8, 0xc0]),
+            limits,
+            false
+        ),
+        1007
+    );
     // Continuation without a start, and a new message inside a fragmented one.
-    assert_eq!(fault(&frame(true, false, OpCode::Continuation, b"x"), limits, false), 1002);
+    assert_eq!(
+        fault(
+            &frame(true, false, OpCode::Continuation, b"x"),
+            limits,
+            false
+        ),
+        1002
+    );
     let mut nested = frame(false, false, OpCode::Text, b"a");
     nested.extend(frame(true, false, OpCode::Text, b"b"));
     assert_eq!(fault(&nested, limits, false), 1002);
@@ -201,22 +295,44 @@ fn injected_faults_map_to_close_codes() {
     after.extend(frame(true, false, OpCode::Text, b"late"));
     assert_eq!(fault(&after, limits, false), 1002);
     // A compressed message that does not inflate, and a bomb.
-    assert_eq!(fault(&frame(true, true, OpCode::Binary, &[0xff, 0xee, 0xdd]), limits, true), 1002);
+    assert_eq!(
+        fault(
+            &frame(true, true, OpCode::Binary, &[0xff, 0xee, 0xdd]),
+            limits,
+            true
+        ),
+        1002
+    );
     let mut bomb_body = Vec::new();
     m2m_ws::Deflater::new(9, 15, false).deflate(&vec![b'a'; 4 << 20], &mut bomb_body);
-    assert_eq!(fault(&frame(true, true, OpCode::Text, &bomb_body), limits, true), 1009);
+    assert_eq!(
+        fault(&frame(true, true, OpCode::Text, &bomb_body), limits, true),
+        1009
+    );
 }
 
 #[test]
 fn single_frame_messages_are_not_copied() {
     let mut wire = Vec::new();
-    write_frame(&mut wire, true, false, OpCode::Binary, Some([5, 6, 7, 8]), b"payload");
+    write_frame(
+        &mut wire,
+        true,
+        false,
+        OpCode::Binary,
+        Some([5, 6, 7, 8]),
+        b"payload",
+    );
     let start = wire.as_ptr() as usize;
     let mut rx = Receiver::new(Role::Server, ReceiverLimits::default(), None);
     let (event, _) = rx.read(&mut wire).unwrap().unwrap();
-    let Event::Binary(data) = event else { panic!("binary expected") };
+    let Event::Binary(data) = event else {
+        panic!("binary expected")
+    };
     assert_eq!(data, b"payload");
     let at = data.as_ptr() as usize;
-    assert!(at >= start && at < start + 16, "the message must be a slice of the input");
+    assert!(
+        at >= start && at < start + 16,
+        "the message must be a slice of the input"
+    );
     assert_eq!(rx.buffered_capacity(), 0);
 }

@@ -43,27 +43,46 @@ impl ClientHandshake {
     pub fn new(options: ClientOptions) -> (Self, Vec<u8>) {
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce).expect("OS random source");
-        Self::with_key(options, &base64::engine::general_purpose::STANDARD.encode(nonce))
+        Self::with_key(
+            options,
+            &base64::engine::general_purpose::STANDARD.encode(nonce),
+        )
     }
 
     /// Start a handshake with a given key (tests and reproducible traces).
     pub fn with_key(options: ClientOptions, key: &str) -> (Self, Vec<u8>) {
         let mut req = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
-            if options.path.is_empty() { "/" } else { &options.path },
+            if options.path.is_empty() {
+                "/"
+            } else {
+                &options.path
+            },
             options.host
         );
         if !options.protocols.is_empty() {
-            req.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", options.protocols.join(", ")));
+            req.push_str(&format!(
+                "Sec-WebSocket-Protocol: {}\r\n",
+                options.protocols.join(", ")
+            ));
         }
         if let Some(cfg) = &options.deflate {
-            req.push_str(&format!("Sec-WebSocket-Extensions: {}\r\n", client_offer(cfg)));
+            req.push_str(&format!(
+                "Sec-WebSocket-Extensions: {}\r\n",
+                client_offer(cfg)
+            ));
         }
         for (name, value) in &options.extra_headers {
             req.push_str(&format!("{name}: {value}\r\n"));
         }
         req.push_str("\r\n");
-        (Self { expected_accept: super::accept_key(key), options }, req.into_bytes())
+        (
+            Self {
+                expected_accept: super::accept_key(key),
+                options,
+            },
+            req.into_bytes(),
+        )
     }
 
     /// Read the server's answer. `Ok(None)` until the head is complete; the `usize` is the head length
@@ -128,7 +147,9 @@ impl ClientHandshake {
         }
         let deflate = match (extensions.as_slice(), &self.options.deflate) {
             ([], _) => None,
-            ([one], Some(cfg)) => Some(accept_client(one, cfg).map_err(HandshakeError::ExtensionNotOffered)?),
+            ([one], Some(cfg)) => {
+                Some(accept_client(one, cfg).map_err(HandshakeError::ExtensionNotOffered)?)
+            }
             (many, _) => return Err(HandshakeError::ExtensionNotOffered(many.join(", "))),
         };
         Ok(Some((ClientAccepted { protocol, deflate }, len)))
@@ -138,9 +159,9 @@ impl ClientHandshake {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handshake::parse_request;
     use crate::handshake::server::{accept_response, negotiate, validate_upgrade};
     use crate::handshake::subprotocol::OneM2mPolicy;
-    use crate::handshake::parse_request;
 
     fn options() -> ClientOptions {
         ClientOptions {
@@ -155,16 +176,31 @@ mod tests {
     #[test]
     fn client_and_server_agree() {
         let (client, request) = ClientHandshake::new(options());
-        let (req, _) = parse_request(&request, HeadLimits::default()).unwrap().unwrap();
+        let (req, _) = parse_request(&request, HeadLimits::default())
+            .unwrap()
+            .unwrap();
         let up = validate_upgrade(&req).unwrap();
         assert_eq!(up.m2m_origin, Some("Cmeter01"));
-        let n = negotiate(&up, &OneM2mPolicy::default(), Some(&DeflateConfig::default())).unwrap();
+        let n = negotiate(
+            &up,
+            &OneM2mPolicy::default(),
+            Some(&DeflateConfig::default()),
+        )
+        .unwrap();
         let mut wire = n.response.clone();
         wire.extend_from_slice(&[0x81, 0x00]);
         for cut in 0..n.response.len() {
-            assert!(client.read_response(&wire[..cut], HeadLimits::default()).unwrap().is_none());
+            assert!(
+                client
+                    .read_response(&wire[..cut], HeadLimits::default())
+                    .unwrap()
+                    .is_none()
+            );
         }
-        let (accepted, len) = client.read_response(&wire, HeadLimits::default()).unwrap().unwrap();
+        let (accepted, len) = client
+            .read_response(&wire, HeadLimits::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(len, n.response.len());
         assert_eq!(accepted.protocol.as_deref(), Some("oneM2M.json"));
         assert_eq!(accepted.deflate, n.deflate);
@@ -174,20 +210,39 @@ mod tests {
     fn rejects_bad_answers() {
         let (client, _) = ClientHandshake::with_key(options(), "dGhlIHNhbXBsZSBub25jZQ==");
         let ok = accept_response("dGhlIHNhbXBsZSBub25jZQ==", Some("oneM2M.json"), None);
-        assert!(client.read_response(&ok, HeadLimits::default()).unwrap().is_some());
+        assert!(
+            client
+                .read_response(&ok, HeadLimits::default())
+                .unwrap()
+                .is_some()
+        );
         let wrong_key = accept_response("AAAAAAAAAAAAAAAAAAAAAA==", Some("oneM2M.json"), None);
-        assert_eq!(client.read_response(&wrong_key, HeadLimits::default()).unwrap_err(), HandshakeError::AcceptMismatch);
+        assert_eq!(
+            client
+                .read_response(&wrong_key, HeadLimits::default())
+                .unwrap_err(),
+            HandshakeError::AcceptMismatch
+        );
         let not_offered = accept_response("dGhlIHNhbXBsZSBub25jZQ==", Some("oneM2M.cbor"), None);
         assert!(matches!(
             client.read_response(&not_offered, HeadLimits::default()),
             Err(HandshakeError::SubprotocolNotOffered(_))
         ));
-        let bad_ext = accept_response("dGhlIHNhbXBsZSBub25jZQ==", None, Some("permessage-deflate; x=1"));
+        let bad_ext = accept_response(
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            None,
+            Some("permessage-deflate; x=1"),
+        );
         assert!(matches!(
             client.read_response(&bad_ext, HeadLimits::default()),
             Err(HandshakeError::ExtensionNotOffered(_))
         ));
         let refused = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(client.read_response(refused, HeadLimits::default()).unwrap_err(), HandshakeError::Status(400));
+        assert_eq!(
+            client
+                .read_response(refused, HeadLimits::default())
+                .unwrap_err(),
+            HandshakeError::Status(400)
+        );
     }
 }

@@ -35,9 +35,14 @@ pub fn parse_authority(authority: &str) -> Result<ConnectTarget<'_>, HandshakeEr
         let (host, port) = rest.split_once("]:").ok_or(HandshakeError::ConnectTarget)?;
         (host, port)
     } else {
-        authority.rsplit_once(':').ok_or(HandshakeError::ConnectTarget)?
+        authority
+            .rsplit_once(':')
+            .ok_or(HandshakeError::ConnectTarget)?
     };
-    if host.is_empty() || host.contains(['/', '@', ' ']) || (host.contains(':') && !authority.starts_with('[')) {
+    if host.is_empty()
+        || host.contains(['/', '@', ' '])
+        || (host.contains(':') && !authority.starts_with('['))
+    {
         return Err(HandshakeError::ConnectTarget);
     }
     if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
@@ -47,7 +52,11 @@ pub fn parse_authority(authority: &str) -> Result<ConnectTarget<'_>, HandshakeEr
     if port == 0 {
         return Err(HandshakeError::ConnectTarget);
     }
-    Ok(ConnectTarget { host, port, authority })
+    Ok(ConnectTarget {
+        host,
+        port,
+        authority,
+    })
 }
 
 /// The proxy's answers to a CONNECT.
@@ -78,7 +87,9 @@ impl ConnectReply {
 /// short body saying why and close the connection.
 pub fn connect_response(reply: ConnectReply, detail: &str) -> Vec<u8> {
     match reply {
-        ConnectReply::Established => format!("HTTP/1.1 200 {}\r\n\r\n", reason_phrase(200)).into_bytes(),
+        ConnectReply::Established => {
+            format!("HTTP/1.1 200 {}\r\n\r\n", reason_phrase(200)).into_bytes()
+        }
         other => http_error(other.status(), &[], detail),
     }
 }
@@ -86,7 +97,11 @@ pub fn connect_response(reply: ConnectReply, detail: &str) -> Vec<u8> {
 /// A client's CONNECT request for `host:port`, with optional extra headers such as
 /// `Proxy-Authorization`.
 pub fn connect_request(host: &str, port: u16, extra_headers: &[(&str, &str)]) -> Vec<u8> {
-    let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     let mut out = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     for (name, value) in extra_headers {
         out.push_str(&format!("{name}: {value}\r\n"));
@@ -110,7 +125,9 @@ pub fn parse_connect_response(
         }
         Ok(httparse::Status::Partial) if buf.len() <= limits.max_head_bytes => Ok(None),
         Ok(_) => Err(HandshakeError::HeadTooLarge(limits.max_head_bytes)),
-        Err(httparse::Error::TooManyHeaders) => Err(HandshakeError::TooManyHeaders(limits.max_headers)),
+        Err(httparse::Error::TooManyHeaders) => {
+            Err(HandshakeError::TooManyHeaders(limits.max_headers))
+        }
         Err(e) => Err(HandshakeError::Malformed(http_error_text(e))),
     }
 }
@@ -126,14 +143,35 @@ mod tests {
         let (head, len) = parse_request(&req, HeadLimits::default()).unwrap().unwrap();
         assert_eq!(len, req.len());
         let t = parse_connect(&head).unwrap();
-        assert_eq!((t.host, t.port, t.authority), ("127.0.0.1", 8180, "127.0.0.1:8180"));
+        assert_eq!(
+            (t.host, t.port, t.authority),
+            ("127.0.0.1", 8180, "127.0.0.1:8180")
+        );
         let v6 = parse_authority("[::1]:443").unwrap();
         assert_eq!((v6.host, v6.port), ("::1", 443));
-        for bad in ["example.net", "example.net:", "example.net:99999", "::1:80", "a/b:80", ":80", "h:0", "h:8x"] {
-            assert_eq!(parse_authority(bad), Err(HandshakeError::ConnectTarget), "{bad}");
+        for bad in [
+            "example.net",
+            "example.net:",
+            "example.net:99999",
+            "::1:80",
+            "a/b:80",
+            ":80",
+            "h:0",
+            "h:8x",
+        ] {
+            assert_eq!(
+                parse_authority(bad),
+                Err(HandshakeError::ConnectTarget),
+                "{bad}"
+            );
         }
-        let (get, _) = parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", HeadLimits::default()).unwrap().unwrap();
-        assert!(matches!(parse_connect(&get), Err(HandshakeError::Method(_))));
+        let (get, _) = parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", HeadLimits::default())
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            parse_connect(&get),
+            Err(HandshakeError::Method(_))
+        ));
     }
 
     #[test]
@@ -142,14 +180,30 @@ mod tests {
         assert_eq!(ok, b"HTTP/1.1 200 Connection Established\r\n\r\n");
         let mut wire = ok.clone();
         wire.extend_from_slice(b"GET / HTTP/1.1\r\n");
-        assert_eq!(parse_connect_response(&wire, HeadLimits::default()).unwrap(), Some((200, ok.len())));
-        assert_eq!(parse_connect_response(&ok[..10], HeadLimits::default()).unwrap(), None);
-        for (reply, status) in [(ConnectReply::Forbidden, 403), (ConnectReply::BadGateway, 502), (ConnectReply::GatewayTimeout, 504)] {
+        assert_eq!(
+            parse_connect_response(&wire, HeadLimits::default()).unwrap(),
+            Some((200, ok.len()))
+        );
+        assert_eq!(
+            parse_connect_response(&ok[..10], HeadLimits::default()).unwrap(),
+            None
+        );
+        for (reply, status) in [
+            (ConnectReply::Forbidden, 403),
+            (ConnectReply::BadGateway, 502),
+            (ConnectReply::GatewayTimeout, 504),
+        ] {
             let resp = connect_response(reply, "target not allowed");
             let text = String::from_utf8(resp.clone()).unwrap();
             assert!(text.starts_with(&format!("HTTP/1.1 {status} ")));
             assert!(text.ends_with("target not allowed\n"));
-            assert_eq!(parse_connect_response(&resp, HeadLimits::default()).unwrap().unwrap().0, status);
+            assert_eq!(
+                parse_connect_response(&resp, HeadLimits::default())
+                    .unwrap()
+                    .unwrap()
+                    .0,
+                status
+            );
         }
     }
 }

@@ -31,7 +31,10 @@ pub struct HeadLimits {
 
 impl Default for HeadLimits {
     fn default() -> Self {
-        Self { max_head_bytes: 8 * 1024, max_headers: 32 }
+        Self {
+            max_head_bytes: 8 * 1024,
+            max_headers: 32,
+        }
     }
 }
 
@@ -48,14 +51,19 @@ pub struct HttpRequest<'a> {
 impl<'a> HttpRequest<'a> {
     /// Every value of header `name` (case-insensitive), in order.
     pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a [u8]> + 's {
-        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
     }
 
     /// The single value of header `name` as text; `Ok(None)` when absent, an error when repeated or not
     /// visible ASCII.
     pub fn single_header(&self, name: &'static str) -> Result<Option<&'a str>, HandshakeError> {
         let mut values = self.header_values(name);
-        let Some(first) = values.next() else { return Ok(None) };
+        let Some(first) = values.next() else {
+            return Ok(None);
+        };
         if values.next().is_some() {
             return Err(HandshakeError::InvalidHeader(name));
         }
@@ -64,8 +72,14 @@ impl<'a> HttpRequest<'a> {
 }
 
 /// A header value as trimmed text; only visible ASCII and spaces are allowed.
-pub(crate) fn header_str<'a>(value: &'a [u8], name: &'static str) -> Result<&'a str, HandshakeError> {
-    if !value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+pub(crate) fn header_str<'a>(
+    value: &'a [u8],
+    name: &'static str,
+) -> Result<&'a str, HandshakeError> {
+    if !value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
         return Err(HandshakeError::InvalidHeader(name));
     }
     Ok(std::str::from_utf8(value).expect("ASCII").trim())
@@ -179,17 +193,33 @@ mod tests {
 
     #[test]
     fn rfc6455_section_1_3_accept_vector() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
     fn head_limits_are_enforced_before_completion() {
-        let limits = HeadLimits { max_head_bytes: 64, max_headers: 2 };
+        let limits = HeadLimits {
+            max_head_bytes: 64,
+            max_headers: 2,
+        };
         let long = format!("GET / HTTP/1.1\r\nX-Pad: {}", "a".repeat(100));
-        assert_eq!(parse_request(long.as_bytes(), limits).unwrap_err(), HandshakeError::HeadTooLarge(64));
+        assert_eq!(
+            parse_request(long.as_bytes(), limits).unwrap_err(),
+            HandshakeError::HeadTooLarge(64)
+        );
         let many = "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
-        assert_eq!(parse_request(many.as_bytes(), limits).unwrap_err(), HandshakeError::TooManyHeaders(2));
-        assert!(parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n", limits).unwrap().is_none());
+        assert_eq!(
+            parse_request(many.as_bytes(), limits).unwrap_err(),
+            HandshakeError::TooManyHeaders(2)
+        );
+        assert!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n", limits)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -198,7 +228,12 @@ mod tests {
         assert!(resp.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(resp.contains("Sec-WebSocket-Version: 13\r\n"));
         let (head, body) = resp.split_once("\r\n\r\n").unwrap();
-        let len: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(body.len(), len);
         assert!(body.contains("version 13"));
     }

@@ -23,7 +23,8 @@ pub struct ExtensionItem<'a> {
 /// RFC 9110 `tchar`.
 pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Split `s` on `sep` outside double quotes.
@@ -64,7 +65,10 @@ fn parse_value(raw: &str) -> Option<Cow<'_, str>> {
 fn parse_item(item: &str) -> ExtensionItem<'_> {
     let mut parts = split_unquoted(item, b';').into_iter().map(str::trim);
     let name = parts.next().unwrap_or("");
-    let malformed = ExtensionItem { name: "", params: Vec::new() };
+    let malformed = ExtensionItem {
+        name: "",
+        params: Vec::new(),
+    };
     if !is_token(name) {
         return malformed;
     }
@@ -110,14 +114,25 @@ mod tests {
             "permessage-deflate; client_max_window_bits, permessage-deflate; server_max_window_bits=\"10\" , foo",
         );
         assert_eq!(items.len(), 3);
-        assert_eq!(items[0].params[0], HeaderParam { name: "client_max_window_bits", value: None });
+        assert_eq!(
+            items[0].params[0],
+            HeaderParam {
+                name: "client_max_window_bits",
+                value: None
+            }
+        );
         assert_eq!(items[1].params[0].value.as_deref(), Some("10"));
         assert_eq!(items[2].name, "foo");
     }
 
     #[test]
     fn malformed_items_have_no_name() {
-        for bad in ["per message", "x; a=\"b c\"", "x; =1", "x; a=\"unterminated"] {
+        for bad in [
+            "per message",
+            "x; a=\"b c\"",
+            "x; =1",
+            "x; a=\"unterminated",
+        ] {
             let items = parse_extension_list(bad);
             assert!(items.iter().any(|i| i.name.is_empty()), "{bad}");
         }

@@ -27,7 +27,11 @@ pub struct UpgradeRequest<'a> {
     pub m2m_origin: Option<&'a str>,
 }
 
-fn has_token(req: &HttpRequest<'_>, header: &'static str, token: &str) -> Result<bool, HandshakeError> {
+fn has_token(
+    req: &HttpRequest<'_>,
+    header: &'static str,
+    token: &str,
+) -> Result<bool, HandshakeError> {
     let mut present = false;
     for raw in req.header_values(header) {
         present = true;
@@ -35,7 +39,11 @@ fn has_token(req: &HttpRequest<'_>, header: &'static str, token: &str) -> Result
             return Ok(true);
         }
     }
-    if present { Ok(false) } else { Err(HandshakeError::MissingHeader(header)) }
+    if present {
+        Ok(false)
+    } else {
+        Err(HandshakeError::MissingHeader(header))
+    }
 }
 
 /// Validate an upgrade request per RFC 6455 §4.2.1.
@@ -46,7 +54,9 @@ pub fn validate_upgrade<'a>(req: &HttpRequest<'a>) -> Result<UpgradeRequest<'a>,
     if req.minor_version < 1 {
         return Err(HandshakeError::HttpVersion);
     }
-    let host = req.single_header("Host")?.ok_or(HandshakeError::MissingHeader("Host"))?;
+    let host = req
+        .single_header("Host")?
+        .ok_or(HandshakeError::MissingHeader("Host"))?;
     if host.is_empty() {
         return Err(HandshakeError::InvalidHeader("Host"));
     }
@@ -111,8 +121,17 @@ pub fn negotiate<P: SubprotocolPolicy>(
         .ok_or_else(|| HandshakeError::NoSubprotocol(policy.supported()))?;
     let protocol = req.protocols[index].to_string();
     let agreed = deflate.and_then(|cfg| negotiate_server(&req.extensions, cfg));
-    let response = accept_response(req.key, Some(&protocol), agreed.as_ref().map(|(_, h)| h.as_str()));
-    Ok(Negotiated { protocol, choice, deflate: agreed.map(|(p, _)| p), response })
+    let response = accept_response(
+        req.key,
+        Some(&protocol),
+        agreed.as_ref().map(|(_, h)| h.as_str()),
+    );
+    Ok(Negotiated {
+        protocol,
+        choice,
+        deflate: agreed.map(|(p, _)| p),
+        response,
+    })
 }
 
 /// The 101 response (§4.2.2 item 5).
@@ -144,7 +163,9 @@ mod tests {
     const GOOD: &str = "GET / HTTP/1.1\r\nHost: mncse1234.net:9000\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, oneM2M.R2.0.cbor\r\nSec-WebSocket-Protocol: oneM2M.json\r\nX-M2M-Origin: Cmeter01\r\n\r\n";
 
     fn validate(raw: &str) -> Result<UpgradeRequest<'_>, HandshakeError> {
-        let (req, len) = parse_request(raw.as_bytes(), HeadLimits::default()).unwrap().unwrap();
+        let (req, len) = parse_request(raw.as_bytes(), HeadLimits::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(len, raw.len());
         validate_upgrade(&req)
     }
@@ -182,13 +203,17 @@ mod tests {
             assert_eq!(err.status(), *status, "{from} -> {to}: {err}");
         }
         // Case-insensitive header names and tokens.
-        let loud = GOOD.replace("Upgrade: websocket", "UPGRADE: WebSocket").replace("Upgrade\r\n", "UPGRADE\r\n");
+        let loud = GOOD
+            .replace("Upgrade: websocket", "UPGRADE: WebSocket")
+            .replace("Upgrade\r\n", "UPGRADE\r\n");
         assert!(validate(&loud).is_ok());
     }
 
     #[test]
     fn no_acceptable_subprotocol_lists_what_is_supported() {
-        let raw = GOOD.replace("chat, oneM2M.R2.0.cbor", "mqtt").replace("oneM2M.json", "wamp");
+        let raw = GOOD
+            .replace("chat, oneM2M.R2.0.cbor", "mqtt")
+            .replace("oneM2M.json", "wamp");
         let req = validate(&raw).unwrap();
         let err = negotiate(&req, &OneM2mPolicy::default(), None).unwrap_err();
         assert_eq!(err.status(), 400);
@@ -197,12 +222,24 @@ mod tests {
 
     #[test]
     fn deflate_is_negotiated_only_when_enabled() {
-        let raw = GOOD.replace("X-M2M-Origin", "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\nX-M2M-Origin");
+        let raw = GOOD.replace(
+            "X-M2M-Origin",
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\nX-M2M-Origin",
+        );
         let req = validate(&raw).unwrap();
         let off = negotiate(&req, &OneM2mPolicy::default(), None).unwrap();
         assert!(off.deflate.is_none());
-        let on = negotiate(&req, &OneM2mPolicy::default(), Some(&DeflateConfig::default())).unwrap();
+        let on = negotiate(
+            &req,
+            &OneM2mPolicy::default(),
+            Some(&DeflateConfig::default()),
+        )
+        .unwrap();
         assert!(on.deflate.is_some());
-        assert!(String::from_utf8(on.response).unwrap().contains("Sec-WebSocket-Extensions: permessage-deflate\r\n"));
+        assert!(
+            String::from_utf8(on.response)
+                .unwrap()
+                .contains("Sec-WebSocket-Extensions: permessage-deflate\r\n")
+        );
     }
 }

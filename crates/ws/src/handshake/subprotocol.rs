@@ -64,7 +64,10 @@ impl OneM2mSubprotocol {
     pub fn parse(name: &str) -> Option<Self> {
         let lower = name.to_ascii_lowercase();
         if lower == "onem2m-pro-v1.0" {
-            return Some(Self { serialization: Serialization::Json, family: NameFamily::Draft });
+            return Some(Self {
+                serialization: Serialization::Json,
+                family: NameFamily::Draft,
+            });
         }
         let (family, rest) = if let Some(rest) = lower.strip_prefix("onem2m.r2.0.") {
             (NameFamily::R2, rest)
@@ -77,7 +80,10 @@ impl OneM2mSubprotocol {
             "cbor" => Serialization::Cbor,
             _ => return None,
         };
-        Some(Self { serialization, family })
+        Some(Self {
+            serialization,
+            family,
+        })
     }
 
     /// The canonical spelling of this subprotocol.
@@ -128,7 +134,13 @@ impl SubprotocolPolicy for OneM2mPolicy {
                 continue;
             }
             for &serialization in &self.serializations {
-                names.push(OneM2mSubprotocol { serialization, family }.name());
+                names.push(
+                    OneM2mSubprotocol {
+                        serialization,
+                        family,
+                    }
+                    .name(),
+                );
             }
         }
         names.join(", ")
@@ -149,9 +161,21 @@ mod tests {
             ("oneM2M-pro-v1.0", Serialization::Json, NameFamily::Draft),
         ];
         for (name, serialization, family) in cases {
-            assert_eq!(OneM2mSubprotocol::parse(name), Some(OneM2mSubprotocol { serialization, family }));
+            assert_eq!(
+                OneM2mSubprotocol::parse(name),
+                Some(OneM2mSubprotocol {
+                    serialization,
+                    family
+                })
+            );
         }
-        for bad in ["oneM2M", "oneM2M.yaml", "oneM2M-R2.0_XML", "mqtt", "oneM2M.R3.0.json"] {
+        for bad in [
+            "oneM2M",
+            "oneM2M.yaml",
+            "oneM2M-R2.0_XML",
+            "mqtt",
+            "oneM2M.R3.0.json",
+        ] {
             assert_eq!(OneM2mSubprotocol::parse(bad), None, "{bad}");
         }
     }
@@ -159,9 +183,20 @@ mod tests {
     #[test]
     fn honours_client_order_and_policy() {
         let policy = OneM2mPolicy::default();
-        assert_eq!(policy.select(&["chat", "oneM2M.cbor", "oneM2M.json"]).unwrap().0, 1);
-        let json_only = OneM2mPolicy { serializations: vec![Serialization::Json], ..policy.clone() };
-        let (i, p) = json_only.select(&["oneM2M.cbor", "oneM2M.R2.0.json"]).unwrap();
+        assert_eq!(
+            policy
+                .select(&["chat", "oneM2M.cbor", "oneM2M.json"])
+                .unwrap()
+                .0,
+            1
+        );
+        let json_only = OneM2mPolicy {
+            serializations: vec![Serialization::Json],
+            ..policy.clone()
+        };
+        let (i, p) = json_only
+            .select(&["oneM2M.cbor", "oneM2M.R2.0.json"])
+            .unwrap();
         assert_eq!((i, p.family), (1, NameFamily::R2));
         assert!(json_only.select(&["oneM2M.xml"]).is_none());
         assert!(json_only.supported().contains("oneM2M.R2.0.json"));

@@ -1,0 +1,447 @@
+//! XML (TS-0004 §8.3) on `quick-xml`: root `m2m:rqp` or `m2m:rsp` in namespace
+//! `http://www.onem2m.org/xml/protocols`, parameters in XSD order, the resource's `rn` as an attribute,
+//! lists space-separated in one element, NULL as an empty element.
+//!
+//! XML text has no types, so decoding consults [`crate::schema`] to give each value the JSON type it has
+//! in the other serializations; that is what makes JSON ↔ XML lossless for the resources in the table.
+//! NULL is a self-closing element (`<x/>`) and an empty value an open/close pair (`<x></x>`), so both
+//! survive a round trip. Known limit: list items cannot contain spaces (`xs:list` has none).
+
+use std::borrow::Cow;
+
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
+
+use crate::error::PrimitiveError;
+use crate::schema::{Kind, is_attribute, kind};
+use crate::value::{Map, Value};
+
+/// The oneM2M protocols namespace.
+pub const NAMESPACE: &str = "http://www.onem2m.org/xml/protocols";
+/// Nesting deeper than this is refused.
+pub const MAX_DEPTH: usize = 64;
+
+fn malformed(e: impl std::fmt::Display) -> PrimitiveError {
+    PrimitiveError::bad_request(format!("malformed XML: {e}"))
+}
+
+#[derive(Debug, Default)]
+struct Element {
+    name: String,
+    attrs: Vec<(String, String)>,
+    children: Vec<Element>,
+    text: String,
+    /// `<x/>`: NULL, as opposed to `<x></x>`, an empty value.
+    self_closing: bool,
+}
+
+/// Whether the root was a request or a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Root {
+    Request,
+    Response,
+}
+
+impl Root {
+    pub fn element(self) -> &'static str {
+        match self {
+            Self::Request => "m2m:rqp",
+            Self::Response => "m2m:rsp",
+        }
+    }
+}
+
+/// Namespace prefixes declared in the document that stand for the oneM2M namespace.
+#[derive(Default)]
+struct Prefixes(Vec<String>);
+
+impl Prefixes {
+    /// The element name with a oneM2M prefix normalised to `m2m:`.
+    fn normalise(&self, qname: &str) -> String {
+        match qname.split_once(':') {
+            Some((prefix, local)) if prefix != "m2m" && self.0.iter().any(|p| p == prefix) => {
+                format!("m2m:{local}")
+            }
+            _ => qname.to_string(),
+        }
+    }
+}
+
+fn read_element(
+    start: &BytesStart<'_>,
+    prefixes: &mut Prefixes,
+) -> Result<Element, PrimitiveError> {
+    let mut attrs = Vec::new();
+    for attr in start.attributes() {
+        let attr = attr.map_err(malformed)?;
+        let key: &str = attr.key.as_ref();
+        let value = attr
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map_err(malformed)?
+            .into_owned();
+        if let Some(prefix) = key.strip_prefix("xmlns:") {
+            if value == NAMESPACE {
+                prefixes.0.push(prefix.to_string());
+            }
+            continue;
+        }
+        if key == "xmlns" || key.starts_with("xsi:") {
+            continue;
+        }
+        attrs.push((key.to_string(), value));
+    }
+    let name = start.name().as_ref().to_string();
+    Ok(Element {
+        name: prefixes.normalise(&name),
+        attrs,
+        ..Element::default()
+    })
+}
+
+fn resolve_entity(name: &str) -> Result<char, PrimitiveError> {
+    Ok(match name {
+        "lt" => '<',
+        "gt" => '>',
+        "amp" => '&',
+        "apos" => '\'',
+        "quot" => '"',
+        other => return Err(malformed(format!("unknown entity &{other};"))),
+    })
+}
+
+fn parse_tree(text: &str) -> Result<Element, PrimitiveError> {
+    let mut reader = Reader::from_str(text);
+    let mut prefixes = Prefixes::default();
+    let mut stack: Vec<Element> = Vec::new();
+    loop {
+        let event = reader.read_event().map_err(malformed)?;
+        match event {
+            Event::Start(start) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(malformed(format!("nested deeper than {MAX_DEPTH}")));
+                }
+                let el = read_element(&start, &mut prefixes)?;
+                stack.push(el);
+            }
+            Event::Empty(start) => {
+                let mut el = read_element(&start, &mut prefixes)?;
+                el.self_closing = true;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(el),
+                    None => return Ok(el),
+                }
+            }
+            Event::End(_) => {
+                let el = stack.pop().ok_or_else(|| malformed("unbalanced end tag"))?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(el),
+                    None => return Ok(el),
+                }
+            }
+            Event::Text(t) => {
+                if let Some(el) = stack.last_mut() {
+                    el.text.push_str(&t.xml10_content());
+                } else if !t.trim().is_empty() {
+                    return Err(malformed("text outside the root element"));
+                }
+            }
+            Event::CData(c) => {
+                let el = stack
+                    .last_mut()
+                    .ok_or_else(|| malformed("CDATA outside the root"))?;
+                el.text.push_str(&c);
+            }
+            Event::GeneralRef(r) => {
+                let el = stack
+                    .last_mut()
+                    .ok_or_else(|| malformed("reference outside the root"))?;
+                match r.resolve_char_ref().map_err(malformed)? {
+                    Some(c) => el.text.push(c),
+                    None => el.text.push(resolve_entity(&r)?),
+                }
+            }
+            Event::DocType(_) => return Err(malformed("DOCTYPE is not allowed")),
+            Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
+            Event::Eof => return Err(malformed("document ends before the root element closes")),
+        }
+    }
+}
+
+fn scalar(text: &str, k: Kind) -> Value {
+    let trimmed = text.trim();
+    match k {
+        Kind::Int | Kind::AbsRel => {
+            if trimmed.is_empty() && k == Kind::Int {
+                return Value::Null;
+            }
+            if let Ok(i) = trimmed.parse::<i64>() {
+                return Value::Int(i);
+            }
+            if let Ok(u) = trimmed.parse::<u64>() {
+                return Value::UInt(u);
+            }
+            if k == Kind::Int
+                && let Ok(f) = trimmed.parse::<f64>()
+            {
+                return Value::Float(f);
+            }
+            Value::String(text.to_string())
+        }
+        Kind::Float => match trimmed.parse::<f64>() {
+            Ok(f) => Value::Float(f),
+            Err(_) if trimmed.is_empty() => Value::Null,
+            Err(_) => Value::String(text.to_string()),
+        },
+        Kind::Bool => match trimmed {
+            "true" | "1" => Value::Bool(true),
+            "false" | "0" => Value::Bool(false),
+            "" => Value::Null,
+            _ => Value::String(text.to_string()),
+        },
+        Kind::ListStr => Value::Array(trimmed.split_ascii_whitespace().map(Value::from).collect()),
+        Kind::ListInt => Value::Array(
+            trimmed
+                .split_ascii_whitespace()
+                .map(|s| {
+                    s.parse::<i64>()
+                        .map(Value::Int)
+                        .unwrap_or_else(|_| Value::from(s))
+                })
+                .collect(),
+        ),
+        Kind::Object | Kind::ListObj if trimmed.is_empty() => Value::Object(Map::new()),
+        _ => Value::String(text.to_string()),
+    }
+}
+
+fn to_value(el: Element, parent: &str) -> Value {
+    let k = kind(parent, &el.name);
+    let complex = !el.children.is_empty() || !el.attrs.is_empty();
+    if !complex {
+        return if el.self_closing {
+            Value::Null
+        } else {
+            scalar(&el.text, k)
+        };
+    }
+    let mut map = Map::new();
+    for (name, value) in el.attrs {
+        let v = scalar(&value, kind(&el.name, &name));
+        map.0.push((name, v));
+    }
+    if el.children.is_empty() {
+        if !el.text.trim().is_empty() || matches!(k, Kind::ListObj) {
+            map.0
+                .push(("val".into(), scalar(&el.text, kind(&el.name, "val"))));
+        }
+        return Value::Object(map);
+    }
+    let parent_name = el.name;
+    for child in el.children {
+        let child_kind = kind(&parent_name, &child.name);
+        let name = child.name.clone();
+        let value = to_value(child, &parent_name);
+        match map.get_mut(&name) {
+            Some(Value::Array(items))
+                if child_kind == Kind::ListObj
+                    || !matches!(child_kind, Kind::ListStr | Kind::ListInt) =>
+            {
+                items.push(value)
+            }
+            Some(existing) => {
+                let first = std::mem::replace(existing, Value::Null);
+                *existing = Value::Array(vec![first, value]);
+            }
+            None if child_kind == Kind::ListObj => map.0.push((name, Value::Array(vec![value]))),
+            None => map.0.push((name, value)),
+        }
+    }
+    Value::Object(map)
+}
+
+/// Decode an XML primitive: which root it had and its parameters.
+pub fn decode(bytes: &[u8]) -> Result<(Root, Map), PrimitiveError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| malformed("not UTF-8"))?;
+    let root = parse_tree(text)?;
+    let which = match root.name.as_str() {
+        "m2m:rqp" => Root::Request,
+        "m2m:rsp" => Root::Response,
+        other => {
+            return Err(malformed(format!(
+                "root element {other} is neither m2m:rqp nor m2m:rsp"
+            )));
+        }
+    };
+    match to_value(
+        Element {
+            attrs: Vec::new(),
+            ..root
+        },
+        "",
+    ) {
+        Value::Object(map) => Ok((which, map)),
+        _ => Ok((which, Map::new())),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), PrimitiveError> {
+    let ok = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+        && !name.to_ascii_lowercase().starts_with("xml");
+    if ok {
+        Ok(())
+    } else {
+        Err(PrimitiveError::new(
+            crate::rsc::Rsc::NOT_ACCEPTABLE,
+            format!("member {name:?} cannot be an XML element name"),
+        ))
+    }
+}
+
+fn escape(s: &str) -> Cow<'_, str> {
+    quick_xml::escape::escape(s)
+}
+
+fn scalar_text(v: &Value) -> Option<Cow<'_, str>> {
+    Some(match v {
+        Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        Value::Int(i) => Cow::Owned(i.to_string()),
+        Value::UInt(u) => Cow::Owned(u.to_string()),
+        Value::Float(f) => Cow::Owned(f.to_string()),
+        Value::String(s) => escape(s),
+        Value::Bytes(b) => Cow::Owned(b.iter().map(|x| format!("{x:02x}")).collect()),
+        _ => return None,
+    })
+}
+
+fn write_member(out: &mut String, name: &str, value: &Value) -> Result<(), PrimitiveError> {
+    check_name(name)?;
+    match value {
+        Value::Null => {
+            out.push('<');
+            out.push_str(name);
+            out.push_str("/>");
+        }
+        Value::Array(items) if items.iter().any(|i| matches!(i, Value::Object(_))) => {
+            for item in items {
+                write_member(out, name, item)?;
+            }
+        }
+        Value::Array(items) => {
+            let parts: Vec<Cow<'_, str>> = items.iter().filter_map(scalar_text).collect();
+            out.push_str(&format!("<{name}>{}</{name}>", parts.join(" ")));
+        }
+        Value::Object(map) => {
+            out.push('<');
+            out.push_str(name);
+            let has_val = map.get("val").is_some();
+            let mut children = Vec::new();
+            for (k, v) in map.iter() {
+                let as_attr = (is_attribute(name, k) || (has_val && k != "val"))
+                    && !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null);
+                if as_attr {
+                    check_name(k)?;
+                    let text = scalar_text(v).unwrap_or_default();
+                    out.push_str(&format!(" {k}=\"{}\"", text.replace('"', "&quot;")));
+                } else {
+                    children.push((k, v));
+                }
+            }
+            if children.is_empty() {
+                // `<x/>` is NULL; an empty object is `<x></x>`, unless attributes carry it.
+                out.push_str(
+                    if map.is_empty() {
+                        format!("></{name}>")
+                    } else {
+                        "/>".to_string()
+                    }
+                    .as_str(),
+                );
+                return Ok(());
+            }
+            out.push('>');
+            for (k, v) in children {
+                if has_val && k == "val" {
+                    out.push_str(&scalar_text(v).unwrap_or_default());
+                } else {
+                    write_member(out, k, v)?;
+                }
+            }
+            out.push_str(&format!("</{name}>"));
+        }
+        scalar_value => {
+            out.push_str(&format!(
+                "<{name}>{}</{name}>",
+                scalar_text(scalar_value).unwrap_or_default()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Append an XML primitive with root `root` and the parameters of `map` (already in XSD order).
+pub fn encode(root: Root, map: &Map, out: &mut Vec<u8>) -> Result<(), PrimitiveError> {
+    let mut s = String::with_capacity(256);
+    s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
+    s.push_str(&format!("<{} xmlns:m2m=\"{NAMESPACE}\">", root.element()));
+    for (k, v) in map.iter() {
+        write_member(&mut s, k, v)?;
+    }
+    s.push_str(&format!("</{}>", root.element()));
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn onem2m_section_8_container_create() {
+        let doc = r#"<?xml version="1.0" encoding="UTF-8"?>
+<m2m:rqp xmlns:m2m="http://www.onem2m.org/xml/protocols">
+  <op>1</op><to>cse-in/meter01</to><fr>Cmeter01</fr><rqi>q-0002</rqi><ty>3</ty>
+  <pc><m2m:cnt rn="readings"><mni>100</mni><mbs>100000</mbs></m2m:cnt></pc>
+  <rvi>3</rvi>
+</m2m:rqp>"#;
+        let (root, map) = decode(doc.as_bytes()).unwrap();
+        assert_eq!(root, Root::Request);
+        assert_eq!(map.get("op"), Some(&Value::Int(1)));
+        assert_eq!(map.get("rvi"), Some(&Value::from("3")));
+        let cnt = map
+            .get("pc")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .get("m2m:cnt")
+            .unwrap()
+            .as_object()
+            .unwrap();
+        assert_eq!(cnt.get("rn"), Some(&Value::from("readings")));
+        assert_eq!(cnt.get("mbs"), Some(&Value::Int(100000)));
+    }
+
+    #[test]
+    fn other_prefixes_entities_and_refusals() {
+        let doc = r#"<p:rsp xmlns:p="http://www.onem2m.org/xml/protocols"><rsc>4004</rsc><rqi>a&amp;b&#x41;</rqi><pc><p:dbg>x &lt; y</p:dbg></pc></p:rsp>"#;
+        let (root, map) = decode(doc.as_bytes()).unwrap();
+        assert_eq!(root, Root::Response);
+        assert_eq!(map.get("rqi"), Some(&Value::from("a&bA")));
+        assert_eq!(
+            map.get("pc").unwrap().as_object().unwrap().get("m2m:dbg"),
+            Some(&Value::from("x < y"))
+        );
+        assert!(decode(b"<m2m:rqp><op>1</op>").is_err());
+        assert!(decode(b"<html/>").is_err());
+        assert!(decode(b"<!DOCTYPE x [<!ENTITY a 'b'>]><m2m:rqp/>").is_err());
+        let deep = format!(
+            "<m2m:rqp>{}{}</m2m:rqp>",
+            "<a>".repeat(100),
+            "</a>".repeat(100)
+        );
+        assert!(decode(deep.as_bytes()).is_err());
+    }
+}
