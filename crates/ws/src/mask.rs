@@ -3,8 +3,8 @@
 //! XOR with a 4-byte key is the only per-byte work a receiver must do on every payload byte, so it is
 //! written to be vectorised by the compiler without `unsafe`: the key is widened to a `u64`, the
 //! buffer is walked in 32-byte blocks of four unaligned `u64` lanes (which LLVM turns into SIMD loads
-//! and XORs), and only the tail is done a byte at a time. Blocks are multiples of 4 bytes, so the key
-//! phase never shifts. `benches/frames.rs` compares it with a byte loop and with fastwebsockets.
+//! and XORs), then in single `u64` lanes, and only the last 0–7 bytes one at a time. Blocks and lanes
+//! are multiples of 4 bytes, so the key phase never shifts. `benches/frames.rs` compares it with a byte loop and with fastwebsockets.
 
 /// XOR `buf` in place with `key`, as if `buf` started at payload offset 0.
 #[inline]
@@ -33,7 +33,12 @@ pub fn apply_mask_at(buf: &mut [u8], key: [u8; 4], offset: usize) {
             lane.copy_from_slice(&word.to_ne_bytes());
         }
     }
-    for (i, byte) in blocks.into_remainder().iter_mut().enumerate() {
+    let mut lanes = blocks.into_remainder().chunks_exact_mut(8);
+    for lane in lanes.by_ref() {
+        let word = u64::from_ne_bytes(lane.try_into().expect("8-byte lane")) ^ wide;
+        lane.copy_from_slice(&word.to_ne_bytes());
+    }
+    for (i, byte) in lanes.into_remainder().iter_mut().enumerate() {
         *byte ^= key[i % 4];
     }
 }
