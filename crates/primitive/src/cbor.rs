@@ -100,7 +100,11 @@ fn item(d: &mut Decoder<'_>, depth: usize) -> Result<Value, PrimitiveError> {
                 members.push((key, item(d, depth + 1)?));
                 Ok(())
             })?;
-            Value::Object(Map(members))
+            let map = Map(members);
+            if let Some(dup) = map.duplicate_key() {
+                return Err(malformed(format!("duplicate key {dup:?}")));
+            }
+            Value::Object(map)
         }
         Type::Tag => {
             // Tags (dates, bignums…) carry no meaning in oneM2M content: keep the tagged value.

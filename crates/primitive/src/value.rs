@@ -78,6 +78,15 @@ impl Map {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v))
     }
+
+    /// The first member name that occurs twice, if any (TS-0004 §8.4: names are unique).
+    pub fn duplicate_key(&self) -> Option<&str> {
+        if self.0.len() <= 16 {
+            return self.0.iter().enumerate().find(|(i, (k, _))| self.0[..*i].iter().any(|(p, _)| p == k)).map(|(_, (k, _))| k.as_str());
+        }
+        let mut seen = std::collections::HashSet::with_capacity(self.0.len());
+        self.0.iter().find(|(k, _)| !seen.insert(k.as_str())).map(|(k, _)| k.as_str())
+    }
 }
 
 impl FromIterator<(String, Value)> for Map {
@@ -265,7 +274,11 @@ impl<'de> Visitor<'de> for ValueVisitor {
             };
             map.push((key, access.next_value()?));
         }
-        Ok(Value::Object(Map(map)))
+        let map = Map(map);
+        if let Some(dup) = map.duplicate_key() {
+            return Err(de::Error::custom(format!("duplicate member {dup:?}")));
+        }
+        Ok(Value::Object(map))
     }
 }
 

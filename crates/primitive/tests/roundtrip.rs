@@ -219,3 +219,14 @@ fn generic_json_cbor_content_transcodes_without_loss() {
     let back = transcode(&cbor, Format::Cbor, Format::Json).unwrap();
     assert_eq!(json::decode(&back).unwrap(), json::decode(doc).unwrap());
 }
+
+#[test]
+fn duplicate_member_names_are_refused() {
+    // Found by the json_primitive fuzz target: duplicates made the model ambiguous.
+    let dup = br#"{"rsc":2001,"rqi":"q","rvi":"3","pc":{"m2m:cin":{"cnf":"a","cnf":"b"}}}"#;
+    let err = decode(Format::Json, dup).unwrap_err();
+    assert_eq!((err.rsc, err.rqi.as_deref()), (Rsc::BAD_REQUEST, Some("q")));
+    assert!(err.dbg.contains("duplicate"), "{}", err.dbg);
+    let cbor = [0xa2, 0x61, b'a', 0x01, 0x61, b'a', 0x02];
+    assert!(m2m_primitive::cbor::decode(&cbor).is_err());
+}

@@ -1,0 +1,26 @@
+//! Any bytes as a xml primitive: decode, routing view and validation give a result or an error
+//! response with an rsc, never a panic; a primitive that decodes re-encodes and decodes to itself.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use m2m_primitive::{Format, Primitive, RoutingView, Validator, decode, encode};
+
+fuzz_target!(|data: &[u8]| {
+    let view = RoutingView::parse(Format::Xml, data);
+    match decode(Format::Xml, data) {
+        Ok(p) => {
+            if let Primitive::Request(r) = &p {
+                let _ = Validator::default().request(r, 0);
+            }
+            if let Ok(bytes) = encode(&p, Format::Xml) {
+                let again = decode(Format::Xml, &bytes).expect("our own encoding must decode");
+                assert_eq!(again, p);
+                let v = RoutingView::parse(Format::Xml, &bytes).expect("view of our own encoding");
+                assert_eq!(v.rqi.as_deref(), p.rqi());
+            }
+            let _ = view;
+        }
+        Err(e) => {
+            assert!(e.rsc.0 == 4000 || e.rsc.0 == 4015, "{e}");
+        }
+    }
+});
