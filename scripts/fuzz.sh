@@ -20,7 +20,8 @@ for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   log=$(mktemp)
   if ! cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 >"$log" 2>&1; then
-    tail -n 60 "$log"
+    grep -A8 -m1 "panicked" "$log" || true
+    grep -A3 -m1 "Failing input" "$log" || tail -n 40 "$log"
     echo "fuzz target $t failed" >&2
     exit 1
   fi

@@ -46,6 +46,9 @@ pub struct RoutingView<'a> {
     pub rqi_span: Option<Range<usize>>,
     /// Byte range of the encoded `fr` value.
     pub fr_span: Option<Range<usize>>,
+    /// A malformed request-only member (`ty`, `rqet`): an error only if this turns out to be a
+    /// request, since a response may carry such names as unknown members.
+    deferred: Option<String>,
 }
 
 impl<'a> RoutingView<'a> {
@@ -59,6 +62,10 @@ impl<'a> RoutingView<'a> {
         };
         match result {
             Ok(()) => {
+                if let (Some(msg), Some(_)) = (&view.deferred, view.op) {
+                    return Err(PrimitiveError::bad_request(format!("malformed {} primitive: {msg}", format.name()))
+                        .with_rqi(view.rqi.map(Cow::into_owned)));
+                }
                 if view.op.is_none() && view.rsc.is_none() {
                     return Err(PrimitiveError::bad_request(
                         "neither a request (op) nor a response (rsc)",
@@ -124,10 +131,10 @@ fn apply<'a>(
             let code = int_or_numeric().ok_or("rsc must be an integer")?;
             view.rsc = Some(Rsc(u16::try_from(code).map_err(|_| "rsc out of range")?));
         }
-        b"ty" => {
-            let code = int_or_numeric().ok_or("ty must be an integer")?;
-            view.ty = Some(u32::try_from(code).map_err(|_| "ty out of range")?);
-        }
+        b"ty" => match int_or_numeric().and_then(|c| u32::try_from(c).ok()) {
+            Some(ty) => view.ty = Some(ty),
+            None => view.deferred = Some("ty must be a non-negative integer".into()),
+        },
         b"to" => view.to = Some(need_str("to")?),
         b"fr" => {
             view.fr = Some(need_str("fr")?);
@@ -138,13 +145,14 @@ fn apply<'a>(
             view.rqi_span = Some(span);
         }
         b"rvi" => view.rvi = Some(need_str("rvi")?),
-        b"rqet" => {
-            view.rqet = Some(match (&text, int) {
-                (Some(t), _) => AbsRelTime::parse_str(t).ok_or("rqet is not a timestamp")?,
-                (None, Some(i)) => AbsRelTime::Relative(i),
-                _ => return Err("rqet must be a timestamp or an integer".into()),
-            })
-        }
+        b"rqet" => match (&text, int) {
+            (Some(t), _) => match AbsRelTime::parse_str(t) {
+                Some(t) => view.rqet = Some(t),
+                None => view.deferred = Some("rqet is not a timestamp".into()),
+            },
+            (None, Some(i)) => view.rqet = Some(AbsRelTime::Relative(i)),
+            _ => view.deferred = Some("rqet must be a timestamp or an integer".into()),
+        },
         _ => {}
     }
     Ok(())
@@ -297,6 +305,9 @@ impl<'a> JsonSkim<'a> {
                     let (r, esc) = self.string()?;
                     let text = self.text(r, esc)?;
                     apply(view, key, Some(text), None, start..self.i)?;
+                } else if c == b'{' || c == b'[' {
+                    self.skip()?;
+                    apply(view, key, None, None, start..self.i)?;
                 } else {
                     let raw = self.scalar()?;
                     apply(view, key, None, raw.parse::<i64>().ok(), start..self.i)?;
@@ -819,5 +830,14 @@ mod tests {
             unescape_json(r"a\u00e9\ud83d\ude00\n").as_deref(),
             Some("aé😀\n")
         );
+    }
+
+    #[test]
+    fn request_only_names_in_a_response_are_unknown_members() {
+        // Found by the json_primitive fuzz target.
+        let rsp = br#"{"rsc":2000,"rqi":"a\\b","ty":{"x":1},"rqet":[]}"#;
+        assert_eq!(RoutingView::parse(Format::Json, rsp).unwrap().rqi.as_deref(), Some("a\\b"));
+        let req = br#"{"op":2,"rqi":"a","ty":{"x":1}}"#;
+        assert_eq!(RoutingView::parse(Format::Json, req).unwrap_err().rqi.as_deref(), Some("a"));
     }
 }
