@@ -75,7 +75,11 @@ impl tokio::io::AsyncRead for MemStream<'_> {
 }
 
 impl tokio::io::AsyncWrite for MemStream<'_> {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        b: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Poll::Ready(Ok(b.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -123,13 +127,19 @@ fn tungstenite_read(wire: &[u8], count: usize) -> usize {
 }
 
 fn parse_and_unmask(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("frame_parse_unmask");
     for size in SIZES {
         let (wire, count) = masked_frames(size);
         let expect = size * count;
         group.throughput(Throughput::Bytes(expect as u64));
-        let limits = ReceiverLimits { max_frame_bytes: 1 << 20, max_message_bytes: 1 << 20, ..Default::default() };
+        let limits = ReceiverLimits {
+            max_frame_bytes: 1 << 20,
+            max_message_bytes: 1 << 20,
+            ..Default::default()
+        };
         let mut rx = Receiver::new(Role::Server, limits, None);
         let mut buf = Vec::with_capacity(wire.len());
         assert_eq!(ours(&wire, &mut buf, &mut rx), expect);

@@ -20,7 +20,9 @@ fn retrieve_response() -> Vec<u8> {
         if i > 0 {
             children.push(',');
         }
-        children.push_str(&format!(r#"{{"nm":"cin_{i:04}","typ":4,"val":"cse-in/meter01/readings/cin_{i:04}"}}"#));
+        children.push_str(&format!(
+            r#"{{"nm":"cin_{i:04}","typ":4,"val":"cse-in/meter01/readings/cin_{i:04}"}}"#
+        ));
     }
     let body = format!(
         r#"{{"rsc":2000,"rqi":"q-000124","rvi":"3","fr":"/id-in","to":"Cmeter01","ot":"20261126T112059,553471","pc":{{"m2m:cnt":{{"rn":"readings","ty":3,"ri":"cnt7Hq2","pi":"Cmeter01","mni":100,"mbs":100000,"cni":56,"cbs":1680,"st":56,"lbl":["site:berlin"],"ct":"20261126T112100","lt":"20261126T112100","et":"20311125T112059","ch":[{children}]}}}}}}"#
@@ -31,61 +33,100 @@ fn retrieve_response() -> Vec<u8> {
 
 fn routing_view_vs_full_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("json_decode");
-    for (name, doc) in [("cin_create_250B", cin_create()), ("retrieve_rsp_4KiB", retrieve_response())] {
+    for (name, doc) in [
+        ("cin_create_250B", cin_create()),
+        ("retrieve_rsp_4KiB", retrieve_response()),
+    ] {
         group.throughput(Throughput::Bytes(doc.len() as u64));
         group.bench_with_input(BenchmarkId::new("routing view", name), &doc, |b, d| {
-            b.iter(|| RoutingView::parse(Format::Json, black_box(d)).unwrap().rqi.map(|r| r.len()))
+            b.iter(|| {
+                RoutingView::parse(Format::Json, black_box(d))
+                    .unwrap()
+                    .rqi
+                    .map(|r| r.len())
+            })
         });
         group.bench_with_input(BenchmarkId::new("serde_json Value", name), &doc, |b, d| {
             b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(d)).unwrap())
         });
         let mut scratch = doc.clone();
         let mut buffers = simd_json::Buffers::default();
-        group.bench_with_input(BenchmarkId::new("simd-json OwnedValue", name), &doc, |b, d| {
-            b.iter(|| {
-                scratch.clear();
-                scratch.extend_from_slice(d);
-                simd_json::to_owned_value_with_buffers(black_box(&mut scratch), &mut buffers).unwrap()
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("m2m primitive (simd-json)", name), &doc, |b, d| {
-            b.iter(|| codec::decode(Format::Json, black_box(d)).unwrap())
-        });
+        group.bench_with_input(
+            BenchmarkId::new("simd-json OwnedValue", name),
+            &doc,
+            |b, d| {
+                b.iter(|| {
+                    scratch.clear();
+                    scratch.extend_from_slice(d);
+                    simd_json::to_owned_value_with_buffers(black_box(&mut scratch), &mut buffers)
+                        .unwrap()
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("m2m primitive (simd-json)", name),
+            &doc,
+            |b, d| b.iter(|| codec::decode(Format::Json, black_box(d)).unwrap()),
+        );
     }
     group.finish();
 }
 
 fn cbor_and_xml(c: &mut Criterion) {
     let mut group = c.benchmark_group("cbor_xml");
-    for (name, doc) in [("cin_create_250B", cin_create()), ("retrieve_rsp_4KiB", retrieve_response())] {
+    for (name, doc) in [
+        ("cin_create_250B", cin_create()),
+        ("retrieve_rsp_4KiB", retrieve_response()),
+    ] {
         let value = json::decode(&doc).unwrap();
         let prim = codec::decode(Format::Json, &doc).unwrap();
         let mut cbor_bytes = Vec::new();
         cbor::encode(&value, &mut cbor_bytes);
         let xml_bytes = codec::encode(&prim, Format::Xml).unwrap();
         group.throughput(Throughput::Bytes(cbor_bytes.len() as u64));
-        group.bench_with_input(BenchmarkId::new("cbor decode minicbor", name), &cbor_bytes, |b, d| {
-            b.iter(|| cbor::decode(black_box(d)).unwrap())
-        });
-        group.bench_with_input(BenchmarkId::new("cbor decode ciborium", name), &cbor_bytes, |b, d| {
-            b.iter(|| cbor::ciborium_decode(black_box(d)).unwrap())
-        });
+        group.bench_with_input(
+            BenchmarkId::new("cbor decode minicbor", name),
+            &cbor_bytes,
+            |b, d| b.iter(|| cbor::decode(black_box(d)).unwrap()),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("cbor decode ciborium", name),
+            &cbor_bytes,
+            |b, d| b.iter(|| cbor::ciborium_decode(black_box(d)).unwrap()),
+        );
         let mut out = Vec::with_capacity(8192);
-        group.bench_with_input(BenchmarkId::new("cbor encode minicbor", name), &value, |b, v| {
-            b.iter(|| {
-                out.clear();
-                cbor::encode(black_box(v), &mut out);
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("cbor encode ciborium", name), &value, |b, v| {
-            b.iter(|| {
-                out.clear();
-                cbor::ciborium_encode(black_box(v), &mut out);
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("cbor routing view", name), &cbor_bytes, |b, d| {
-            b.iter(|| RoutingView::parse(Format::Cbor, black_box(d)).unwrap().rqi.map(|r| r.len()))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("cbor encode minicbor", name),
+            &value,
+            |b, v| {
+                b.iter(|| {
+                    out.clear();
+                    cbor::encode(black_box(v), &mut out);
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("cbor encode ciborium", name),
+            &value,
+            |b, v| {
+                b.iter(|| {
+                    out.clear();
+                    cbor::ciborium_encode(black_box(v), &mut out);
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("cbor routing view", name),
+            &cbor_bytes,
+            |b, d| {
+                b.iter(|| {
+                    RoutingView::parse(Format::Cbor, black_box(d))
+                        .unwrap()
+                        .rqi
+                        .map(|r| r.len())
+                })
+            },
+        );
         group.throughput(Throughput::Bytes(xml_bytes.len() as u64));
         group.bench_with_input(BenchmarkId::new("xml decode", name), &xml_bytes, |b, d| {
             b.iter(|| codec::decode(Format::Xml, black_box(d)).unwrap())
@@ -96,13 +137,24 @@ fn cbor_and_xml(c: &mut Criterion) {
                 codec::encode_into(black_box(p), Format::Xml, &mut out).unwrap();
             })
         });
-        group.bench_with_input(BenchmarkId::new("xml routing view", name), &xml_bytes, |b, d| {
-            b.iter(|| RoutingView::parse(Format::Xml, black_box(d)).unwrap().rqi.map(|r| r.len()))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("xml routing view", name),
+            &xml_bytes,
+            |b, d| {
+                b.iter(|| {
+                    RoutingView::parse(Format::Xml, black_box(d))
+                        .unwrap()
+                        .rqi
+                        .map(|r| r.len())
+                })
+            },
+        );
         group.throughput(Throughput::Bytes(doc.len() as u64));
-        group.bench_with_input(BenchmarkId::new("transcode json->cbor", name), &doc, |b, d| {
-            b.iter(|| codec::transcode(black_box(d), Format::Json, Format::Cbor).unwrap())
-        });
+        group.bench_with_input(
+            BenchmarkId::new("transcode json->cbor", name),
+            &doc,
+            |b, d| b.iter(|| codec::transcode(black_box(d), Format::Json, Format::Cbor).unwrap()),
+        );
     }
     group.finish();
 }

@@ -82,10 +82,18 @@ impl Map {
     /// The first member name that occurs twice, if any (TS-0004 §8.4: names are unique).
     pub fn duplicate_key(&self) -> Option<&str> {
         if self.0.len() <= 16 {
-            return self.0.iter().enumerate().find(|(i, (k, _))| self.0[..*i].iter().any(|(p, _)| p == k)).map(|(_, (k, _))| k.as_str());
+            return self
+                .0
+                .iter()
+                .enumerate()
+                .find(|(i, (k, _))| self.0[..*i].iter().any(|(p, _)| p == k))
+                .map(|(_, (k, _))| k.as_str());
         }
         let mut seen = std::collections::HashSet::with_capacity(self.0.len());
-        self.0.iter().find(|(k, _)| !seen.insert(k.as_str())).map(|(k, _)| k.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| !seen.insert(k.as_str()))
+            .map(|(k, _)| k.as_str())
     }
 }
 

@@ -63,8 +63,11 @@ impl<'a> RoutingView<'a> {
         match result {
             Ok(()) => {
                 if let (Some(msg), Some(_)) = (&view.deferred, view.op) {
-                    return Err(PrimitiveError::bad_request(format!("malformed {} primitive: {msg}", format.name()))
-                        .with_rqi(view.rqi.map(Cow::into_owned)));
+                    return Err(PrimitiveError::bad_request(format!(
+                        "malformed {} primitive: {msg}",
+                        format.name()
+                    ))
+                    .with_rqi(view.rqi.map(Cow::into_owned)));
                 }
                 if view.op.is_none() && view.rsc.is_none() {
                     return Err(PrimitiveError::bad_request(
@@ -836,8 +839,20 @@ mod tests {
     fn request_only_names_in_a_response_are_unknown_members() {
         // Found by the json_primitive fuzz target.
         let rsp = br#"{"rsc":2000,"rqi":"a\\b","ty":{"x":1},"rqet":[]}"#;
-        assert_eq!(RoutingView::parse(Format::Json, rsp).unwrap().rqi.as_deref(), Some("a\\b"));
+        assert_eq!(
+            RoutingView::parse(Format::Json, rsp)
+                .unwrap()
+                .rqi
+                .as_deref(),
+            Some("a\\b")
+        );
         let req = br#"{"op":2,"rqi":"a","ty":{"x":1}}"#;
-        assert_eq!(RoutingView::parse(Format::Json, req).unwrap_err().rqi.as_deref(), Some("a"));
+        assert_eq!(
+            RoutingView::parse(Format::Json, req)
+                .unwrap_err()
+                .rqi
+                .as_deref(),
+            Some("a")
+        );
     }
 }

@@ -1,0 +1,698 @@
+//! What both drivers share: the per-core connection table, output queues, timers, mailbox and TLS,
+//! and the [`Cx`] through which the app acts. A driver only moves bytes: it tells the core what the
+//! kernel delivered (`on_accepted`, `on_received`, `on_eof`, `on_connected`) and carries out what the
+//! core queued (`take_actions`, output of dirty connections).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::app::{App, CloseReason, ConnId};
+use crate::mailbox::{Inbox, Outbox};
+use crate::timer::{TimerId, TimerWheel};
+use crate::tls;
+
+/// What a timer carries: an app token or a runtime deadline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TimerKind {
+    App(u64),
+    ConnectTimeout(ConnId),
+}
+
+/// Connection lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnState {
+    Connecting,
+    Open,
+    /// Close once the output is flushed.
+    Closing,
+}
+
+/// One connection's runtime state. Idle and fully flushed, it owns no buffer.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub generation: u32,
+    pub fd: OwnedFd,
+    pub state: ConnState,
+    /// Unconsumed input (a partial frame), or decrypted plaintext for TLS.
+    pub input: Vec<u8>,
+    /// Bytes waiting to be written.
+    pub output: Vec<u8>,
+    /// A send owned by the kernel is in flight (io_uring).
+    pub sending: bool,
+    pub tls: Option<Box<rustls::Connection>>,
+    pub connect_timer: Option<TimerId>,
+    /// Remote address for outbound connections (the driver connects to it).
+    pub remote: Option<SocketAddr>,
+    /// Driver-private flags (e.g. receive armed, writable interest).
+    pub driver_flags: u32,
+    pub dirty: bool,
+    /// Why the connection closes once flushed (default: the app closed it).
+    pub close_reason: Option<CloseReason>,
+}
+
+/// Things the driver must do after the app ran.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Start connecting `conn` to its remote.
+    Connect(ConnId),
+    /// Close now (output flushed or dropped).
+    Close(ConnId, CloseReason),
+}
+
+/// Counters a core keeps (read by the app or exported by the edge).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CoreStats {
+    pub accepted: u64,
+    pub closed: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub loop_turns: u64,
+    /// Receive-buffer ring exhaustion events (io_uring) and re-arms they caused.
+    pub buffer_exhaustion: u64,
+    pub short_writes: u64,
+}
+
+/// TLS settings of a listener.
+#[derive(Debug, Clone)]
+pub struct ListenerTls(pub Arc<rustls::ServerConfig>);
+
+/// TLS for an outbound connection.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+/// The per-core state the app reaches through [`Cx`].
+#[derive(Debug)]
+pub struct CoreState<M> {
+    pub(crate) core: usize,
+    pub(crate) now: Instant,
+    pub(crate) slots: Vec<Option<Conn>>,
+    pub(crate) generations: Vec<u32>,
+    pub(crate) free: Vec<u32>,
+    pub(crate) live: usize,
+    pub(crate) timers: TimerWheel<TimerKind>,
+    pub(crate) outbox: Outbox<M>,
+    pub(crate) dirty: Vec<ConnId>,
+    pub(crate) actions: Vec<Action>,
+    pub(crate) pool: Vec<Vec<u8>>,
+    pub(crate) listener_tls: Vec<Option<ListenerTls>>,
+    pub(crate) max_pending_input: usize,
+    pub(crate) shutting_down: bool,
+    /// Connections closed this turn with the driver flags they had (the uring driver cancels their
+    /// pending receive).
+    pub(crate) closed: Vec<(ConnId, u32)>,
+    pub stats: CoreStats,
+}
+
+/// Buffers kept for reuse per core, and the largest capacity worth keeping.
+const POOL_MAX: usize = 256;
+const POOL_BUF_MAX: usize = 64 * 1024;
+
+impl<M> CoreState<M> {
+    pub(crate) fn new(
+        core: usize,
+        outbox: Outbox<M>,
+        listener_tls: Vec<Option<ListenerTls>>,
+        max_pending_input: usize,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            core,
+            now,
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            timers: TimerWheel::new(now),
+            outbox,
+            dirty: Vec::new(),
+            actions: Vec::new(),
+            pool: Vec::new(),
+            listener_tls,
+            max_pending_input,
+            shutting_down: false,
+            closed: Vec::new(),
+            stats: CoreStats::default(),
+        }
+    }
+
+    pub(crate) fn conn(&self, id: ConnId) -> Option<&Conn> {
+        self.slots
+            .get(id.index())?
+            .as_ref()
+            .filter(|c| c.generation == id.generation())
+    }
+
+    pub(crate) fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.slots
+            .get_mut(id.index())?
+            .as_mut()
+            .filter(|c| c.generation == id.generation())
+    }
+
+    /// Find a connection by slot index alone (drivers that carry only the index).
+    pub(crate) fn id_at(&self, index: usize) -> Option<ConnId> {
+        let c = self.slots.get(index)?.as_ref()?;
+        Some(ConnId::new(index as u32, c.generation))
+    }
+
+    pub(crate) fn insert(&mut self, fd: OwnedFd, state: ConnState) -> ConnId {
+        let index = match self.free.pop() {
+            Some(i) => i as usize,
+            None => {
+                self.slots.push(None);
+                self.generations.push(0);
+                self.slots.len() - 1
+            }
+        };
+        let generation = self.generations[index].wrapping_add(1);
+        self.generations[index] = generation;
+        self.slots[index] = Some(Conn {
+            generation,
+            fd,
+            state,
+            input: Vec::new(),
+            output: Vec::new(),
+            sending: false,
+            tls: None,
+            connect_timer: None,
+            remote: None,
+            driver_flags: 0,
+            dirty: false,
+            close_reason: None,
+        });
+        self.live += 1;
+        ConnId::new(index as u32, generation)
+    }
+
+    /// Free the slot; returns the connection (its fd closes when dropped).
+    pub(crate) fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        let slot = self.slots.get_mut(id.index())?;
+        if slot
+            .as_ref()
+            .is_none_or(|c| c.generation != id.generation())
+        {
+            return None;
+        }
+        let conn = slot.take()?;
+        self.free.push(id.index() as u32);
+        self.live -= 1;
+        Some(conn)
+    }
+
+    pub(crate) fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.conn_mut(id)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// A buffer from the pool (or a new one).
+    pub(crate) fn take_buffer(&mut self) -> Vec<u8> {
+        self.pool.pop().unwrap_or_default()
+    }
+
+    /// Return a buffer to the pool; oversized ones are freed so the pool stays small.
+    pub(crate) fn recycle(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > POOL_BUF_MAX || self.pool.len() >= POOL_MAX {
+            return;
+        }
+        buf.clear();
+        self.pool.push(buf);
+    }
+
+    /// Append to a connection's output (through TLS when present).
+    fn queue_output(&mut self, id: ConnId, bytes: &[u8]) -> bool {
+        let Some(index) = self.conn(id).map(|_| id.index()) else {
+            return false;
+        };
+        let fresh = if self.slots[index]
+            .as_ref()
+            .is_some_and(|c| c.output.capacity() == 0)
+        {
+            Some(self.take_buffer())
+        } else {
+            None
+        };
+        let conn = self.slots[index].as_mut().expect("checked");
+        if let Some(buf) = fresh {
+            conn.output = buf;
+        }
+        match conn.tls.as_mut() {
+            Some(t) => {
+                if tls::send(t, bytes, &mut conn.output).is_err() {
+                    return false;
+                }
+            }
+            None => conn.output.extend_from_slice(bytes),
+        }
+        self.mark_dirty(id);
+        true
+    }
+}
+
+/// The app's handle on its core during a callback.
+#[derive(Debug)]
+pub struct Cx<'a, M> {
+    pub(crate) st: &'a mut CoreState<M>,
+}
+
+impl<M> Cx<'_, M> {
+    /// The time the current loop turn started.
+    pub fn now(&self) -> Instant {
+        self.st.now
+    }
+
+    /// This core's number (0-based).
+    pub fn core(&self) -> usize {
+        self.st.core
+    }
+
+    /// Number of cores.
+    pub fn cores(&self) -> usize {
+        self.st.outbox.cores()
+    }
+
+    /// Connections open on this core.
+    pub fn connections(&self) -> usize {
+        self.st.live
+    }
+
+    pub fn stats(&self) -> CoreStats {
+        self.st.stats
+    }
+
+    /// Whether the runtime is draining for shutdown.
+    pub fn shutting_down(&self) -> bool {
+        self.st.shutting_down
+    }
+
+    /// Queue bytes on `conn` (encrypted when it is TLS). Batched: written when the loop turn ends.
+    /// Returns false when the connection is gone.
+    pub fn send(&mut self, conn: ConnId, bytes: &[u8]) -> bool {
+        self.st
+            .conn(conn)
+            .is_some_and(|c| c.state != ConnState::Closing)
+            && self.st.queue_output(conn, bytes)
+    }
+
+    /// Bytes queued on `conn` and not yet written (for backpressure decisions).
+    pub fn pending_output(&self, conn: ConnId) -> usize {
+        self.st.conn(conn).map_or(0, |c| c.output.len())
+    }
+
+    /// Close `conn` once its queued output is written; `on_close` follows.
+    pub fn close(&mut self, conn: ConnId) {
+        let Some(c) = self.st.conn_mut(conn) else {
+            return;
+        };
+        if c.state == ConnState::Closing {
+            return;
+        }
+        if let Some(t) = c.tls.as_mut() {
+            t.send_close_notify();
+            let _ = tls::flush(t, &mut c.output);
+        }
+        c.state = ConnState::Closing;
+        self.st.mark_dirty(conn);
+    }
+
+    /// Close `conn` now, dropping queued output.
+    pub fn abort(&mut self, conn: ConnId) {
+        if let Some(c) = self.st.conn_mut(conn) {
+            c.output.clear();
+            c.state = ConnState::Closing;
+            self.st
+                .actions
+                .push(Action::Close(conn, CloseReason::Local));
+        }
+    }
+
+    /// Open a connection to `addr` (optionally TLS), failing with `TimedOut` after `timeout`.
+    /// `on_connect` reports the result.
+    pub fn connect(
+        &mut self,
+        addr: SocketAddr,
+        tls: Option<ClientTls>,
+        timeout: Duration,
+    ) -> io::Result<ConnId> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.set_nonblocking(true)?;
+        socket.set_tcp_nodelay(true)?;
+        socket.set_cloexec(true)?;
+        let fd: OwnedFd = socket.into();
+        let id = self.st.insert(fd, ConnState::Connecting);
+        let timer = self
+            .st
+            .timers
+            .insert(self.st.now + timeout, TimerKind::ConnectTimeout(id));
+        let conn = self.st.conn_mut(id).expect("just inserted");
+        conn.remote = Some(addr);
+        conn.connect_timer = Some(timer);
+        if let Some(t) = tls {
+            let client = rustls::ClientConnection::new(t.config, t.server_name)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            conn.tls = Some(Box::new(rustls::Connection::Client(client)));
+        }
+        self.st.actions.push(Action::Connect(id));
+        Ok(id)
+    }
+
+    /// Start TLS as a client on an open plain connection (after an HTTP CONNECT tunnel is up).
+    pub fn start_tls(&mut self, conn: ConnId, tls: ClientTls) -> io::Result<()> {
+        let c = self
+            .st
+            .conn_mut(conn)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        let mut client = rustls::Connection::Client(
+            rustls::ClientConnection::new(tls.config, tls.server_name)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        );
+        tls::flush(&mut client, &mut c.output)?;
+        c.tls = Some(Box::new(client));
+        self.st.mark_dirty(conn);
+        Ok(())
+    }
+
+    /// The peer's certificate chain on a TLS connection (after the handshake).
+    pub fn peer_certificates(
+        &self,
+        conn: ConnId,
+    ) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
+        let tls = self.st.conn(conn)?.tls.as_ref()?;
+        tls.peer_certificates()
+            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+    }
+
+    /// Whether `conn` is TLS and still handshaking.
+    pub fn tls_handshaking(&self, conn: ConnId) -> bool {
+        self.st
+            .conn(conn)
+            .and_then(|c| c.tls.as_ref())
+            .is_some_and(|t| t.is_handshaking())
+    }
+
+    /// Arm a timer; `on_timer(token)` fires at or after `at`.
+    pub fn set_timer(&mut self, at: Instant, token: u64) -> TimerId {
+        self.st.timers.insert(at, TimerKind::App(token))
+    }
+
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.st.timers.cancel(id)
+    }
+
+    /// Send `msg` to core `to`; a full queue gives it back.
+    pub fn post(&mut self, to: usize, msg: M) -> Result<(), M> {
+        self.st.outbox.post(to, msg)
+    }
+}
+
+/// One core: the app and the shared state.
+#[derive(Debug)]
+pub struct Core<A: App> {
+    pub app: A,
+    pub st: CoreState<A::Msg>,
+    fired: Vec<TimerKind>,
+}
+
+impl<A: App> Core<A> {
+    pub(crate) fn new(app: A, st: CoreState<A::Msg>) -> Self {
+        Self {
+            app,
+            st,
+            fired: Vec::new(),
+        }
+    }
+
+    fn cx(&mut self) -> (&mut A, Cx<'_, A::Msg>) {
+        (&mut self.app, Cx { st: &mut self.st })
+    }
+
+    /// A new inbound connection.
+    pub(crate) fn on_accepted(
+        &mut self,
+        fd: OwnedFd,
+        peer: SocketAddr,
+        listener: usize,
+    ) -> Option<ConnId> {
+        let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+        let tls_config = self.st.listener_tls.get(listener).cloned().flatten();
+        let id = self.st.insert(fd, ConnState::Open);
+        self.st.stats.accepted += 1;
+        if let Some(ListenerTls(config)) = tls_config {
+            match rustls::ServerConnection::new(config) {
+                Ok(s) => {
+                    self.st.conn_mut(id).expect("inserted").tls =
+                        Some(Box::new(rustls::Connection::Server(s)))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS session setup failed");
+                    self.st.remove(id);
+                    return None;
+                }
+            }
+        }
+        let (app, mut cx) = self.cx();
+        app.on_accept(&mut cx, id, listener, peer);
+        Some(id)
+    }
+
+    /// Bytes from the kernel for `id` (`data` may be modified: it is the driver's buffer).
+    pub(crate) fn on_received(&mut self, id: ConnId, data: &mut [u8]) {
+        self.st.stats.bytes_in += data.len() as u64;
+        let Some(conn) = self.st.conn_mut(id) else {
+            return;
+        };
+        if conn.state == ConnState::Closing && conn.tls.is_none() {
+            // Closing: the app does not want more input.
+            return;
+        }
+        let mut input = std::mem::take(&mut conn.input);
+        let mut peer_closed = false;
+        if let Some(t) = conn.tls.as_mut() {
+            let mut out = std::mem::take(&mut conn.output);
+            let result = tls::receive(t, data, &mut input, &mut out);
+            conn.output = out;
+            let has_output = !conn.output.is_empty();
+            match result {
+                Ok(tls::TlsInput::Open) => {}
+                Ok(tls::TlsInput::PeerClosed) => peer_closed = true,
+                Err(e) => {
+                    // Send the alert rustls queued, then close.
+                    conn.input = input;
+                    conn.state = ConnState::Closing;
+                    conn.close_reason = Some(CloseReason::Tls(e));
+                    self.st.mark_dirty(id);
+                    return;
+                }
+            }
+            if has_output {
+                self.st.mark_dirty(id);
+            }
+            self.deliver(id, input);
+        } else if input.is_empty() {
+            // Fast path: hand the driver's buffer straight to the app; keep only what it left.
+            let (app, mut cx) = self.cx();
+            let used = app.on_data(&mut cx, id, data).min(data.len());
+            if used < data.len() {
+                let rest = &data[used..];
+                if rest.len() > self.st.max_pending_input {
+                    self.close_now(id, CloseReason::InputOverflow);
+                    return;
+                }
+                let buf = self.st.take_buffer();
+                if let Some(conn) = self.st.conn_mut(id) {
+                    let mut buf = buf;
+                    buf.extend_from_slice(rest);
+                    conn.input = buf;
+                }
+            }
+        } else {
+            input.extend_from_slice(data);
+            self.deliver(id, input);
+        }
+        if peer_closed {
+            self.on_eof(id, CloseReason::PeerClosed);
+        }
+    }
+
+    /// Give `input` (owned) to the app and keep what it did not consume.
+    fn deliver(&mut self, id: ConnId, mut input: Vec<u8>) {
+        let used = if input.is_empty() {
+            0
+        } else {
+            let (app, mut cx) = self.cx();
+            app.on_data(&mut cx, id, &mut input).min(input.len())
+        };
+        input.drain(..used);
+        if input.len() > self.st.max_pending_input {
+            self.close_now(id, CloseReason::InputOverflow);
+            return;
+        }
+        if input.is_empty() {
+            self.st.recycle(input);
+            return;
+        }
+        match self.st.conn_mut(id) {
+            Some(conn) => conn.input = input,
+            None => self.st.recycle(input),
+        }
+    }
+
+    /// The peer closed or the socket failed.
+    pub(crate) fn on_eof(&mut self, id: ConnId, reason: CloseReason) {
+        self.close_now(id, reason);
+    }
+
+    /// Remove the connection and tell the app (once).
+    pub(crate) fn close_now(&mut self, id: ConnId, reason: CloseReason) -> Option<Conn> {
+        let mut conn = self.st.remove(id)?;
+        self.st.stats.closed += 1;
+        self.st.closed.push((id, conn.driver_flags));
+        if let Some(t) = conn.connect_timer.take() {
+            self.st.timers.cancel(t);
+        }
+        let connecting = conn.state == ConnState::Connecting;
+        let input = std::mem::take(&mut conn.input);
+        self.st.recycle(input);
+        let (app, mut cx) = self.cx();
+        if connecting {
+            let kind = match &reason {
+                CloseReason::Io(k) => *k,
+                _ => io::ErrorKind::ConnectionAborted,
+            };
+            app.on_connect(&mut cx, id, Err(io::Error::from(kind)));
+        } else {
+            app.on_close(&mut cx, id, reason);
+        }
+        Some(conn)
+    }
+
+    /// An outbound connect finished.
+    pub(crate) fn on_connected(&mut self, id: ConnId, result: io::Result<()>) {
+        let Some(conn) = self.st.conn_mut(id) else {
+            return;
+        };
+        if let Some(t) = conn.connect_timer.take() {
+            self.st.timers.cancel(t);
+        }
+        match result {
+            Ok(()) => {
+                let conn = self.st.conn_mut(id).expect("checked");
+                conn.state = ConnState::Open;
+                let _ = socket2::SockRef::from(&conn.fd).set_tcp_nodelay(true);
+                if let Some(t) = conn.tls.as_mut() {
+                    let _ = tls::flush(t, &mut conn.output);
+                }
+                self.st.mark_dirty(id);
+                let (app, mut cx) = self.cx();
+                app.on_connect(&mut cx, id, Ok(()));
+            }
+            Err(e) => {
+                self.close_now(id, CloseReason::Io(e.kind()));
+            }
+        }
+    }
+
+    /// Run due timers.
+    pub(crate) fn run_timers(&mut self) {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.st.timers.expire(self.st.now, &mut fired);
+        for kind in fired.drain(..) {
+            match kind {
+                TimerKind::App(token) => {
+                    let (app, mut cx) = self.cx();
+                    app.on_timer(&mut cx, token);
+                }
+                TimerKind::ConnectTimeout(id) => {
+                    if let Some(c) = self.st.conn_mut(id) {
+                        c.connect_timer = None;
+                        self.st
+                            .actions
+                            .push(Action::Close(id, CloseReason::Io(io::ErrorKind::TimedOut)));
+                    }
+                }
+            }
+        }
+        self.fired = fired;
+    }
+
+    /// Deliver cross-core messages.
+    pub(crate) fn drain_inbox(&mut self, inbox: &Inbox<A::Msg>) {
+        let (app, mut cx) = self.cx();
+        inbox.drain(|from, msg| app.on_message(&mut cx, from, msg));
+    }
+
+    /// Start draining.
+    pub(crate) fn begin_shutdown(&mut self) {
+        if self.st.shutting_down {
+            return;
+        }
+        self.st.shutting_down = true;
+        let (app, mut cx) = self.cx();
+        app.on_shutdown(&mut cx);
+    }
+
+    /// Connections with output to write or a close to perform, in the order they became dirty.
+    pub(crate) fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
+        into.clear();
+        std::mem::swap(into, &mut self.st.dirty);
+        for id in into.iter() {
+            if let Some(c) = self.st.conn_mut(*id) {
+                c.dirty = false;
+            }
+        }
+    }
+
+    /// After a write: close a `Closing` connection whose output is flushed.
+    pub(crate) fn close_if_flushed(&mut self, id: ConnId) {
+        let done = self
+            .st
+            .conn(id)
+            .is_some_and(|c| c.state == ConnState::Closing && c.output.is_empty() && !c.sending);
+        if done {
+            let reason = self
+                .st
+                .conn_mut(id)
+                .and_then(|c| c.close_reason.take())
+                .unwrap_or(CloseReason::Local);
+            self.close_now(id, reason);
+        }
+    }
+
+    /// Drop a connection's emptied output buffer back into the pool, so an idle connection owns none.
+    pub(crate) fn release_output(&mut self, id: ConnId) {
+        let buf = match self.st.conn_mut(id) {
+            Some(c) if c.output.is_empty() && c.output.capacity() > 0 => {
+                std::mem::take(&mut c.output)
+            }
+            _ => return,
+        };
+        self.st.recycle(buf);
+    }
+
+    pub(crate) fn fd_of(&self, id: ConnId) -> Option<RawFd> {
+        self.st.conn(id).map(|c| c.fd.as_raw_fd())
+    }
+
+    /// Close every remaining connection (drain deadline passed).
+    pub(crate) fn close_all(&mut self) {
+        let ids: Vec<ConnId> = (0..self.st.slots.len())
+            .filter_map(|i| self.st.id_at(i))
+            .collect();
+        for id in ids {
+            self.close_now(id, CloseReason::Shutdown);
+        }
+    }
+}

@@ -1,0 +1,602 @@
+//! The io_uring driver, on the `io-uring` crate.
+//!
+//! - **Accept:** one multishot accept per listener.
+//! - **Receive:** one multishot receive per connection, selecting buffers from a provided-buffer ring
+//!   (`IORING_REGISTER_PBUF_RING`) shared by the core's connections. An idle connection therefore owns
+//!   no read buffer; a buffer is lent to it by the kernel only while data is being delivered, and
+//!   returned to the ring as soon as the app has consumed (or copied the unconsumed rest of) it. When
+//!   the ring runs dry the kernel ends the receive with `ENOBUFS`; the connection is re-armed after the
+//!   turn's buffers are returned.
+//! - **Send:** each dirty connection's output moves into an op slot and becomes one `SEND` SQE; all
+//!   of a turn's sends go to the kernel in the same `io_uring_enter` that waits for the next events.
+//!   Short writes put the rest back in front of anything queued meanwhile and send again.
+//! - **Connect, cancel:** `CONNECT` with the address owned by the op slot; closing a connection cancels
+//!   its multishot receive by user data.
+//! - **Sleep:** `io_uring_enter` with a timeout argument (`EXT_ARG`): one kernel timeout per turn.
+//! - **Wakeup:** a multishot poll on the core's eventfd.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Instant;
+
+use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+
+use crate::app::{App, CloseReason, ConnId};
+use crate::core::{Action, ConnState, Core};
+use crate::mailbox::Inbox;
+use crate::{RunShared, driver};
+
+const KIND_ACCEPT: u64 = 1;
+const KIND_RECV: u64 = 2;
+const KIND_OP: u64 = 3;
+const KIND_WAKE: u64 = 4;
+const KIND_IGNORE: u64 = 5;
+const BUF_GROUP: u16 = 0;
+/// `driver_flags`: a multishot receive is armed.
+const RECV_ARMED: u32 = 1;
+
+fn user_data(kind: u64, payload: u64) -> u64 {
+    (kind << 56) | (payload & ((1 << 56) - 1))
+}
+
+fn recv_data(id: ConnId) -> u64 {
+    user_data(
+        KIND_RECV,
+        (u64::from(id.generation() & 0xff_ffff) << 32) | id.index() as u64,
+    )
+}
+
+/// The provided-buffer ring: `count` buffers of `size` bytes the kernel picks from for receives.
+#[derive(Debug)]
+pub(crate) struct BufRing {
+    entries: *mut BufRingEntry,
+    entries_layout: Layout,
+    buffers: *mut u8,
+    buffers_layout: Layout,
+    count: u16,
+    size: u32,
+    bgid: u16,
+    tail: u16,
+}
+
+impl BufRing {
+    /// Allocate and register a ring; every buffer starts in it.
+    pub(crate) fn new(ring: &IoUring, bgid: u16, count: u16, size: u32) -> io::Result<Self> {
+        if !count.is_power_of_two() || size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer count must be a power of two",
+            ));
+        }
+        let entries_layout = Layout::from_size_align(
+            usize::from(count) * std::mem::size_of::<BufRingEntry>(),
+            4096,
+        )
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let buffers_layout = Layout::from_size_align(usize::from(count) * size as usize, 64)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: both layouts have non-zero size (count ≥ 1, size ≥ 1).
+        let (entries, buffers) = unsafe {
+            (
+                alloc_zeroed(entries_layout).cast::<BufRingEntry>(),
+                alloc_zeroed(buffers_layout),
+            )
+        };
+        if entries.is_null() || buffers.is_null() {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        let mut this = Self {
+            entries,
+            entries_layout,
+            buffers,
+            buffers_layout,
+            count,
+            size,
+            bgid,
+            tail: 0,
+        };
+        // SAFETY: `entries` is page-aligned memory for `count` entries that stays allocated until
+        // `Drop`, which runs only after the ring is unregistered or the io_uring instance is gone.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(entries as u64, count, bgid, 0)?
+        };
+        for bid in 0..count {
+            this.add(bid);
+        }
+        this.publish();
+        Ok(this)
+    }
+
+    /// Put buffer `bid` back at the tail (visible to the kernel after [`publish`](Self::publish)).
+    fn add(&mut self, bid: u16) {
+        let slot = usize::from(self.tail & (self.count - 1));
+        // SAFETY: `slot < count`, so the entry is inside the allocation; the kernel reads entries only
+        // up to the published tail, and this one is beyond it until `publish`.
+        let entry = unsafe { &mut *self.entries.add(slot) };
+        // SAFETY: `bid < count`, so the buffer lies inside the buffer allocation.
+        entry.set_addr(unsafe { self.buffers.add(usize::from(bid) * self.size as usize) } as u64);
+        entry.set_len(self.size);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Make the added buffers visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail field overlays the first entry's `resv`, inside the allocation, and is
+        // only written by us; the kernel reads it with acquire semantics.
+        let tail = unsafe { &*(BufRingEntry::tail(self.entries).cast::<AtomicU16>()) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// The bytes the kernel delivered into buffer `bid`.
+    fn slice_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
+        assert!(
+            bid < self.count && len <= self.size as usize,
+            "kernel returned an impossible buffer"
+        );
+        // SAFETY: the buffer is inside the allocation (checked above); the kernel has completed the
+        // receive into it and will not use it again until we `add` it back, so we own it exclusively.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.buffers.add(usize::from(bid) * self.size as usize),
+                len,
+            )
+        }
+    }
+
+    pub(crate) fn unregister(self, ring: &IoUring) {
+        let _ = ring.submitter().unregister_buf_ring(self.bgid);
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: both pointers came from `alloc_zeroed` with these layouts; the kernel no longer
+        // references them (unregistered, or the ring is being torn down first in `run`).
+        unsafe {
+            dealloc(self.entries.cast(), self.entries_layout);
+            dealloc(self.buffers, self.buffers_layout);
+        }
+    }
+}
+
+/// An operation whose memory the kernel uses until its completion.
+#[derive(Debug)]
+enum Op {
+    Send {
+        conn: ConnId,
+        buf: Vec<u8>,
+    },
+    Connect {
+        conn: ConnId,
+        _addr: Box<(libc::sockaddr_storage, libc::socklen_t)>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Ops {
+    slots: Vec<Option<Op>>,
+    free: Vec<usize>,
+}
+
+impl Ops {
+    fn insert(&mut self, op: Op) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(op);
+                i
+            }
+            None => {
+                self.slots.push(Some(op));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn take(&mut self, i: usize) -> Option<Op> {
+        let op = self.slots.get_mut(i)?.take()?;
+        self.free.push(i);
+        Some(op)
+    }
+}
+
+struct Driver<'a, A: App> {
+    ring: IoUring,
+    bufs: Option<BufRing>,
+    ops: Ops,
+    listeners: Vec<Option<TcpListener>>,
+    core: &'a mut Core<A>,
+    rearm: Vec<ConnId>,
+    dirty: Vec<ConnId>,
+}
+
+impl<A: App> Driver<'_, A> {
+    /// Queue an SQE, submitting first when the queue is full.
+    ///
+    /// # Safety
+    /// Every buffer or address `sqe` points to must stay valid until its completion arrives.
+    unsafe fn push(&mut self, sqe: squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: forwarded from the caller.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    fn arm_accept(&mut self, i: usize) -> io::Result<()> {
+        let Some(l) = self.listeners[i].as_ref() else {
+            return Ok(());
+        };
+        let sqe = opcode::AcceptMulti::new(Fd(l.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(user_data(KIND_ACCEPT, i as u64));
+        // SAFETY: multishot accept without an address buffer references no memory of ours.
+        unsafe { self.push(sqe) }
+    }
+
+    fn arm_recv(&mut self, id: ConnId) {
+        let Some(conn) = self.core.st.conn_mut(id) else {
+            return;
+        };
+        if conn.driver_flags & RECV_ARMED != 0 || conn.state == ConnState::Connecting {
+            return;
+        }
+        conn.driver_flags |= RECV_ARMED;
+        let fd = conn.fd.as_raw_fd();
+        let sqe = opcode::RecvMulti::new(Fd(fd), BUF_GROUP)
+            .build()
+            .user_data(recv_data(id));
+        // SAFETY: the receive writes only into provided buffers, which the BufRing owns for the
+        // lifetime of the ring.
+        if let Err(e) = unsafe { self.push(sqe) } {
+            self.core.close_now(id, CloseReason::Io(e.kind()));
+        }
+    }
+
+    fn submit_send(&mut self, id: ConnId) {
+        let Some(conn) = self.core.st.conn_mut(id) else {
+            return;
+        };
+        if conn.sending || conn.output.is_empty() || conn.state == ConnState::Connecting {
+            return;
+        }
+        conn.sending = true;
+        let buf = std::mem::take(&mut conn.output);
+        let fd = conn.fd.as_raw_fd();
+        let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
+        let slot = self.ops.insert(Op::Send { conn: id, buf });
+        let sqe = opcode::Send::new(Fd(fd), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(user_data(KIND_OP, slot as u64));
+        // SAFETY: the buffer is owned by the op slot until the completion is processed; moving the
+        // Vec into the slot does not move its heap allocation.
+        if let Err(e) = unsafe { self.push(sqe) } {
+            self.ops.take(slot);
+            self.core.close_now(id, CloseReason::Io(e.kind()));
+        }
+    }
+
+    fn start_connect(&mut self, id: ConnId) {
+        let Some(conn) = self.core.st.conn(id) else {
+            return;
+        };
+        let Some(addr) = conn.remote else { return };
+        let fd = conn.fd.as_raw_fd();
+        let sa = socket2::SockAddr::from(addr);
+        let mut storage: libc::sockaddr_storage = {
+            // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+            unsafe { std::mem::zeroed() }
+        };
+        // SAFETY: `sa.len()` bytes fit in a sockaddr_storage; both regions are live and disjoint.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                sa.as_ptr().cast::<u8>(),
+                (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+                sa.len() as usize,
+            )
+        };
+        let boxed = Box::new((storage, sa.len()));
+        let ptr = (&boxed.0 as *const libc::sockaddr_storage).cast::<libc::sockaddr>();
+        let len = boxed.1;
+        let slot = self.ops.insert(Op::Connect {
+            conn: id,
+            _addr: boxed,
+        });
+        let sqe = opcode::Connect::new(Fd(fd), ptr, len)
+            .build()
+            .user_data(user_data(KIND_OP, slot as u64));
+        // SAFETY: the address lives in a Box owned by the op slot until the completion.
+        if let Err(e) = unsafe { self.push(sqe) } {
+            self.ops.take(slot);
+            self.core.on_connected(id, Err(e));
+        }
+    }
+
+    fn cancel(&mut self, target: u64) {
+        let sqe = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(user_data(KIND_IGNORE, 0));
+        // SAFETY: a cancel references no memory.
+        let _ = unsafe { self.push(sqe) };
+    }
+
+    fn on_accept(&mut self, i: usize, res: i32, flags: u32) {
+        if res >= 0 {
+            // SAFETY: a successful accept returns a new descriptor that we now own.
+            let fd = unsafe { OwnedFd::from_raw_fd(res) };
+            let peer = socket2::SockRef::from(&fd)
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_socket());
+            match peer {
+                Some(peer) => {
+                    if let Some(id) = self.core.on_accepted(fd, peer, i) {
+                        self.arm_recv(id);
+                    }
+                }
+                None => drop(fd),
+            }
+        } else if res != -libc::ECANCELED {
+            tracing::warn!(core = self.core.st.core, error = %io::Error::from_raw_os_error(-res), "accept failed");
+        }
+        if !cqueue::more(flags) && !self.core.st.shutting_down && res != -libc::ECANCELED {
+            let _ = self.arm_accept(i);
+        }
+    }
+
+    fn on_recv(&mut self, payload: u64, res: i32, flags: u32) {
+        let index = (payload & 0xffff_ffff) as usize;
+        let gen24 = ((payload >> 32) & 0xff_ffff) as u32;
+        let id = self
+            .core
+            .st
+            .id_at(index)
+            .filter(|id| id.generation() & 0xff_ffff == gen24);
+        let more = cqueue::more(flags);
+        if let (Some(id), false) = (id, more)
+            && let Some(c) = self.core.st.conn_mut(id)
+        {
+            c.driver_flags &= !RECV_ARMED;
+        }
+        let bid = cqueue::buffer_select(flags);
+        if res > 0 {
+            let bid = bid.expect("a receive with data selected a buffer");
+            if let (Some(id), Some(bufs)) = (id, self.bufs.as_mut()) {
+                let data = bufs.slice_mut(bid, res as usize);
+                self.core.on_received(id, data);
+            }
+            if let Some(bufs) = self.bufs.as_mut() {
+                bufs.add(bid);
+            }
+            if !more && let Some(id) = id {
+                self.rearm.push(id);
+            }
+            return;
+        }
+        if let (Some(bid), Some(bufs)) = (bid, self.bufs.as_mut()) {
+            bufs.add(bid);
+        }
+        let Some(id) = id else { return };
+        match res {
+            0 => {
+                self.core.on_eof(id, CloseReason::PeerClosed);
+            }
+            e if e == -libc::ENOBUFS => {
+                self.core.st.stats.buffer_exhaustion += 1;
+                self.rearm.push(id);
+            }
+            e if e == -libc::ECANCELED => {}
+            e => {
+                self.core
+                    .on_eof(id, CloseReason::Io(io::Error::from_raw_os_error(-e).kind()));
+            }
+        }
+    }
+
+    fn on_op(&mut self, slot: usize, res: i32) {
+        match self.ops.take(slot) {
+            Some(Op::Send { conn, mut buf }) => {
+                let Some(c) = self.core.st.conn_mut(conn) else {
+                    self.core.st.recycle(buf);
+                    return;
+                };
+                c.sending = false;
+                if res < 0 {
+                    self.core.st.recycle(buf);
+                    self.core.close_now(
+                        conn,
+                        CloseReason::Io(io::Error::from_raw_os_error(-res).kind()),
+                    );
+                    return;
+                }
+                let n = res as usize;
+                self.core.st.stats.bytes_out += n as u64;
+                if n < buf.len() {
+                    self.core.st.stats.short_writes += 1;
+                    let c = self.core.st.conn_mut(conn).expect("checked");
+                    buf.drain(..n);
+                    buf.extend_from_slice(&c.output);
+                    let old = std::mem::replace(&mut c.output, buf);
+                    self.core.st.recycle(old);
+                } else {
+                    self.core.st.recycle(buf);
+                }
+                self.core.release_output(conn);
+                self.core.st.mark_dirty(conn);
+            }
+            Some(Op::Connect { conn, .. })
+                if self
+                    .core
+                    .st
+                    .conn(conn)
+                    .is_some_and(|c| c.state == ConnState::Connecting) =>
+            {
+                let result = if res == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::from_raw_os_error(-res))
+                };
+                self.core.on_connected(conn, result);
+                self.arm_recv(conn);
+            }
+            Some(Op::Connect { .. }) => {}
+            None => {}
+        }
+    }
+
+    /// After the turn's callbacks: actions, sends, closes, re-arms, returned buffers.
+    fn settle(&mut self) {
+        loop {
+            let actions = std::mem::take(&mut self.core.st.actions);
+            for a in actions {
+                match a {
+                    Action::Connect(id) => self.start_connect(id),
+                    Action::Close(id, reason) => {
+                        self.core.close_now(id, reason);
+                    }
+                }
+            }
+            let mut dirty = std::mem::take(&mut self.dirty);
+            self.core.take_dirty(&mut dirty);
+            for &id in &dirty {
+                self.submit_send(id);
+                self.core.close_if_flushed(id);
+            }
+            self.dirty = dirty;
+            if self.core.st.actions.is_empty() && self.core.st.dirty.is_empty() {
+                break;
+            }
+        }
+        let closed = std::mem::take(&mut self.core.st.closed);
+        for &(id, flags) in &closed {
+            if flags & RECV_ARMED != 0 {
+                self.cancel(recv_data(id));
+            }
+        }
+        self.core.st.closed = closed;
+        self.core.st.closed.clear();
+        if let Some(b) = self.bufs.as_ref() {
+            b.publish();
+        }
+        for id in std::mem::take(&mut self.rearm) {
+            self.arm_recv(id);
+        }
+    }
+}
+
+pub(crate) fn run<A: App>(
+    core: &mut Core<A>,
+    inbox: &Inbox<A::Msg>,
+    listeners: Vec<TcpListener>,
+    shared: &RunShared,
+) -> io::Result<()> {
+    let cfg = shared.uring;
+    let ring = IoUring::builder().setup_coop_taskrun().build(cfg.entries)?;
+    let bufs = BufRing::new(&ring, BUF_GROUP, cfg.buffers, cfg.buffer_bytes)?;
+    let mut d = Driver {
+        ring,
+        bufs: Some(bufs),
+        ops: Ops::default(),
+        listeners: listeners.into_iter().map(Some).collect(),
+        core,
+        rearm: Vec::new(),
+        dirty: Vec::new(),
+    };
+    for i in 0..d.listeners.len() {
+        d.arm_accept(i)?;
+    }
+    let wake = opcode::PollAdd::new(Fd(inbox.wakeup.raw_fd()), libc::POLLIN as u32)
+        .multi(true)
+        .build()
+        .user_data(user_data(KIND_WAKE, 0));
+    // SAFETY: a poll references no memory of ours.
+    unsafe { d.push(wake)? };
+    let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
+    let mut drain_deadline: Option<Instant> = None;
+    let result = loop {
+        let now = Instant::now();
+        let sleep = driver::sleep_for(now, d.core.st.timers.next_deadline(), drain_deadline);
+        let ts = Timespec::new()
+            .sec(sleep.as_secs())
+            .nsec(sleep.subsec_nanos());
+        let args = SubmitArgs::new().timespec(&ts);
+        match d.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) => {}
+            Err(e) => break Err(e),
+        }
+        d.core.st.now = Instant::now();
+        d.core.st.stats.loop_turns += 1;
+        cqes.clear();
+        cqes.extend(
+            d.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(ud, res, flags) in &cqes {
+            let payload = ud & ((1 << 56) - 1);
+            match ud >> 56 {
+                KIND_ACCEPT => d.on_accept(payload as usize, res, flags),
+                KIND_RECV => d.on_recv(payload, res, flags),
+                KIND_OP => d.on_op(payload as usize, res),
+                KIND_WAKE => {
+                    d.core.drain_inbox(inbox);
+                    if !cqueue::more(flags) {
+                        // SAFETY: a poll references no memory of ours.
+                        let _ = unsafe {
+                            d.push(
+                                opcode::PollAdd::new(
+                                    Fd(inbox.wakeup.raw_fd()),
+                                    libc::POLLIN as u32,
+                                )
+                                .multi(true)
+                                .build()
+                                .user_data(user_data(KIND_WAKE, 0)),
+                            )
+                        };
+                    }
+                }
+                _ => {}
+            }
+        }
+        d.core.run_timers();
+        d.settle();
+
+        if shared.stop_requested() && !d.core.st.shutting_down {
+            for i in 0..d.listeners.len() {
+                if d.listeners[i].take().is_some() {
+                    d.cancel(user_data(KIND_ACCEPT, i as u64));
+                }
+            }
+            d.core.begin_shutdown();
+            drain_deadline = Some(d.core.st.now + shared.drain);
+            d.settle();
+        }
+        if let Some(deadline) = drain_deadline
+            && (d.core.st.live == 0 || Instant::now() >= deadline)
+        {
+            d.core.close_all();
+            d.settle();
+            let _ = d.ring.submit();
+            break Ok(());
+        }
+    };
+    // Unregister the buffer ring before its memory is freed.
+    if let Some(b) = d.bufs.take() {
+        b.unregister(&d.ring);
+    }
+    result
+}

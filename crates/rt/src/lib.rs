@@ -1,0 +1,321 @@
+//! m2m-rt: a thread-per-core runtime for m2m-edge. Each core runs one event loop with its own
+//! listener (`SO_REUSEPORT`), connections, timers and buffers; nothing is shared on the hot path and
+//! nothing is stolen between cores. A loop drives sans-IO state machines (the [`App`]) with one of two
+//! drivers chosen at start-up: io_uring (multishot accept and receive, a provided-buffer ring so idle
+//! connections own no read buffer, sends batched per turn) or epoll (mio) where io_uring is refused.
+//!
+//! ```text
+//!  kernel ──► driver (uring | epoll) ──► Core: conn table, TLS, timers, mailbox ──► App::on_* (sans-IO)
+//!                    ▲                                                            │
+//!                    └──── dirty connections' output, connects, closes ◄── Cx ◄───┘
+//! ```
+//!
+//! This crate knows no protocol (no WebSocket, no oneM2M): bytes, time, connections and messages.
+//! `unsafe` lives here and only here, each block with a `// SAFETY:` comment.
+//! Modules: [`app`] (the App trait), [`core`] (shared per-core state and `Cx`), `driver` (uring,
+//! epoll), [`timer`] (wheel), [`mailbox`] (cross-core queues), [`tls`] (rustls on owned buffers),
+//! [`net`] (sockets, limits), [`probe`] (driver selection).
+
+pub mod app;
+pub mod core;
+mod driver;
+pub mod mailbox;
+pub mod net;
+pub mod probe;
+pub mod timer;
+pub mod tls;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use app::{App, CloseReason, ConnId};
+pub use core::{ClientTls, CoreStats, Cx, ListenerTls};
+pub use timer::TimerId;
+
+/// Which I/O driver to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoMode {
+    /// io_uring when the probe passes, else epoll.
+    Auto,
+    Uring,
+    Epoll,
+}
+
+impl std::str::FromStr for IoMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "uring" | "io_uring" => Ok(Self::Uring),
+            "epoll" => Ok(Self::Epoll),
+            other => Err(format!("unknown I/O driver {other:?} (auto, uring, epoll)")),
+        }
+    }
+}
+
+/// The driver that was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    Uring,
+    Epoll,
+}
+
+impl DriverKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Uring => "uring",
+            Self::Epoll => "epoll",
+        }
+    }
+}
+
+/// A listening address, optionally with TLS.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub tls: Option<ListenerTls>,
+}
+
+/// io_uring sizing.
+#[derive(Debug, Clone, Copy)]
+pub struct UringConfig {
+    /// Submission queue entries per core. Default 4096.
+    pub entries: u32,
+    /// Receive buffers in the provided-buffer ring per core (a power of two). Default 1024.
+    pub buffers: u16,
+    /// Size of each receive buffer. Default 16 KiB.
+    pub buffer_bytes: u32,
+}
+
+impl Default for UringConfig {
+    fn default() -> Self {
+        Self {
+            entries: 4096,
+            buffers: 1024,
+            buffer_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct RtConfig {
+    /// Worker threads (cores). Default: the number of CPUs.
+    pub workers: usize,
+    /// Pin worker `i` to CPU `i`.
+    pub pin: bool,
+    pub io: IoMode,
+    pub listeners: Vec<ListenerConfig>,
+    /// Listen backlog. Default 4096.
+    pub backlog: i32,
+    /// Unconsumed input a connection may hold before it is closed. Default 2 MiB.
+    pub max_pending_input_bytes: usize,
+    /// How long connections may drain after shutdown starts. Default 5 s.
+    pub drain: Duration,
+    /// Messages queued per core pair. Default 4096.
+    pub mailbox_capacity: usize,
+    pub uring: UringConfig,
+}
+
+impl Default for RtConfig {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pin: false,
+            io: IoMode::Auto,
+            listeners: Vec::new(),
+            backlog: 4096,
+            max_pending_input_bytes: 2 << 20,
+            drain: Duration::from_secs(5),
+            mailbox_capacity: 4096,
+            uring: UringConfig::default(),
+        }
+    }
+}
+
+/// State every core reads: the stop flag and the drain time.
+#[derive(Debug)]
+pub(crate) struct RunShared {
+    stop: AtomicBool,
+    pub(crate) drain: Duration,
+    pub(crate) uring: UringConfig,
+}
+
+impl RunShared {
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// Stops a running runtime from anywhere (a signal thread, a test).
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    shared: Arc<RunShared>,
+    wakeups: Vec<Arc<mailbox::Wakeup>>,
+}
+
+impl StopHandle {
+    /// Stop accepting on every core and let connections drain.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for w in &self.wakeups {
+            w.wake();
+        }
+    }
+}
+
+/// A started runtime.
+#[derive(Debug)]
+pub struct Runtime {
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    stop: StopHandle,
+    driver: DriverKind,
+    addrs: Vec<SocketAddr>,
+}
+
+/// Choose the driver for `mode`, logging the reason.
+pub fn select_driver(mode: IoMode) -> io::Result<DriverKind> {
+    match mode {
+        IoMode::Epoll => Ok(DriverKind::Epoll),
+        IoMode::Uring => match probe::probe_uring() {
+            Ok(()) => Ok(DriverKind::Uring),
+            Err(why) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring requested but unavailable: {why}"),
+            )),
+        },
+        IoMode::Auto => match probe::probe_uring() {
+            Ok(()) => {
+                tracing::info!(driver = "uring", "io_uring probe passed");
+                Ok(DriverKind::Uring)
+            }
+            Err(why) => {
+                tracing::warn!(driver = "epoll", reason = %why, "io_uring unavailable, falling back to epoll");
+                Ok(DriverKind::Epoll)
+            }
+        },
+    }
+}
+
+impl Runtime {
+    /// Bind the listeners on every core and start the loops. `make_app(core)` runs on the core's own
+    /// thread, so the app need not be `Send`.
+    pub fn start<A, F>(config: RtConfig, make_app: F) -> io::Result<Runtime>
+    where
+        A: App + 'static,
+        F: Fn(usize) -> A + Send + Sync + 'static,
+    {
+        let driver = select_driver(config.io)?;
+        let workers = config.workers.max(1);
+        // Bind core 0 first so that port 0 resolves to one port that the other cores share.
+        let mut addrs = Vec::new();
+        let mut per_core: Vec<Vec<std::net::TcpListener>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        for l in &config.listeners {
+            let first = net::reuseport_listener(l.addr, config.backlog)?;
+            let actual = first.local_addr()?;
+            addrs.push(actual);
+            per_core[0].push(first);
+            for listeners in per_core.iter_mut().skip(1) {
+                listeners.push(net::reuseport_listener(actual, config.backlog)?);
+            }
+        }
+        let boxes = mailbox::mailboxes::<A::Msg>(workers, config.mailbox_capacity)?;
+        let shared = Arc::new(RunShared {
+            stop: AtomicBool::new(false),
+            drain: config.drain,
+            uring: config.uring,
+        });
+        let wakeups = boxes
+            .iter()
+            .map(|(_, inbox)| inbox.wakeup.clone())
+            .collect();
+        let stop = StopHandle {
+            shared: shared.clone(),
+            wakeups,
+        };
+        let make_app = Arc::new(make_app);
+        let tls: Vec<Option<ListenerTls>> =
+            config.listeners.iter().map(|l| l.tls.clone()).collect();
+        let mut threads = Vec::new();
+        for (core, ((outbox, inbox), listeners)) in boxes.into_iter().zip(per_core).enumerate() {
+            let shared = shared.clone();
+            let make_app = make_app.clone();
+            let tls = tls.clone();
+            let pin = config.pin;
+            let max_pending = config.max_pending_input_bytes;
+            let handle = std::thread::Builder::new()
+                .name(format!("m2m-core-{core}"))
+                .spawn(move || {
+                    if pin && let Err(e) = net::pin_to_cpu(core) {
+                        tracing::warn!(core, error = %e, "could not pin the worker");
+                    }
+                    let app = make_app(core);
+                    let st = core::CoreState::new(core, outbox, tls, max_pending);
+                    let mut c = core::Core::new(app, st);
+                    let result = match driver {
+                        DriverKind::Epoll => driver::epoll::run(&mut c, &inbox, listeners, &shared),
+                        DriverKind::Uring => driver::uring::run(&mut c, &inbox, listeners, &shared),
+                    };
+                    if let Err(e) = &result {
+                        tracing::error!(core, error = %e, "core loop failed");
+                    }
+                    result
+                })?;
+            threads.push(handle);
+        }
+        Ok(Runtime {
+            threads,
+            stop,
+            driver,
+            addrs,
+        })
+    }
+
+    /// The bound address of each listener (port 0 resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    pub fn driver(&self) -> DriverKind {
+        self.driver
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Wait for every core to finish (after [`StopHandle::shutdown`]).
+    pub fn join(self) -> io::Result<()> {
+        let mut result = Ok(());
+        for t in self.threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(io::Error::other("a core panicked")),
+            }
+        }
+        result
+    }
+}
+
+/// Stop `handle` on SIGTERM or SIGINT (a thread waits for the signals).
+pub fn stop_on_signals(handle: StopHandle) -> io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    std::thread::Builder::new()
+        .name("m2m-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "shutdown requested");
+                handle.shutdown();
+            }
+        })?;
+    Ok(())
+}

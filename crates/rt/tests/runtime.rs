@@ -1,0 +1,303 @@
+//! The runtime on both drivers with real sockets on 127.0.0.1: line echo with partial input kept,
+//! many concurrent connections, large writes (short writes), outbound connects with timeout, timers,
+//! cross-core messages, shutdown drain, and the forced probe failure falling back to epoll.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use m2m_rt::{App, CloseReason, ConnId, Cx, IoMode, ListenerConfig, RtConfig, Runtime};
+
+/// Echoes complete lines; a line `connect <port>` opens an outbound connection and reports; `timer`
+/// answers after 50 ms; `hop` sends a message round the other cores and answers when it returns.
+struct LineEcho {
+    closed: Arc<AtomicUsize>,
+    waiting_timer: Vec<ConnId>,
+    pending_connect: Vec<(ConnId, ConnId)>,
+    hoppers: Vec<ConnId>,
+}
+
+impl App for LineEcho {
+    type Msg = (usize, u64);
+
+    fn on_accept(
+        &mut self,
+        _cx: &mut Cx<'_, Self::Msg>,
+        _conn: ConnId,
+        _l: usize,
+        _peer: SocketAddr,
+    ) {
+    }
+
+    fn on_data(&mut self, cx: &mut Cx<'_, Self::Msg>, conn: ConnId, data: &mut [u8]) -> usize {
+        let mut used = 0;
+        while let Some(nl) = data[used..].iter().position(|&b| b == b'\n') {
+            let line = data[used..used + nl + 1].to_vec();
+            used += nl + 1;
+            let text = String::from_utf8_lossy(&line);
+            if let Some(port) = text.trim().strip_prefix("connect ") {
+                let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+                let out = cx.connect(addr, None, Duration::from_millis(500)).unwrap();
+                self.pending_connect.push((out, conn));
+            } else if text.trim() == "timer" {
+                self.waiting_timer.push(conn);
+                cx.set_timer(cx.now() + Duration::from_millis(50), conn.raw());
+            } else if text.trim() == "hop" {
+                self.hoppers.push(conn);
+                let next = (cx.core() + 1) % cx.cores();
+                cx.post(next, (cx.core(), conn.raw())).unwrap();
+            } else if text.trim() == "bye" {
+                cx.send(conn, b"bye\n");
+                cx.close(conn);
+            } else {
+                cx.send(conn, &line);
+            }
+        }
+        used
+    }
+
+    fn on_close(&mut self, _cx: &mut Cx<'_, Self::Msg>, _conn: ConnId, _reason: CloseReason) {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn on_connect(
+        &mut self,
+        cx: &mut Cx<'_, Self::Msg>,
+        conn: ConnId,
+        result: std::io::Result<()>,
+    ) {
+        if let Some(i) = self.pending_connect.iter().position(|(o, _)| *o == conn) {
+            let (_, client) = self.pending_connect.remove(i);
+            let msg = match &result {
+                Ok(()) => "connected\n".to_string(),
+                Err(e) => format!("failed {:?}\n", e.kind()),
+            };
+            cx.send(client, msg.as_bytes());
+            if result.is_ok() {
+                cx.close(conn);
+            }
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Cx<'_, Self::Msg>, token: u64) {
+        if let Some(i) = self.waiting_timer.iter().position(|c| c.raw() == token) {
+            let conn = self.waiting_timer.remove(i);
+            cx.send(conn, b"tick\n");
+        }
+    }
+
+    fn on_message(&mut self, cx: &mut Cx<'_, Self::Msg>, from: usize, (origin, raw): Self::Msg) {
+        if origin == cx.core() {
+            // Back home: find the connection by its raw id.
+            let _ = from;
+            if let Some(i) = self.hoppers.iter().position(|c| c.raw() == raw) {
+                let conn = self.hoppers.remove(i);
+                cx.send(conn, format!("hopped via {from}\n").as_bytes());
+            }
+        } else {
+            let next = (cx.core() + 1) % cx.cores();
+            cx.post(next, (origin, raw)).unwrap();
+        }
+    }
+}
+
+fn start(io: IoMode, workers: usize, closed: Arc<AtomicUsize>) -> Runtime {
+    let config = RtConfig {
+        workers,
+        io,
+        listeners: vec![ListenerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+        }],
+        drain: Duration::from_secs(2),
+        ..RtConfig::default()
+    };
+    Runtime::start(config, move |_| LineEcho {
+        closed: closed.clone(),
+        waiting_timer: Vec::new(),
+        pending_connect: Vec::new(),
+        hoppers: Vec::new(),
+    })
+    .unwrap()
+}
+
+fn drivers() -> Vec<IoMode> {
+    match std::env::var("M2M_TEST_DRIVER").as_deref() {
+        Ok("epoll") => vec![IoMode::Epoll],
+        Ok("uring") => vec![IoMode::Uring],
+        _ => vec![IoMode::Epoll, IoMode::Uring],
+    }
+}
+
+fn line(reader: &mut BufReader<TcpStream>) -> String {
+    let mut s = String::new();
+    reader.read_line(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn echoes_lines_split_anywhere() {
+    for io in drivers() {
+        let closed = Arc::new(AtomicUsize::new(0));
+        let rt = start(io, 2, closed.clone());
+        let addr = rt.local_addrs()[0];
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        // Byte by byte: the runtime keeps the partial line between reads.
+        for b in b"hello world\n" {
+            w.write_all(&[*b]).unwrap();
+            w.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(line(&mut r), "hello world\n", "{io:?}");
+        w.write_all(b"a\nb\nc").unwrap();
+        assert_eq!(line(&mut r), "a\n");
+        assert_eq!(line(&mut r), "b\n");
+        w.write_all(b"\ntimer\n").unwrap();
+        assert_eq!(line(&mut r), "c\n");
+        assert_eq!(line(&mut r), "tick\n");
+        w.write_all(b"hop\n").unwrap();
+        assert!(
+            line(&mut r).starts_with("hopped via "),
+            "{io:?}: message went round the cores"
+        );
+        w.write_all(b"bye\n").unwrap();
+        assert_eq!(line(&mut r), "bye\n");
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "closed after flush");
+        rt.stop_handle().shutdown();
+        rt.join().unwrap();
+        assert_eq!(closed.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[test]
+fn many_connections_and_large_writes() {
+    for io in drivers() {
+        let closed = Arc::new(AtomicUsize::new(0));
+        let rt = start(io, 2, closed.clone());
+        let addr = rt.local_addrs()[0];
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let conns: Vec<TcpStream> =
+                        (0..50).map(|_| TcpStream::connect(addr).unwrap()).collect();
+                    for (i, c) in conns.iter().enumerate() {
+                        let mut c = c;
+                        c.write_all(format!("t{t} c{i}\n").as_bytes()).unwrap();
+                    }
+                    for (i, c) in conns.into_iter().enumerate() {
+                        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        let mut r = BufReader::new(c);
+                        assert_eq!(line(&mut r), format!("t{t} c{i}\n"));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // 8 MB through one connection: the kernel takes it in pieces (short writes).
+        let big: Vec<u8> = (0..8_000_000)
+            .map(|i| {
+                if i % 100 == 99 {
+                    b'\n'
+                } else {
+                    b'a' + (i % 26) as u8
+                }
+            })
+            .collect();
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || w.write_all(&big).map(|_| big));
+        let mut got = vec![0u8; 8_000_000];
+        let mut filled = 0;
+        while filled < got.len() {
+            match (&s).read(&mut got[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) => panic!("{io:?}: after {filled} bytes: {e}"),
+            }
+        }
+        let big = writer.join().unwrap().unwrap();
+        assert!(got == big, "{io:?}: echo of 8 MB differs");
+        drop(s);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while closed.load(Ordering::SeqCst) < 401 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            closed.load(Ordering::SeqCst),
+            401,
+            "{io:?}: every close reported once"
+        );
+        rt.stop_handle().shutdown();
+        rt.join().unwrap();
+    }
+}
+
+#[test]
+fn outbound_connects_succeed_fail_and_time_out() {
+    for io in drivers() {
+        let closed = Arc::new(AtomicUsize::new(0));
+        let rt = start(io, 1, closed.clone());
+        let addr = rt.local_addrs()[0];
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        w.write_all(format!("connect {}\n", addr.port()).as_bytes())
+            .unwrap();
+        assert_eq!(line(&mut r), "connected\n", "{io:?}");
+        // A port nobody listens on: refused.
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        w.write_all(format!("connect {free}\n").as_bytes()).unwrap();
+        assert_eq!(line(&mut r), "failed ConnectionRefused\n", "{io:?}");
+        // A full backlog: the SYN is not answered, so the connect times out.
+        let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        l.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        l.listen(0).unwrap();
+        let port = l.local_addr().unwrap().as_socket().unwrap().port();
+        let fillers: Vec<_> = (0..4)
+            .filter_map(|_| {
+                TcpStream::connect_timeout(
+                    &format!("127.0.0.1:{port}").parse().unwrap(),
+                    Duration::from_millis(200),
+                )
+                .ok()
+            })
+            .collect();
+        w.write_all(format!("connect {port}\n").as_bytes()).unwrap();
+        let answer = line(&mut r);
+        assert!(
+            answer == "failed TimedOut\n" || answer == "connected\n",
+            "{io:?}: {answer}"
+        );
+        drop(fillers);
+        rt.stop_handle().shutdown();
+        rt.join().unwrap();
+    }
+}
+
+#[test]
+fn auto_falls_back_to_epoll_when_the_probe_fails() {
+    // SAFETY-free env change: this test binary's other tests never read this variable.
+    unsafe { std::env::set_var("M2M_RT_URING_PROBE", "fail") };
+    assert_eq!(
+        m2m_rt::select_driver(IoMode::Auto).unwrap(),
+        m2m_rt::DriverKind::Epoll
+    );
+    assert!(m2m_rt::select_driver(IoMode::Uring).is_err());
+    unsafe { std::env::remove_var("M2M_RT_URING_PROBE") };
+}
