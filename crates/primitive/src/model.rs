@@ -228,6 +228,15 @@ fn enum_code(key: &str, v: &Value) -> Result<u32, PrimitiveError> {
         })
 }
 
+/// An `m2m:absRelTimestamp` member must be a string or an integer (its content is checked by
+/// validation, which knows the receive time).
+fn abs_rel_value(key: &str, v: Value) -> Result<Value, PrimitiveError> {
+    match v {
+        Value::String(_) | Value::Int(_) | Value::UInt(_) => Ok(v),
+        other => Err(PrimitiveError::bad_request(format!("{key} must be a timestamp or an integer, not {}", other.type_name()))),
+    }
+}
+
 /// Values a legacy client may have written as numeric strings; normalised to numbers.
 fn normalise_enum(v: Value) -> Value {
     match v.as_i64_lenient() {
@@ -303,11 +312,11 @@ impl Request {
                 "ty" => req.ty = Some(enum_code("ty", &value)?),
                 "pc" => req.pc = Some(value),
                 "ot" => req.ot = Some(string("ot", value)?),
-                "rqet" => req.rqet = Some(value),
-                "rset" => req.rset = Some(value),
-                "oet" => req.oet = Some(value),
+                "rqet" => req.rqet = Some(abs_rel_value("rqet", value)?),
+                "rset" => req.rset = Some(abs_rel_value("rset", value)?),
+                "oet" => req.oet = Some(abs_rel_value("oet", value)?),
                 "rt" => req.rt = Some(value),
-                "rp" => req.rp = Some(value),
+                "rp" => req.rp = Some(abs_rel_value("rp", value)?),
                 "rcn" => req.rcn = Some(enum_code("rcn", &value)?),
                 "ec" => req.ec = Some(normalise_enum(value)),
                 "fc" => req.fc = Some(value),
