@@ -3,4 +3,10 @@
 # test of the workspace. Safe to run repeatedly; installs are skipped when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+peers=.peers
+if [ ! -x "$peers/py/bin/python" ] || ! "$peers/py/bin/python" -c "import websockets" 2>/dev/null; then
+  echo "== installing Python peers into $peers/py"
+  python3 -m venv "$peers/py"
+  "$peers/py/bin/pip" install --quiet --disable-pip-version-check "websockets==17.*"
+fi
 cargo test --workspace --locked "$@"

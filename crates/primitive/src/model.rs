@@ -233,7 +233,10 @@ fn enum_code(key: &str, v: &Value) -> Result<u32, PrimitiveError> {
 fn abs_rel_value(key: &str, v: Value) -> Result<Value, PrimitiveError> {
     match v {
         Value::String(_) | Value::Int(_) | Value::UInt(_) => Ok(v),
-        other => Err(PrimitiveError::bad_request(format!("{key} must be a timestamp or an integer, not {}", other.type_name()))),
+        other => Err(PrimitiveError::bad_request(format!(
+            "{key} must be a timestamp or an integer, not {}",
+            other.type_name()
+        ))),
     }
 }
 

@@ -30,9 +30,21 @@ impl ConnId {
         (self.0 >> 32) as u32
     }
 
-    /// A number for logs.
+    /// A number for logs and timer tokens.
     pub fn raw(self) -> u64 {
         self.0
+    }
+
+    /// The id whose [`raw`](Self::raw) value is `raw` (e.g. from a timer token). A stale or made-up
+    /// id is harmless: the runtime ignores ids whose generation does not match.
+    pub fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The connection's slot on its core: dense and reused, for per-core tables indexed by slot
+    /// (compare the whole id to tell a reused slot from the old connection).
+    pub fn slot(self) -> usize {
+        self.index()
     }
 }
 

@@ -247,7 +247,10 @@ impl<M> CoreState<M> {
         }
         match conn.tls.as_mut() {
             Some(t) => {
-                if tls::send(t, bytes, &mut conn.output).is_err() {
+                if let Err(e) = tls::send(t, bytes, &mut conn.output) {
+                    conn.state = ConnState::Closing;
+                    conn.close_reason = Some(CloseReason::Tls(e.to_string()));
+                    self.mark_dirty(id);
                     return false;
                 }
             }
@@ -361,8 +364,10 @@ impl<M> Cx<'_, M> {
         conn.remote = Some(addr);
         conn.connect_timer = Some(timer);
         if let Some(t) = tls {
-            let client = rustls::ClientConnection::new(t.config, t.server_name)
+            let mut client = rustls::ClientConnection::new(t.config, t.server_name)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            // Plaintext sent before the handshake completes is buffered; our output is the bound.
+            client.set_buffer_limit(None);
             conn.tls = Some(Box::new(rustls::Connection::Client(client)));
         }
         self.st.actions.push(Action::Connect(id));
@@ -375,10 +380,10 @@ impl<M> Cx<'_, M> {
             .st
             .conn_mut(conn)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
-        let mut client = rustls::Connection::Client(
-            rustls::ClientConnection::new(tls.config, tls.server_name)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-        );
+        let mut inner = rustls::ClientConnection::new(tls.config, tls.server_name)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        inner.set_buffer_limit(None);
+        let mut client = rustls::Connection::Client(inner);
         tls::flush(&mut client, &mut c.output)?;
         c.tls = Some(Box::new(client));
         self.st.mark_dirty(conn);
@@ -452,7 +457,9 @@ impl<A: App> Core<A> {
         self.st.stats.accepted += 1;
         if let Some(ListenerTls(config)) = tls_config {
             match rustls::ServerConnection::new(config) {
-                Ok(s) => {
+                Ok(mut s) => {
+                    // Records go straight to our own output buffer, so rustls need not cap them.
+                    s.set_buffer_limit(None);
                     self.st.conn_mut(id).expect("inserted").tls =
                         Some(Box::new(rustls::Connection::Server(s)))
                 }

@@ -24,33 +24,34 @@ pub fn receive(
     cipher_out: &mut Vec<u8>,
 ) -> Result<TlsInput, String> {
     let mut closed = false;
-    while !data.is_empty() {
-        match tls.read_tls(&mut data) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        let state = match tls.process_new_packets() {
-            Ok(state) => state,
-            Err(e) => {
-                let _ = flush(tls, cipher_out);
-                return Err(e.to_string());
+    loop {
+        if !data.is_empty() {
+            match tls.read_tls(&mut data) {
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
             }
-        };
-        let mut want = state.plaintext_bytes_to_read();
-        while want > 0 {
+        }
+        // rustls decrypts only while its received-plaintext buffer has room (16 KiB by default), so
+        // read plaintext and process again until nothing more comes out.
+        loop {
+            let state = match tls.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => {
+                    let _ = flush(tls, cipher_out);
+                    return Err(e.to_string());
+                }
+            };
+            if state.peer_has_closed() {
+                closed = true;
+            }
+            let want = state.plaintext_bytes_to_read();
+            if want == 0 {
+                break;
+            }
             let start = plain.len();
             plain.resize(start + want, 0);
             match tls.reader().read(&mut plain[start..]) {
-                Ok(0) => {
-                    plain.truncate(start);
-                    closed = true;
-                    break;
-                }
-                Ok(n) => {
-                    plain.truncate(start + n);
-                    want -= n.min(want);
-                }
+                Ok(n) => plain.truncate(start + n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     plain.truncate(start);
                     break;
@@ -61,8 +62,8 @@ pub fn receive(
                 }
             }
         }
-        if state.peer_has_closed() {
-            closed = true;
+        if data.is_empty() {
+            break;
         }
     }
     flush(tls, cipher_out).map_err(|e| e.to_string())?;
@@ -77,10 +78,18 @@ pub fn receive(
 /// `cipher_out`.
 pub fn send(
     tls: &mut rustls::Connection,
-    plain: &[u8],
+    mut plain: &[u8],
     cipher_out: &mut Vec<u8>,
 ) -> io::Result<()> {
-    tls.writer().write_all(plain)?;
+    // rustls may accept only part of the plaintext at a time; move its records out as we go.
+    while !plain.is_empty() {
+        let n = tls.writer().write(plain)?;
+        flush(tls, cipher_out)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        plain = &plain[n..];
+    }
     flush(tls, cipher_out)
 }
 
@@ -90,4 +99,107 @@ pub fn flush(tls: &mut rustls::Connection, cipher_out: &mut Vec<u8>) -> io::Resu
         tls.write_tls(cipher_out)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+    use super::*;
+
+    fn pair() -> (rustls::Connection, rustls::Connection) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(cert.der().to_vec()))
+            .unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut s = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+        s.set_buffer_limit(None);
+        let c = rustls::ClientConnection::new(
+            Arc::new(client),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        (rustls::Connection::Client(c), rustls::Connection::Server(s))
+    }
+
+    /// Move ciphertext both ways until neither side has anything to say, feeding in `chunk`-sized
+    /// pieces; returns the plaintext each side received.
+    fn pump(
+        c: &mut rustls::Connection,
+        s: &mut rustls::Connection,
+        chunk: usize,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let (mut c_plain, mut s_plain) = (Vec::new(), Vec::new());
+        let (mut to_s, mut to_c) = (Vec::new(), Vec::new());
+        for _ in 0..100 {
+            flush(c, &mut to_s).unwrap();
+            if to_s.is_empty() && to_c.is_empty() {
+                break;
+            }
+            for piece in to_s.chunks(chunk) {
+                receive(s, piece, &mut s_plain, &mut to_c).unwrap();
+            }
+            to_s.clear();
+            flush(s, &mut to_c).unwrap();
+            for piece in to_c.chunks(chunk) {
+                receive(c, piece, &mut c_plain, &mut to_s).unwrap();
+            }
+            to_c.clear();
+        }
+        (c_plain, s_plain)
+    }
+
+    #[test]
+    fn large_messages_cross_in_any_chunking() {
+        for chunk in [1 << 20, 65536, 1000, 7] {
+            let (mut c, mut s) = pair();
+            pump(&mut c, &mut s, chunk);
+            assert!(!c.is_handshaking() && !s.is_handshaking());
+            let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+            let mut wire = Vec::new();
+            send(&mut c, &big, &mut wire).unwrap();
+            let (mut got, mut out) = (Vec::new(), Vec::new());
+            for piece in wire.chunks(chunk) {
+                receive(&mut s, piece, &mut got, &mut out).unwrap();
+            }
+            assert!(
+                got == big,
+                "chunk {chunk}: client to server ({} bytes)",
+                got.len()
+            );
+            // Whatever the server said meanwhile (session tickets) reaches the client first.
+            let (mut ignored, mut back) = (Vec::new(), Vec::new());
+            receive(&mut c, &out, &mut ignored, &mut back).unwrap();
+            let mut wire = Vec::new();
+            send(&mut s, &big, &mut wire).unwrap();
+            let mut plain = Vec::new();
+            let mut out = Vec::new();
+            for piece in wire.chunks(chunk) {
+                receive(&mut c, piece, &mut plain, &mut out).unwrap();
+            }
+            assert!(plain == big, "chunk {chunk}: server to client");
+        }
+    }
 }

@@ -1,0 +1,5 @@
+//! Integration tests of the m2m-edge binary, as one test binary (modules below), talking to real
+//! processes and real peers on 127.0.0.1.
+
+mod echo;
+mod support;
