@@ -301,20 +301,52 @@ fn check_name(name: &str) -> Result<(), PrimitiveError> {
     }
 }
 
-fn escape(s: &str) -> Cow<'_, str> {
-    quick_xml::escape::escape(s)
+/// Escape text for element content (`attribute = false`) or a double-quoted attribute value.
+/// Carriage returns (and in attributes tabs and newlines) become character references so that XML's
+/// end-of-line and attribute-value normalisation leave them intact; characters XML 1.0 cannot carry
+/// at all are refused (found by the `transcode` fuzz target).
+fn escape(s: &str, attribute: bool) -> Result<Cow<'_, str>, PrimitiveError> {
+    let special = |c: char| {
+        matches!(c, '&' | '<' | '>' | '"' | '\r')
+            || (c as u32) < 0x20
+            || matches!(c, '\u{fffe}' | '\u{ffff}')
+    };
+    if !s.chars().any(special) {
+        return Ok(Cow::Borrowed(s));
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' if attribute => out.push_str("&quot;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' if attribute => out.push_str("&#9;"),
+            '\n' if attribute => out.push_str("&#10;"),
+            '\t' | '\n' | '"' => out.push(c),
+            c if (c as u32) < 0x20 || matches!(c, '\u{fffe}' | '\u{ffff}') => {
+                return Err(PrimitiveError::new(
+                    crate::rsc::Rsc::NOT_ACCEPTABLE,
+                    format!("character U+{:04X} cannot be carried by XML 1.0", c as u32),
+                ));
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(Cow::Owned(out))
 }
 
-fn scalar_text(v: &Value) -> Option<Cow<'_, str>> {
-    Some(match v {
+fn scalar_text(v: &Value, attribute: bool) -> Result<Option<Cow<'_, str>>, PrimitiveError> {
+    Ok(Some(match v {
         Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
         Value::Int(i) => Cow::Owned(i.to_string()),
         Value::UInt(u) => Cow::Owned(u.to_string()),
         Value::Float(f) => Cow::Owned(f.to_string()),
-        Value::String(s) => escape(s),
+        Value::String(s) => escape(s, attribute)?,
         Value::Bytes(b) => Cow::Owned(b.iter().map(|x| format!("{x:02x}")).collect()),
-        _ => return None,
-    })
+        _ => return Ok(None),
+    }))
 }
 
 fn write_member(out: &mut String, name: &str, value: &Value) -> Result<(), PrimitiveError> {
@@ -331,7 +363,19 @@ fn write_member(out: &mut String, name: &str, value: &Value) -> Result<(), Primi
             }
         }
         Value::Array(items) => {
-            let parts: Vec<Cow<'_, str>> = items.iter().filter_map(scalar_text).collect();
+            let mut parts: Vec<Cow<'_, str>> = Vec::with_capacity(items.len());
+            for item in items {
+                if let Value::String(text) = item
+                    && (text.is_empty() || text.contains(|c: char| c.is_ascii_whitespace()))
+                {
+                    // xs:list items are separated by whitespace and cannot be empty.
+                    return Err(PrimitiveError::new(
+                        crate::rsc::Rsc::NOT_ACCEPTABLE,
+                        format!("list {name} item {text:?} cannot be carried by an XML list"),
+                    ));
+                }
+                parts.extend(scalar_text(item, false)?);
+            }
             out.push_str(&format!("<{name}>{}</{name}>", parts.join(" ")));
         }
         Value::Object(map) => {
@@ -344,8 +388,8 @@ fn write_member(out: &mut String, name: &str, value: &Value) -> Result<(), Primi
                     && !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null);
                 if as_attr {
                     check_name(k)?;
-                    let text = scalar_text(v).unwrap_or_default();
-                    out.push_str(&format!(" {k}=\"{}\"", text.replace('"', "&quot;")));
+                    let text = scalar_text(v, true)?.unwrap_or_default();
+                    out.push_str(&format!(" {k}=\"{text}\""));
                 } else {
                     children.push((k, v));
                 }
@@ -365,7 +409,7 @@ fn write_member(out: &mut String, name: &str, value: &Value) -> Result<(), Primi
             out.push('>');
             for (k, v) in children {
                 if has_val && k == "val" {
-                    out.push_str(&scalar_text(v).unwrap_or_default());
+                    out.push_str(&scalar_text(v, false)?.unwrap_or_default());
                 } else {
                     write_member(out, k, v)?;
                 }
@@ -375,7 +419,7 @@ fn write_member(out: &mut String, name: &str, value: &Value) -> Result<(), Primi
         scalar_value => {
             out.push_str(&format!(
                 "<{name}>{}</{name}>",
-                scalar_text(scalar_value).unwrap_or_default()
+                scalar_text(scalar_value, false)?.unwrap_or_default()
             ));
         }
     }
@@ -435,6 +479,23 @@ mod tests {
             Some(&Value::from("x < y"))
         );
         assert!(decode(b"<m2m:rqp><op>1</op>").is_err());
+        // Found by fuzzing: tabs, newlines and carriage returns survive attributes and text.
+        let mut map = Map::new();
+        let mut sub = Map::new();
+        sub.insert("rn", Value::from("a\tb\nc\rd\"e"));
+        sub.insert("nu", Value::Array(vec![Value::from("x"), Value::from("y")]));
+        let mut pc = Map::new();
+        pc.insert("m2m:sub", Value::Object(sub));
+        map.insert("pc", Value::Object(pc));
+        let mut out = Vec::new();
+        encode(Root::Request, &map, &mut out).unwrap();
+        assert_eq!(decode(&out).unwrap().1, map);
+        let mut bad = Map::new();
+        bad.insert("to", Value::from("\u{1}"));
+        assert!(encode(Root::Request, &bad, &mut Vec::new()).is_err());
+        let mut spaced = Map::new();
+        spaced.insert("lbl", Value::Array(vec![Value::from("a b")]));
+        assert!(encode(Root::Request, &spaced, &mut Vec::new()).is_err());
         assert!(decode(b"<html/>").is_err());
         assert!(decode(b"<!DOCTYPE x [<!ENTITY a 'b'>]><m2m:rqp/>").is_err());
         let deep = format!(
