@@ -384,8 +384,15 @@ fn write_member(out: &mut String, name: &str, value: &Value) -> Result<(), Primi
             let has_val = map.get("val").is_some();
             let mut children = Vec::new();
             for (k, v) in map.iter() {
-                let as_attr = (is_attribute(name, k) || (has_val && k != "val"))
-                    && !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null);
+                let structured = matches!(v, Value::Object(_) | Value::Array(_) | Value::Null);
+                if is_attribute(name, k) && structured {
+                    // Found by fuzzing: an `rn` that is not a string has no XML form that reads back.
+                    return Err(PrimitiveError::new(
+                        crate::rsc::Rsc::NOT_ACCEPTABLE,
+                        format!("{name}.{k} must be a string to travel as an XML attribute"),
+                    ));
+                }
+                let as_attr = (is_attribute(name, k) || (has_val && k != "val")) && !structured;
                 if as_attr {
                     check_name(k)?;
                     let text = scalar_text(v, true)?.unwrap_or_default();
