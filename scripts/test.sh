@@ -6,7 +6,11 @@ cd "$(dirname "$0")/.."
 peers=.peers
 if [ ! -x "$peers/py/bin/python" ] || ! "$peers/py/bin/python" -c "import websockets" 2>/dev/null; then
   echo "== installing Python peers into $peers/py"
-  python3 -m venv "$peers/py"
+  if ! python3 -m venv "$peers/py" 2>/dev/null; then
+    # Debian's python3 keeps venv in a separate package.
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$peers/py"
+  fi
   "$peers/py/bin/pip" install --quiet --disable-pip-version-check "websockets==17.*"
 fi
 cargo test --workspace --locked "$@"

@@ -349,8 +349,24 @@ fn scalar_text(v: &Value, attribute: bool) -> Result<Option<Cow<'_, str>>, Primi
     }))
 }
 
-fn write_member(out: &mut String, name: &str, value: &Value) -> Result<(), PrimitiveError> {
+fn write_member(
+    out: &mut String,
+    parent: &str,
+    name: &str,
+    value: &Value,
+) -> Result<(), PrimitiveError> {
     check_name(name)?;
+    if let Value::String(text) = value
+        && matches!(kind(parent, name), Kind::ListStr | Kind::ListInt)
+        && (text.is_empty() || text.contains(|c: char| c.is_ascii_whitespace()))
+    {
+        // Found by fuzzing: this member reads back from XML as a list, which a string with
+        // spaces would not survive.
+        return Err(PrimitiveError::new(
+            crate::rsc::Rsc::NOT_ACCEPTABLE,
+            format!("{name} is an XML list; the string {text:?} cannot be carried"),
+        ));
+    }
     match value {
         Value::Null => {
             out.push('<');
@@ -359,7 +375,7 @@ fn write_member(out: &mut String, name: &str, value: &Value) -> Result<(), Primi
         }
         Value::Array(items) if items.iter().any(|i| matches!(i, Value::Object(_))) => {
             for item in items {
-                write_member(out, name, item)?;
+                write_member(out, parent, name, item)?;
             }
         }
         Value::Array(items) => {
@@ -418,7 +434,7 @@ fn write_member(out: &mut String, name: &str, value: &Value) -> Result<(), Primi
                 if has_val && k == "val" {
                     out.push_str(&scalar_text(v, false)?.unwrap_or_default());
                 } else {
-                    write_member(out, k, v)?;
+                    write_member(out, name, k, v)?;
                 }
             }
             out.push_str(&format!("</{name}>"));
@@ -439,7 +455,7 @@ pub fn encode(root: Root, map: &Map, out: &mut Vec<u8>) -> Result<(), PrimitiveE
     s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
     s.push_str(&format!("<{} xmlns:m2m=\"{NAMESPACE}\">", root.element()));
     for (k, v) in map.iter() {
-        write_member(&mut s, k, v)?;
+        write_member(&mut s, "", k, v)?;
     }
     s.push_str(&format!("</{}>", root.element()));
     out.extend_from_slice(s.as_bytes());
