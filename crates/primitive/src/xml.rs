@@ -169,11 +169,17 @@ fn parse_tree(text: &str) -> Result<Element, PrimitiveError> {
 
 fn scalar(text: &str, k: Kind) -> Value {
     let trimmed = text.trim();
+    if trimmed.is_empty()
+        && !matches!(
+            k,
+            Kind::ListStr | Kind::ListInt | Kind::Object | Kind::ListObj
+        )
+    {
+        // `<x></x>`: an empty value, not NULL (that is `<x/>`), whatever type the schema expects.
+        return Value::String(text.to_string());
+    }
     match k {
         Kind::Int | Kind::AbsRel => {
-            if trimmed.is_empty() && k == Kind::Int {
-                return Value::Null;
-            }
             if let Ok(i) = trimmed.parse::<i64>() {
                 return Value::Int(i);
             }
@@ -189,13 +195,11 @@ fn scalar(text: &str, k: Kind) -> Value {
         }
         Kind::Float => match trimmed.parse::<f64>() {
             Ok(f) => Value::Float(f),
-            Err(_) if trimmed.is_empty() => Value::Null,
             Err(_) => Value::String(text.to_string()),
         },
         Kind::Bool => match trimmed {
             "true" | "1" => Value::Bool(true),
             "false" | "0" => Value::Bool(false),
-            "" => Value::Null,
             _ => Value::String(text.to_string()),
         },
         Kind::ListStr => Value::Array(trimmed.split_ascii_whitespace().map(Value::from).collect()),
