@@ -444,10 +444,14 @@ fn write_member(
             out.push_str(&format!("</{name}>"));
         }
         scalar_value => {
-            out.push_str(&format!(
-                "<{name}>{}</{name}>",
-                scalar_text(scalar_value, false)?.unwrap_or_default()
-            ));
+            // xs:boolean reads 0 and 1 as false and true; write them that way so that a second pass
+            // through XML gives the same document (found by fuzzing).
+            let text = match (scalar_value, kind(parent, name)) {
+                (Value::Int(0), Kind::Bool) => Cow::Borrowed("false"),
+                (Value::Int(1), Kind::Bool) => Cow::Borrowed("true"),
+                _ => scalar_text(scalar_value, false)?.unwrap_or_default(),
+            };
+            out.push_str(&format!("<{name}>{text}</{name}>"));
         }
     }
     Ok(())

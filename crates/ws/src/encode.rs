@@ -62,14 +62,15 @@ pub struct Sender {
     role: Role,
     config: SenderConfig,
     deflater: Option<Deflater>,
-    masks: Option<MaskSource>,
+    /// Boxed: only clients mask, and the 256-byte pool would otherwise sit in every server-side sender.
+    masks: Option<Box<MaskSource>>,
     scratch: Vec<u8>,
 }
 
 impl Sender {
     /// A sender for `role`; with `deflater`, permessage-deflate was negotiated.
     pub fn new(role: Role, config: SenderConfig, deflater: Option<Deflater>) -> Self {
-        let masks = (role == Role::Client).then(MaskSource::new);
+        let masks = (role == Role::Client).then(|| Box::new(MaskSource::new()));
         Self {
             role,
             config,
@@ -85,7 +86,7 @@ impl Sender {
     }
 
     fn mask(&mut self) -> Option<[u8; 4]> {
-        self.masks.as_mut().map(MaskSource::key)
+        self.masks.as_mut().map(|m| m.key())
     }
 
     /// Append a text message.
