@@ -20,6 +20,8 @@ struct LineEcho {
     /// Outbound connections and the client connection that asked for them, with a flag for
     /// "start TLS after connecting".
     relays: Vec<(ConnId, ConnId, bool)>,
+    /// Outbound connections to an HTTP proxy awaiting its answer to CONNECT: (conn, client, target).
+    proxied: Vec<(ConnId, ConnId, u16)>,
     waiting_timer: Vec<ConnId>,
     pending_connect: Vec<(ConnId, ConnId)>,
     hoppers: Vec<ConnId>,
@@ -38,6 +40,25 @@ impl App for LineEcho {
     }
 
     fn on_data(&mut self, cx: &mut Cx<'_, Self::Msg>, conn: ConnId, data: &mut [u8]) -> usize {
+        if let Some(i) = self.proxied.iter().position(|(o, _, _)| *o == conn) {
+            // The proxy's answer to CONNECT: a head, then the tunnel (TLS from here on).
+            let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return 0;
+            };
+            let (_, client, _) = self.proxied.remove(i);
+            let head = String::from_utf8_lossy(&data[..end]).to_string();
+            if head.starts_with("HTTP/1.1 200") {
+                cx.start_tls(conn, self.client_tls.clone().unwrap())
+                    .unwrap();
+                cx.send(conn, b"over tls\n");
+                self.relays.push((conn, client, false));
+            } else {
+                let status = head.split_whitespace().nth(1).unwrap_or("?").to_string();
+                cx.send(client, format!("proxy refused {status}\n").as_bytes());
+                cx.close(conn);
+            }
+            return end + 4;
+        }
         let mut used = 0;
         while let Some(nl) = data[used..].iter().position(|&b| b == b'\n') {
             let line = data[used..used + nl + 1].to_vec();
@@ -53,6 +74,11 @@ impl App for LineEcho {
                     .connect(addr, self.client_tls.clone(), Duration::from_secs(2))
                     .unwrap();
                 self.relays.push((out, conn, false));
+            } else if let Some(rest) = text.trim().strip_prefix("proxytls ") {
+                let (proxy, target) = rest.split_once(' ').unwrap();
+                let addr: SocketAddr = format!("127.0.0.1:{proxy}").parse().unwrap();
+                let out = cx.connect(addr, None, Duration::from_secs(2)).unwrap();
+                self.proxied.push((out, conn, target.parse().unwrap()));
             } else if let Some(port) = text.trim().strip_prefix("starttls ") {
                 let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
                 let out = cx.connect(addr, None, Duration::from_secs(2)).unwrap();
@@ -98,6 +124,20 @@ impl App for LineEcho {
         conn: ConnId,
         result: std::io::Result<()>,
     ) {
+        if let Some(&(_, client, target)) = self.proxied.iter().find(|(o, _, _)| *o == conn) {
+            match result {
+                Ok(()) => {
+                    let req = format!(
+                        "CONNECT 127.0.0.1:{target} HTTP/1.1\r\nHost: 127.0.0.1:{target}\r\n\r\n"
+                    );
+                    cx.send(conn, req.as_bytes());
+                }
+                Err(e) => {
+                    cx.send(client, format!("relay failed {:?}\n", e.kind()).as_bytes());
+                }
+            }
+            return;
+        }
         if let Some(&(_, client, start_tls)) = self.relays.iter().find(|(o, _, _)| *o == conn) {
             match result {
                 Ok(()) => {
@@ -212,6 +252,7 @@ fn start_with(
         closed: closed.clone(),
         client_tls: Some(client_tls.clone()),
         relays: Vec::new(),
+        proxied: Vec::new(),
         waiting_timer: Vec::new(),
         pending_connect: Vec::new(),
         hoppers: Vec::new(),
@@ -416,6 +457,75 @@ fn outbound_tls_and_start_tls_through_the_runtime() {
             "relayed over tls\n",
             "{io:?}: start_tls after connect"
         );
+        rt.stop_handle().shutdown();
+        rt.join().unwrap();
+    }
+}
+
+/// A minimal HTTP CONNECT proxy (test peer): tunnels to `allowed` only, 403 otherwise.
+fn connect_proxy(allowed: u16) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut client) = stream else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let target = text.split_whitespace().nth(1).unwrap_or("").to_string();
+                let port: u16 = target
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                if !text.starts_with("CONNECT ") || port != allowed {
+                    let _ =
+                        client.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+                    return;
+                }
+                let upstream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                client
+                    .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                    .unwrap();
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let up = std::thread::spawn(move || std::io::copy(&mut c2, &mut u2));
+                let mut u1 = upstream;
+                let _ = std::io::copy(&mut u1, &mut client);
+                let _ = up.join();
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn outbound_tls_through_an_http_connect_proxy() {
+    for io in drivers() {
+        let closed = Arc::new(AtomicUsize::new(0));
+        let rt = start(io, 1, closed);
+        let (plain, tls) = (rt.local_addrs()[0], rt.local_addrs()[1]);
+        let proxy = connect_proxy(tls.port());
+        let s = TcpStream::connect(plain).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        w.write_all(format!("proxytls {proxy} {}\n", tls.port()).as_bytes())
+            .unwrap();
+        assert_eq!(
+            line(&mut r),
+            "relayed over tls\n",
+            "{io:?}: TLS inside the CONNECT tunnel"
+        );
+        w.write_all(format!("proxytls {proxy} {}\n", plain.port()).as_bytes())
+            .unwrap();
+        assert_eq!(line(&mut r), "proxy refused 403\n", "{io:?}");
         rt.stop_handle().shutdown();
         rt.join().unwrap();
     }
