@@ -401,7 +401,14 @@ fn write_member(
         Value::Object(map) => {
             out.push('<');
             out.push_str(name);
-            let has_val = map.get("val").is_some();
+            // `val` is element text (with the other members as attributes) only when every other
+            // member is a scalar; otherwise it is an ordinary child (found by fuzzing).
+            let has_val = map
+                .get("val")
+                .is_some_and(|v| !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null))
+                && map.iter().all(|(k, v)| {
+                    k == "val" || !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null)
+                });
             let mut children = Vec::new();
             for (k, v) in map.iter() {
                 let structured = matches!(v, Value::Object(_) | Value::Array(_) | Value::Null);
