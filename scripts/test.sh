@@ -13,4 +13,9 @@ if [ ! -x "$peers/py/bin/python" ] || ! "$peers/py/bin/python" -c "import websoc
   fi
   "$peers/py/bin/pip" install --quiet --disable-pip-version-check "websockets==17.*"
 fi
+if [ ! -x "$peers/acme/bin/python" ] || ! "$peers/acme/bin/python" -c "import acmecse" 2>/dev/null; then
+  echo "== installing the ACME CSE into $peers/acme"
+  python3 -m venv "$peers/acme"
+  "$peers/acme/bin/pip" install --quiet --disable-pip-version-check "acmecse==2026.5.3" websockets cbor2
+fi
 cargo test --workspace --locked "$@"

@@ -1,6 +1,9 @@
 //! Helpers: start the binary on a free port and wait until it listens, find the Python peers that
 //! `scripts/test.sh` installed, make certificates.
 
+pub mod acme;
+pub mod ws_client;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,97 @@
+//! The ACME oneM2M CSE as a real upstream peer: started by the test from the project's own
+//! `tests/peers/acme.ini` template on free loopback ports, ready when an HTTP retrieve of the CSEBase
+//! answers 2000 and the WebSocket port accepts, killed on drop.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{free_port, temp_dir};
+
+pub struct Acme {
+    child: Child,
+    pub ws: SocketAddr,
+    pub http: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl Drop for Acme {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn acme_python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let py = std::env::var_os("M2M_ACME_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".peers/acme/bin/python"));
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/test.sh, which installs ACME",
+        py.display()
+    );
+    py
+}
+
+/// Retrieve the CSEBase over HTTP; true when ACME answers `X-M2M-RSC: 2000`.
+fn http_ready(http: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&http, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!(
+        "GET /~/id-in/cse-in HTTP/1.1\r\nHost: {http}\r\nX-M2M-Origin: CAdmin\r\nX-M2M-RI: ready\r\nX-M2M-RVI: 3\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.to_ascii_lowercase().contains("x-m2m-rsc: 2000")
+}
+
+/// Start ACME with an in-memory database (`tinydb` when `persistent`, in its own directory).
+pub fn start_acme(name: &str, persistent: bool) -> Acme {
+    let dir = temp_dir(name);
+    let (http_port, ws_port) = (free_port(), free_port());
+    let ini = include_str!("../peers/acme.ini")
+        .replace("@HTTP_PORT@", &http_port.to_string())
+        .replace("@WS_PORT@", &ws_port.to_string())
+        .replace("@DB_TYPE@", if persistent { "tinydb" } else { "memory" });
+    std::fs::write(dir.join("acme.ini"), ini).unwrap();
+    let log = std::fs::File::create(dir.join("stdout.log")).unwrap();
+    let child = Command::new(acme_python())
+        .args(["-m", "acmecse", "--headless", "--base-directory"])
+        .arg(&dir)
+        .args(["--config", "acme.ini"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start ACME");
+    let mut acme = Acme {
+        child,
+        ws: format!("127.0.0.1:{ws_port}").parse().unwrap(),
+        http: format!("127.0.0.1:{http_port}").parse().unwrap(),
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = acme.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(acme.dir.join("stdout.log")).unwrap_or_default();
+            panic!("ACME exited ({status}) before it was ready:\n{log}");
+        }
+        if http_ready(acme.http)
+            && TcpStream::connect_timeout(&acme.ws, Duration::from_millis(200)).is_ok()
+        {
+            return acme;
+        }
+        assert!(Instant::now() < deadline, "ACME not ready after 60 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
