@@ -222,13 +222,15 @@ def raw_checks():
         ("fragmented ping -> 1002", frame(9, b"x", fin=False), 1002),
         ("one-byte close payload -> 1002", frame(8, b"\x03"), 1002),
         ("continuation without start -> 1002", frame(0, b"x"), 1002),
-        ("2 MiB frame over the 1 MiB limit -> 1009", frame(2, b"\0" * (2 << 20)), 1009),
+        # Only the header: the limit is enforced from the header, before the payload is awaited
+        # (and unread payload would make the server's close a reset that can eat the close frame).
+        ("2 MiB frame over the 1 MiB limit -> 1009 from its header", frame(2, b"\0" * (2 << 20))[:14], 1009),
     ]
     for name, data, code in cases:
         s, rest = open_raw()
         try:
             s.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:
             pass
         expect_close(s, rest, code, name)
         s.close()

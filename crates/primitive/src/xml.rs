@@ -453,10 +453,11 @@ fn write_member(
         scalar_value => {
             // xs:boolean reads 0 and 1 as false and true; write them that way so that a second pass
             // through XML gives the same document (found by fuzzing).
-            let text = match (scalar_value, kind(parent, name)) {
-                (Value::Int(0), Kind::Bool) => Cow::Borrowed("false"),
-                (Value::Int(1), Kind::Bool) => Cow::Borrowed("true"),
-                _ => scalar_text(scalar_value, false)?.unwrap_or_default(),
+            let text = scalar_text(scalar_value, false)?.unwrap_or_default();
+            let text = match (kind(parent, name), text.as_ref()) {
+                (Kind::Bool, "0") => Cow::Borrowed("false"),
+                (Kind::Bool, "1") => Cow::Borrowed("true"),
+                _ => text,
             };
             out.push_str(&format!("<{name}>{text}</{name}>"));
         }
