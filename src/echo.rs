@@ -46,6 +46,11 @@ pub struct EchoSettings {
 }
 
 impl EchoSettings {
+    /// The frame and message limits these settings resolve to.
+    pub fn frame_limits(&self) -> ReceiverLimits {
+        self.frames
+    }
+
     pub fn new(limits: &EchoLimits, deflate: bool) -> Self {
         Self {
             head: HeadLimits {

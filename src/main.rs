@@ -2,6 +2,7 @@
 //! modes built on the runtime (`crates/rt`) and the protocol core (`crates/ws`, `crates/primitive`).
 
 mod echo;
+mod edge;
 mod logging;
 mod tls_files;
 
@@ -29,6 +30,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The edge: terminate device WebSocket sessions and relay them to the IN-CSE (passthrough mode).
+    Run(RunArgs),
     /// WebSocket echo server on the runtime: the runtime's acceptance test and benchmark target.
     Echo(EchoArgs),
 }
@@ -68,6 +71,124 @@ struct EchoArgs {
     limits: echo::EchoLimits,
     #[command(flatten)]
     runtime: RuntimeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Device listener.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// The IN-CSE's WebSocket endpoint (ws://host:port/path).
+    #[arg(long, default_value = "ws://127.0.0.1:8180/")]
+    upstream: String,
+    /// Subprotocols offered to the CSE, in order (the device's serialization first when listed).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "oneM2M.json,oneM2M.cbor,oneM2M.R2.0.json,oneM2M.R2.0.cbor"
+    )]
+    upstream_protocols: Vec<String>,
+    /// When the upstream link carries X-M2M-Origin: auto, always or never.
+    #[arg(long, default_value = "auto")]
+    origin_header: edge::settings::OriginHeader,
+    /// Requests outstanding per upstream link (ACME loses back-to-back frames: keep 1 for it).
+    #[arg(long, default_value_t = 1)]
+    max_in_flight: usize,
+    /// Requests queued per device while the link is busy or down.
+    #[arg(long, default_value_t = 64)]
+    max_queued: usize,
+    /// Time to wait for the CSE's response before answering 4008, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    request_timeout_ms: u64,
+    /// Upstream connect timeout in ms.
+    #[arg(long, default_value_t = 3_000)]
+    connect_timeout_ms: u64,
+    /// Wait before re-opening a lost upstream link, in ms.
+    #[arg(long, default_value_t = 500)]
+    relink_backoff_ms: u64,
+    /// Negotiate permessage-deflate with devices that offer it.
+    #[arg(long)]
+    deflate: bool,
+    #[command(flatten)]
+    limits: echo::EchoLimits,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// `ws://host:port/path` → (address, Host header, path). Only ws:// for now.
+fn parse_upstream(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
+    use std::net::ToSocketAddrs;
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| anyhow::anyhow!("--upstream {url}: only ws:// URLs are supported so far"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let authority_with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = authority_with_port
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{authority} has no address"))?;
+    Ok((addr, authority.to_string(), path.to_string()))
+}
+
+fn run_edge(args: RunArgs) -> anyhow::Result<()> {
+    let (upstream, upstream_host, upstream_path) = parse_upstream(&args.upstream)?;
+    let echo_settings = echo::EchoSettings::new(&args.limits, false);
+    let settings = edge::EdgeSettings {
+        upstream,
+        upstream_host,
+        upstream_path,
+        upstream_protocols: args.upstream_protocols.clone(),
+        origin_header: args.origin_header,
+        head: m2m_ws::handshake::HeadLimits {
+            max_head_bytes: args.limits.max_handshake_bytes,
+            ..Default::default()
+        },
+        frames: echo_settings.frame_limits(),
+        deflate: args.deflate.then(m2m_ws::DeflateConfig::default),
+        policy: m2m_ws::handshake::subprotocol::OneM2mPolicy::default(),
+        handshake_timeout: Duration::from_millis(args.limits.handshake_timeout_ms),
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        relink_backoff: Duration::from_millis(args.relink_backoff_ms),
+        max_in_flight: args.max_in_flight,
+        max_queued: args.max_queued,
+        rvi: "3".into(),
+    };
+    let limit = m2m_rt::net::raise_fd_limit().context("raising RLIMIT_NOFILE")?;
+    let config = runtime_config(
+        &args.runtime,
+        vec![ListenerConfig {
+            addr: args.listen,
+            tls: None,
+        }],
+    );
+    let rt = Runtime::start(config.clone(), move |_| {
+        edge::EdgeApp::new(settings.clone())
+    })
+    .context("starting the runtime")?;
+    tracing::info!(
+        listen = %rt.local_addrs()[0],
+        upstream = %args.upstream,
+        driver = rt.driver().name(),
+        workers = config.workers,
+        max_devices = limit.saturating_sub(64) / 2,
+        "edge ready"
+    );
+    m2m_rt::stop_on_signals(rt.stop_handle())?;
+    rt.join().context("runtime")?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 fn runtime_config(args: &RuntimeArgs, listeners: Vec<ListenerConfig>) -> RtConfig {
@@ -121,6 +242,7 @@ fn main() -> ExitCode {
     logging::init(&cli.log_format);
     let result = match cli.command {
         Command::Echo(args) => run_echo(args),
+        Command::Run(args) => run_edge(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

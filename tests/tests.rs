@@ -3,4 +3,5 @@
 
 mod acme_direct;
 mod echo;
+mod edge;
 mod support;

@@ -186,11 +186,6 @@ fn scalar(text: &str, k: Kind) -> Value {
             if let Ok(u) = trimmed.parse::<u64>() {
                 return Value::UInt(u);
             }
-            if k == Kind::Int
-                && let Ok(f) = trimmed.parse::<f64>()
-            {
-                return Value::Float(f);
-            }
             Value::String(text.to_string())
         }
         Kind::Float => match trimmed.parse::<f64>() {

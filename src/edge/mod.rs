@@ -1,0 +1,180 @@
+//! The edge in passthrough mode: each device WebSocket session gets its own upstream WebSocket to the
+//! IN-CSE, on the same core, carrying the device's AE-ID in `X-M2M-Origin` once it is known.
+//!
+//! ```text
+//! device ─ws─► handshake (oneM2M policy) ─► frames ─► routing view ─► gate ─► queue ─► upstream link ─► CSE
+//!   ◄── responses matched by rqi, NOTIFYs from the CSE, error responses from the edge (4000/4015/4103/4008/5103)
+//! ```
+//!
+//! Modules: [`settings`] (what the CLI resolves), [`session`] (device side: gate, queue, correlation),
+//! [`link`] (upstream side: connect, handshake with origin binding, relink).
+//! Not yet here (see the closing note of the runtime issue): wss/mTLS on the device side, CONNECT,
+//! the admin listener and metrics, the TOML config.
+
+pub mod link;
+pub mod session;
+pub mod settings;
+
+use std::net::SocketAddr;
+
+use m2m_rt::{App, CloseReason, ConnId, Cx};
+
+use session::Session;
+pub use settings::EdgeSettings;
+
+/// Timer token kinds (top byte of the token).
+const TIMER_HANDSHAKE: u64 = 1;
+const TIMER_REQUEST: u64 = 2;
+const TIMER_RELINK: u64 = 3;
+
+fn token(kind: u64, session: usize, seq: u32) -> u64 {
+    (kind << 56) | ((session as u64 & 0xff_ffff) << 32) | u64::from(seq)
+}
+
+/// What a connection is to the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Device(usize),
+    Upstream(usize),
+}
+
+/// One core's sessions.
+#[derive(Debug)]
+pub struct EdgeApp {
+    settings: EdgeSettings,
+    roles: Vec<Option<(ConnId, Role)>>,
+    sessions: Vec<Option<Session>>,
+    free: Vec<usize>,
+}
+
+impl EdgeApp {
+    pub fn new(settings: EdgeSettings) -> Self {
+        Self {
+            settings,
+            roles: Vec::new(),
+            sessions: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    fn role(&self, conn: ConnId) -> Option<Role> {
+        self.roles
+            .get(conn.slot())?
+            .filter(|(id, _)| *id == conn)
+            .map(|(_, r)| r)
+    }
+
+    fn set_role(&mut self, conn: ConnId, role: Role) {
+        let slot = conn.slot();
+        if self.roles.len() <= slot {
+            self.roles.resize(slot + 1, None);
+        }
+        self.roles[slot] = Some((conn, role));
+    }
+
+    fn clear_role(&mut self, conn: ConnId) {
+        if let Some(r) = self.roles.get_mut(conn.slot())
+            && r.is_some_and(|(id, _)| id == conn)
+        {
+            *r = None;
+        }
+    }
+
+    fn free_session(&mut self, sid: usize) {
+        self.sessions[sid] = None;
+        self.free.push(sid);
+    }
+}
+
+impl App for EdgeApp {
+    type Msg = ();
+
+    fn on_accept(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, _listener: usize, peer: SocketAddr) {
+        if cx.shutting_down() {
+            cx.abort(conn);
+            return;
+        }
+        let sid = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.sessions.push(None);
+                self.sessions.len() - 1
+            }
+        };
+        let timer = cx.set_timer(
+            cx.now() + self.settings.handshake_timeout,
+            token(TIMER_HANDSHAKE, sid, 0),
+        );
+        self.sessions[sid] = Some(Session::new(conn, timer));
+        self.set_role(conn, Role::Device(sid));
+        tracing::debug!(conn = conn.raw(), %peer, session = sid, "device connected");
+    }
+
+    fn on_data(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, data: &mut [u8]) -> usize {
+        match self.role(conn) {
+            Some(Role::Device(sid)) => self.device_data(cx, sid, data),
+            Some(Role::Upstream(sid)) => self.upstream_data(cx, sid, conn, data),
+            None => data.len(),
+        }
+    }
+
+    fn on_close(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, reason: CloseReason) {
+        let role = self.role(conn);
+        self.clear_role(conn);
+        match role {
+            Some(Role::Device(sid)) => {
+                tracing::debug!(conn = conn.raw(), session = sid, ?reason, "device gone");
+                if let Some(link) = self.sessions[sid].as_mut().and_then(|s| s.link.conn()) {
+                    self.clear_role(link);
+                    cx.abort(link);
+                }
+                if let Some(s) = self.sessions[sid].as_mut() {
+                    s.cancel_timers(cx);
+                }
+                self.free_session(sid);
+            }
+            Some(Role::Upstream(sid)) => self.link_lost(cx, sid, conn, &format!("{reason:?}")),
+            None => {}
+        }
+    }
+
+    fn on_connect(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, result: std::io::Result<()>) {
+        if let Some(Role::Upstream(sid)) = self.role(conn) {
+            match result {
+                Ok(()) => self.link_connected(cx, sid, conn),
+                Err(e) => {
+                    self.clear_role(conn);
+                    self.link_lost(cx, sid, conn, &format!("connect failed: {e}"));
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Cx<'_, ()>, token: u64) {
+        let kind = token >> 56;
+        let sid = ((token >> 32) & 0xff_ffff) as usize;
+        let seq = token as u32;
+        if self.sessions.get(sid).and_then(Option::as_ref).is_none() {
+            return;
+        }
+        match kind {
+            TIMER_HANDSHAKE => self.handshake_timeout(cx, sid),
+            TIMER_REQUEST => self.request_timeout(cx, sid, seq),
+            TIMER_RELINK => {
+                if let Some(s) = self.sessions[sid].as_mut() {
+                    s.relink_timer = None;
+                }
+                self.open_link(cx, sid);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_shutdown(&mut self, cx: &mut Cx<'_, ()>) {
+        for sid in 0..self.sessions.len() {
+            if self.sessions[sid].is_some() {
+                self.close_device(cx, sid, m2m_ws::CloseCode::GOING_AWAY, "edge shutting down");
+            }
+        }
+    }
+}

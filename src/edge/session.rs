@@ -1,0 +1,477 @@
+//! The device side of a session: the WebSocket handshake with the oneM2M policy, the session gate
+//! (TS-0020 clause 6.4), checks on every primitive, the queue toward the upstream link (bounded, at
+//! most `max_in_flight` outstanding, in order) and correlation of responses by `rqi`.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use m2m_primitive::{Format, Operation, Primitive, PrimitiveError, RoutingView, Rsc};
+use m2m_rt::{ConnId, Cx, TimerId};
+use m2m_ws::handshake::{error_response, parse_request, server};
+use m2m_ws::{CloseCode, Event, Receiver, Role, Sender, SenderConfig, endpoint};
+
+use super::link::Link;
+use super::settings::format_of;
+use super::{EdgeApp, TIMER_REQUEST, token};
+
+/// The device connection's protocol state.
+#[derive(Debug)]
+pub enum Device {
+    Handshake,
+    Open {
+        rx: Box<Receiver>,
+        tx: Box<Sender>,
+        format: Format,
+    },
+    Closing,
+}
+
+/// A request waiting for the upstream link.
+#[derive(Debug)]
+pub struct Queued {
+    pub rqi: String,
+    pub bytes: Vec<u8>,
+    pub deadline: Instant,
+    pub registration: bool,
+    pub deregistration: bool,
+}
+
+/// A request sent upstream and not yet answered.
+#[derive(Debug)]
+pub struct Pending {
+    pub rqi: String,
+    pub seq: u32,
+    pub timer: TimerId,
+    pub registration: bool,
+    pub deregistration: bool,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub device: ConnId,
+    pub dev: Device,
+    /// The AE-ID bound to this session (handshake `X-M2M-Origin`, registration, or `fr`).
+    pub origin: Option<String>,
+    /// Whether the upstream link was opened with `X-M2M-Origin`.
+    pub link_has_origin: bool,
+    pub registered: bool,
+    pub link: Link,
+    pub queue: VecDeque<Queued>,
+    pub pending: Vec<Pending>,
+    pub seq: u32,
+    pub handshake_timer: Option<TimerId>,
+    pub relink_timer: Option<TimerId>,
+}
+
+impl Session {
+    pub fn new(device: ConnId, handshake_timer: TimerId) -> Self {
+        Self {
+            device,
+            dev: Device::Handshake,
+            origin: None,
+            link_has_origin: false,
+            registered: false,
+            link: Link::Down,
+            queue: VecDeque::new(),
+            pending: Vec::new(),
+            seq: 0,
+            handshake_timer: Some(handshake_timer),
+            relink_timer: None,
+        }
+    }
+
+    pub fn cancel_timers(&mut self, cx: &mut Cx<'_, ()>) {
+        for t in self
+            .handshake_timer
+            .take()
+            .into_iter()
+            .chain(self.relink_timer.take())
+        {
+            cx.cancel_timer(t);
+        }
+        for p in self.pending.drain(..) {
+            cx.cancel_timer(p.timer);
+        }
+    }
+}
+
+impl EdgeApp {
+    pub(super) fn session(&mut self, sid: usize) -> &mut Session {
+        self.sessions[sid].as_mut().expect("live session")
+    }
+
+    pub(super) fn device_data(
+        &mut self,
+        cx: &mut Cx<'_, ()>,
+        sid: usize,
+        data: &mut [u8],
+    ) -> usize {
+        match self.session(sid).dev {
+            Device::Handshake => self.device_handshake(cx, sid, data),
+            Device::Open { .. } => self.device_frames(cx, sid, data),
+            Device::Closing => data.len(),
+        }
+    }
+
+    fn device_handshake(&mut self, cx: &mut Cx<'_, ()>, sid: usize, data: &mut [u8]) -> usize {
+        let device = self.session(sid).device;
+        let (req, head_len) = match parse_request(data, self.settings.head) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return 0,
+            Err(e) => {
+                cx.send(device, &error_response(&e));
+                cx.close(device);
+                self.session(sid).dev = Device::Closing;
+                return data.len();
+            }
+        };
+        let negotiated = server::validate_upgrade(&req).and_then(|up| {
+            let origin = up.m2m_origin.map(str::to_string);
+            server::negotiate(&up, &self.settings.policy, self.settings.deflate.as_ref())
+                .map(|n| (n, origin))
+        });
+        let (n, origin) = match negotiated {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::debug!(session = sid, error = %e, "device handshake refused");
+                cx.send(device, &error_response(&e));
+                cx.close(device);
+                self.session(sid).dev = Device::Closing;
+                return data.len();
+            }
+        };
+        cx.send(device, &n.response);
+        let (rx, tx) = endpoint(
+            Role::Server,
+            n.deflate,
+            self.settings.frames,
+            SenderConfig::default(),
+            6,
+        );
+        let format = format_of(&n.protocol);
+        let s = self.session(sid);
+        if let Some(t) = s.handshake_timer.take() {
+            cx.cancel_timer(t);
+        }
+        s.dev = Device::Open {
+            rx: Box::new(rx),
+            tx: Box::new(tx),
+            format,
+        };
+        s.origin = origin;
+        self.open_link(cx, sid);
+        head_len + self.device_frames(cx, sid, &mut data[head_len..])
+    }
+
+    fn device_frames(&mut self, cx: &mut Cx<'_, ()>, sid: usize, data: &mut [u8]) -> usize {
+        let mut at = 0;
+        loop {
+            let s = self.sessions[sid].as_mut().expect("live session");
+            let device = s.device;
+            let Device::Open { rx, tx, .. } = &mut s.dev else {
+                return data.len();
+            };
+            let mut reply = Vec::new();
+            let mut message: Option<(Vec<u8>, bool)> = None;
+            let mut close: Option<(CloseCode, String)> = None;
+            match rx.read(&mut data[at..]) {
+                Ok(Some((event, used))) => {
+                    at += used;
+                    match event {
+                        Event::Text(t) => message = Some((t.as_bytes().to_vec(), true)),
+                        Event::Binary(b) => message = Some((b.to_vec(), false)),
+                        Event::Ping(p) => tx.pong(p, &mut reply),
+                        Event::Close(f) => {
+                            close = Some((f.code.unwrap_or(CloseCode::NORMAL), String::new()))
+                        }
+                        Event::Pong(_) | Event::Fragment => {}
+                    }
+                }
+                Ok(None) => return at,
+                Err(e) => close = Some((e.close_code(), e.to_string())),
+            }
+            if !reply.is_empty() {
+                cx.send(device, &reply);
+            }
+            if let Some((code, why)) = close {
+                self.close_device(cx, sid, code, &why);
+                return data.len();
+            }
+            if let Some((bytes, text)) = message {
+                self.handle_device(cx, sid, bytes, text);
+            }
+        }
+    }
+
+    /// Send a close frame to the device and close it; the session ends with the connection.
+    pub(super) fn close_device(
+        &mut self,
+        cx: &mut Cx<'_, ()>,
+        sid: usize,
+        code: CloseCode,
+        why: &str,
+    ) {
+        let s = self.session(sid);
+        let device = s.device;
+        let mut out = Vec::new();
+        if let Device::Open { tx, .. } = &mut s.dev {
+            tx.close(code, why, &mut out);
+        }
+        s.dev = Device::Closing;
+        if !out.is_empty() {
+            cx.send(device, &out);
+        }
+        cx.close(device);
+    }
+
+    pub(super) fn handshake_timeout(&mut self, cx: &mut Cx<'_, ()>, sid: usize) {
+        let s = self.session(sid);
+        s.handshake_timer = None;
+        if matches!(s.dev, Device::Handshake) {
+            tracing::debug!(session = sid, "device handshake timeout");
+            cx.abort(s.device);
+        }
+    }
+
+    /// Send a primitive to the device in its serialization.
+    pub(super) fn send_to_device(&mut self, cx: &mut Cx<'_, ()>, sid: usize, p: &Primitive) {
+        let s = self.session(sid);
+        let device = s.device;
+        let Device::Open { tx, format, .. } = &mut s.dev else {
+            return;
+        };
+        let Ok(bytes) = m2m_primitive::encode(p, *format) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(bytes.len() + 10);
+        if *format == Format::Cbor {
+            tx.binary(&bytes, &mut out);
+        } else {
+            tx.text(std::str::from_utf8(&bytes).unwrap_or_default(), &mut out);
+        }
+        cx.send(device, &out);
+    }
+
+    /// Bytes of a primitive, already in the device's serialization.
+    pub(super) fn send_raw_to_device(&mut self, cx: &mut Cx<'_, ()>, sid: usize, bytes: &[u8]) {
+        let s = self.session(sid);
+        let device = s.device;
+        let Device::Open { tx, format, .. } = &mut s.dev else {
+            return;
+        };
+        let mut out = Vec::with_capacity(bytes.len() + 10);
+        match (*format, std::str::from_utf8(bytes)) {
+            (Format::Cbor, _) | (_, Err(_)) => tx.binary(bytes, &mut out),
+            (_, Ok(text)) => tx.text(text, &mut out),
+        }
+        cx.send(device, &out);
+    }
+
+    /// An error response from the edge itself.
+    pub(super) fn reply_error(&mut self, cx: &mut Cx<'_, ()>, sid: usize, err: PrimitiveError) {
+        tracing::debug!(session = sid, rsc = err.rsc.0, dbg = %err.dbg, "edge answers");
+        let rsp = err.to_response(&self.settings.rvi);
+        self.send_to_device(cx, sid, &Primitive::Response(rsp));
+    }
+
+    fn device_format(&mut self, sid: usize) -> Format {
+        match self.session(sid).dev {
+            Device::Open { format, .. } => format,
+            _ => Format::Json,
+        }
+    }
+
+    /// One primitive from the device.
+    fn handle_device(&mut self, cx: &mut Cx<'_, ()>, sid: usize, bytes: Vec<u8>, _text: bool) {
+        let dev_format = self.device_format(sid);
+        let view = match RoutingView::parse(dev_format, &bytes) {
+            Ok(v) => v,
+            Err(mut e) => {
+                if let Some(other) = Format::sniff(&bytes).filter(|&f| f != dev_format) {
+                    e = PrimitiveError::new(
+                        Rsc::UNSUPPORTED_MEDIA_TYPE,
+                        format!(
+                            "a {} primitive on a {} session",
+                            other.name(),
+                            dev_format.name()
+                        ),
+                    )
+                    .with_rqi(m2m_primitive::view::extract_rqi(other, &bytes));
+                }
+                self.reply_error(cx, sid, e);
+                return;
+            }
+        };
+        let up_format = self.session(sid).link.format().unwrap_or(Format::Json);
+        if view.op.is_none() {
+            // The device answers a request of the CSE (NOTIFY, verification): straight up.
+            let up = if dev_format == up_format && !view.wrapped {
+                bytes.clone()
+            } else {
+                match m2m_primitive::decode(dev_format, &bytes)
+                    .and_then(|p| m2m_primitive::encode(&p, up_format))
+                {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::debug!(session = sid, error = %e, "undeliverable device response");
+                        return;
+                    }
+                }
+            };
+            self.link_send(cx, sid, &up);
+            return;
+        }
+        let rqi = view.rqi.as_deref().unwrap_or_default().to_string();
+        let op = view.op.expect("request");
+        let registration = op == Operation::Create && matches!(view.ty, Some(2) | Some(16));
+        let fr = view.fr.as_deref().map(str::to_string);
+        let to = view.to.as_deref().unwrap_or_default().to_string();
+        let now_wall = m2m_primitive::time::now_millis();
+        if let Some(rqet) = view.rqet
+            && rqet.resolve(now_wall) < now_wall
+        {
+            self.reply_error(
+                cx,
+                sid,
+                PrimitiveError::new(Rsc::REQUEST_TIMEOUT, "request expired (rqet in the past)")
+                    .with_rqi(Some(rqi)),
+            );
+            return;
+        }
+        // Session gate (TS-0020 clause 6.4): before registration only an AE or remoteCSE create, unless
+        // the device names itself (a device that registered earlier and reconnects): then the CSE's
+        // answer on a link bound to that AE-ID decides.
+        let s = self.session(sid);
+        if !s.registered && s.origin.is_none() && !registration {
+            match fr.as_deref() {
+                Some(f) if !f.is_empty() => {
+                    s.origin = Some(f.to_string());
+                    self.relink_with_origin(cx, sid);
+                }
+                _ => {
+                    self.reply_error(cx, sid, PrimitiveError::new(Rsc::ORIGINATOR_HAS_NO_PRIVILEGE, "register first: the only request accepted before registration is an AE or remoteCSE create (TS-0020 clause 6.4)").with_rqi(Some(rqi)));
+                    return;
+                }
+            }
+        }
+        if registration
+            && self.session(sid).origin.is_none()
+            && self.settings.origin_header == super::settings::OriginHeader::Always
+        {
+            if let Some(f) = fr.as_deref().filter(|f| f.len() > 1) {
+                self.session(sid).origin = Some(f.to_string());
+                self.relink_with_origin(cx, sid);
+            }
+        }
+        let deregistration = op == Operation::Delete
+            && self
+                .session(sid)
+                .origin
+                .as_deref()
+                .is_some_and(|o| to.ends_with(&format!("/{o}")) || to == o);
+        let up = if dev_format == up_format && !view.wrapped {
+            bytes
+        } else {
+            match m2m_primitive::decode(dev_format, &bytes)
+                .and_then(|p| m2m_primitive::encode(&p, up_format))
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    self.reply_error(cx, sid, e.with_rqi(Some(rqi)));
+                    return;
+                }
+            }
+        };
+        let timeout = self.settings.request_timeout;
+        let max_queued = self.settings.max_queued;
+        let s = self.session(sid);
+        if s.queue.len() >= max_queued {
+            self.reply_error(
+                cx,
+                sid,
+                PrimitiveError::new(
+                    Rsc::TARGET_NOT_REACHABLE,
+                    "edge queue for this device is full",
+                )
+                .with_rqi(Some(rqi)),
+            );
+            return;
+        }
+        s.queue.push_back(Queued {
+            rqi,
+            bytes: up,
+            deadline: cx.now() + timeout,
+            registration,
+            deregistration,
+        });
+        self.pump(cx, sid);
+    }
+
+    /// Send queued requests while the link is open and below `max_in_flight`.
+    pub(super) fn pump(&mut self, cx: &mut Cx<'_, ()>, sid: usize) {
+        let max = self.settings.max_in_flight.max(1);
+        loop {
+            let s = self.session(sid);
+            if !s.link.is_open() || s.pending.len() >= max {
+                return;
+            }
+            let Some(q) = s.queue.pop_front() else { return };
+            if q.deadline <= cx.now() {
+                self.reply_error(
+                    cx,
+                    sid,
+                    PrimitiveError::new(
+                        Rsc::REQUEST_TIMEOUT,
+                        "no upstream link within the request timeout",
+                    )
+                    .with_rqi(Some(q.rqi)),
+                );
+                continue;
+            }
+            let s = self.session(sid);
+            s.seq = s.seq.wrapping_add(1);
+            let seq = s.seq;
+            let timer = cx.set_timer(q.deadline, token(TIMER_REQUEST, sid, seq));
+            s.pending.push(Pending {
+                rqi: q.rqi,
+                seq,
+                timer,
+                registration: q.registration,
+                deregistration: q.deregistration,
+            });
+            self.link_send(cx, sid, &q.bytes);
+        }
+    }
+
+    pub(super) fn request_timeout(&mut self, cx: &mut Cx<'_, ()>, sid: usize, seq: u32) {
+        let s = self.session(sid);
+        let Some(i) = s.pending.iter().position(|p| p.seq == seq) else {
+            return;
+        };
+        let p = s.pending.remove(i);
+        self.reply_error(
+            cx,
+            sid,
+            PrimitiveError::new(
+                Rsc::REQUEST_TIMEOUT,
+                "no response from the CSE within the request timeout",
+            )
+            .with_rqi(Some(p.rqi)),
+        );
+        self.pump(cx, sid);
+    }
+
+    /// Answer everything queued or in flight with `rsc` (the link failed).
+    pub(super) fn fail_all(&mut self, cx: &mut Cx<'_, ()>, sid: usize, rsc: Rsc, why: &str) {
+        let s = self.session(sid);
+        let pending: Vec<Pending> = s.pending.drain(..).collect();
+        let queued: Vec<Queued> = s.queue.drain(..).collect();
+        for p in pending {
+            cx.cancel_timer(p.timer);
+            self.reply_error(cx, sid, PrimitiveError::new(rsc, why).with_rqi(Some(p.rqi)));
+        }
+        for q in queued {
+            self.reply_error(cx, sid, PrimitiveError::new(rsc, why).with_rqi(Some(q.rqi)));
+        }
+    }
+}

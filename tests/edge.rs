@@ -1,0 +1,171 @@
+//! The edge in front of the real ACME CSE, on both I/O drivers: registration with a fresh `fr`
+//! (the edge relinks with X-M2M-Origin), container, contentInstance, `la`, deregistration; a CBOR
+//! device behind ACME's JSON; the draft's wrapped JSON; a device that reconnects without registering
+//! again; and the edge's own answers to malformed or premature primitives.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use m2m_primitive::{Format, Primitive, Rsc, Validator, Value};
+
+use crate::support::acme::start_acme;
+use crate::support::ws_client::WsClient;
+use crate::support::{Proc, drivers, edge_bin, free_port, wait_listening};
+
+fn start_edge(io: &str, upstream: SocketAddr, extra: &[&str]) -> Proc {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = Command::new(edge_bin())
+        .args([
+            "run",
+            "--listen",
+            &addr.to_string(),
+            "--upstream",
+            &format!("ws://{upstream}/"),
+            "--io",
+            io,
+            "--workers",
+            "2",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start m2m-edge run");
+    wait_listening(addr, &mut child);
+    Proc { child, addr }
+}
+
+fn req(json: &str) -> Primitive {
+    m2m_primitive::decode(Format::Json, json.as_bytes()).unwrap()
+}
+
+fn unique(prefix: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}{}x{n}", std::process::id())
+}
+
+fn expect(rsp: &m2m_primitive::Response, rsc: u16, what: &str) {
+    Validator::default().response(rsp).unwrap();
+    assert_eq!(rsp.rsc, Rsc(rsc), "{what}: {rsp:?}");
+}
+
+fn con_of(rsp: &m2m_primitive::Response) -> Option<String> {
+    let cin = rsp.pc.as_ref()?.as_object()?.get("m2m:cin")?.as_object()?;
+    cin.get("con").and_then(Value::as_str).map(str::to_string)
+}
+
+/// A device's whole life through the edge; returns nothing, asserts everything.
+fn device_life(edge: SocketAddr, protocol: &str) {
+    let ae = unique("Cedge");
+    let mut others = Vec::new();
+    let mut c = WsClient::connect(edge, &[protocol], None).unwrap();
+    assert_eq!(
+        c.protocol, protocol,
+        "the edge answers with the device's own spelling"
+    );
+    let early = req(r#"{"op":2,"to":"cse-in","rqi":"e0","rvi":"3"}"#);
+    expect(
+        &c.request(&early, &mut others),
+        4103,
+        "request without fr before registration",
+    );
+    let reg = req(&format!(
+        r#"{{"op":1,"to":"cse-in","fr":"{ae}","rqi":"e1","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"rn":"{ae}","api":"Nedge","rr":true,"srv":["3"],"poa":["ws://default"]}}}}}}"#
+    ));
+    let rsp = c.request(&reg, &mut others);
+    expect(&rsp, 2001, "registration through the edge");
+    let cnt = req(&format!(
+        r#"{{"op":1,"to":"cse-in/{ae}","fr":"{ae}","rqi":"e2","rvi":"3","ty":3,"pc":{{"m2m:cnt":{{"rn":"readings"}}}}}}"#
+    ));
+    expect(
+        &c.request(&cnt, &mut others),
+        2001,
+        "container create on the same connection (edge relinked with X-M2M-Origin)",
+    );
+    let cin = req(&format!(
+        r#"{{"op":1,"to":"cse-in/{ae}/readings","fr":"{ae}","rqi":"e3","rvi":"3","ty":4,"pc":{{"m2m:cin":{{"con":"21.5"}}}}}}"#
+    ));
+    expect(
+        &c.request(&cin, &mut others),
+        2001,
+        "contentInstance create",
+    );
+    drop(c);
+    // Reconnect without registering again (TS-0020 clause 5.2 step 15): the edge binds the link to
+    // the device's fr and the CSE accepts it.
+    let mut c = WsClient::connect(edge, &[protocol], None).unwrap();
+    let la = req(&format!(
+        r#"{{"op":2,"to":"cse-in/{ae}/readings/la","fr":"{ae}","rqi":"e4","rvi":"3"}}"#
+    ));
+    let rsp = c.request(&la, &mut others);
+    expect(&rsp, 2000, "retrieve la after reconnecting");
+    assert_eq!(con_of(&rsp).as_deref(), Some("21.5"));
+    let del = req(&format!(
+        r#"{{"op":4,"to":"cse-in/{ae}","fr":"{ae}","rqi":"e5","rvi":"3"}}"#
+    ));
+    expect(&c.request(&del, &mut others), 2002, "deregistration");
+    assert!(others.is_empty(), "{others:?}");
+}
+
+#[test]
+fn devices_through_the_edge_to_acme() {
+    let acme = start_acme("edge-acme", false);
+    for io in drivers() {
+        let edge = start_edge(io, acme.ws, &[]);
+        device_life(edge.addr, "oneM2M.R2.0.json");
+        device_life(edge.addr, "oneM2M.json");
+        // Malformed primitives are answered by the edge and never reach the CSE.
+        let mut c = WsClient::connect(edge.addr, &["oneM2M.json"], None).unwrap();
+        c.send_raw(br#"{"op":1,"rqi":"bad1","to":"x","pc":"#, true);
+        let Primitive::Response(r) = c.recv() else {
+            panic!("response expected")
+        };
+        assert_eq!(
+            (r.rsc, r.rqi.as_deref()),
+            (Rsc::BAD_REQUEST, Some("bad1")),
+            "{io}"
+        );
+        c.send_raw(&[0xa1, 0x63, b'r', b'q', b'i', 0x62, b'c', b'1'], false);
+        let Primitive::Response(r) = c.recv() else {
+            panic!("response expected")
+        };
+        assert_eq!(
+            r.rsc,
+            Rsc::UNSUPPORTED_MEDIA_TYPE,
+            "{io}: CBOR on a JSON session"
+        );
+        // The draft's wrapped JSON with string enums is normalised before it goes up.
+        let ae = unique("Cdraft");
+        let wrapped = format!(
+            r#"{{"m2m:rqp":{{"op":"1","to":"cse-in","fr":"{ae}","rqi":"w1","rvi":"3","ty":"2","pc":{{"m2m:ae":{{"api":"Ndraft","rr":true,"srv":["3"]}}}}}}}}"#
+        );
+        let mut d = WsClient::connect(edge.addr, &["oneM2M-pro-v1.0"], None).unwrap();
+        d.send_raw(wrapped.as_bytes(), true);
+        let Primitive::Response(r) = d.recv() else {
+            panic!("response expected")
+        };
+        assert_eq!(
+            r.rsc,
+            Rsc::CREATED,
+            "{io}: wrapped draft registration: {r:?}"
+        );
+        let del = req(&format!(
+            r#"{{"op":4,"to":"{ae}","fr":"{ae}","rqi":"w2","rvi":"3"}}"#
+        ));
+        assert_eq!(d.request(&del, &mut Vec::new()).rsc, Rsc::DELETED, "{io}");
+        assert!(edge.terminate().success(), "{io}: clean exit on SIGTERM");
+    }
+}
+
+#[test]
+fn cbor_device_behind_acme_json() {
+    let acme = start_acme("edge-acme-cbor", false);
+    for io in drivers() {
+        // Only JSON upstream: the edge transcodes both ways.
+        let edge = start_edge(io, acme.ws, &["--upstream-protocols", "oneM2M.json"]);
+        device_life(edge.addr, "oneM2M.R2.0.cbor");
+    }
+}
