@@ -85,6 +85,12 @@ fn device_life(edge: SocketAddr, protocol: &str) {
         2001,
         "container create on the same connection (edge relinked with X-M2M-Origin)",
     );
+    // A subscription whose nu is the device itself: ACME sends the NOTIFY down the upstream link
+    // bound to the AE, and the edge delivers it on the device's connection.
+    let sub = req(&format!(
+        r#"{{"op":1,"to":"cse-in/{ae}/readings","fr":"{ae}","rqi":"e2s","rvi":"3","ty":23,"pc":{{"m2m:sub":{{"rn":"newData","nu":["{ae}"],"enc":{{"net":[3]}},"nct":1}}}}}}"#
+    ));
+    expect(&c.request(&sub, &mut others), 2001, "subscription create");
     let cin = req(&format!(
         r#"{{"op":1,"to":"cse-in/{ae}/readings","fr":"{ae}","rqi":"e3","rvi":"3","ty":4,"pc":{{"m2m:cin":{{"con":"21.5"}}}}}}"#
     ));
@@ -93,6 +99,22 @@ fn device_life(edge: SocketAddr, protocol: &str) {
         2001,
         "contentInstance create",
     );
+    let notify = match others.pop() {
+        Some(p) => p,
+        None => c.recv(),
+    };
+    let Primitive::Request(n) = notify else {
+        panic!("NOTIFY expected, got {notify:?}")
+    };
+    assert_eq!(n.op, m2m_primitive::Operation::Notify);
+    assert!(
+        format!("{:?}", n.pc).contains("21.5"),
+        "NOTIFY carries the new contentInstance: {n:?}"
+    );
+    // The device answers; the edge relays the answer up.
+    let mut ok = m2m_primitive::Response::to_request(&n, Rsc::OK);
+    ok.rvi = Some("3".into());
+    c.send(&Primitive::Response(ok));
     drop(c);
     // Reconnect without registering again (TS-0020 clause 5.2 step 15): the edge binds the link to
     // the device's fr and the CSE accepts it.
