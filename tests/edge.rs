@@ -191,3 +191,64 @@ fn cbor_device_behind_acme_json() {
         device_life(edge.addr, "oneM2M.R2.0.cbor");
     }
 }
+
+#[test]
+fn acme_restart_mid_session() {
+    let mut acme = start_acme("edge-acme-restart", true);
+    for io in drivers() {
+        let edge = start_edge(
+            io,
+            acme.ws,
+            &["--request-timeout-ms", "3000", "--relink-backoff-ms", "300"],
+        );
+        let ae = unique("Crestart");
+        let mut others = Vec::new();
+        let mut c = WsClient::connect(edge.addr, &["oneM2M.json"], None).unwrap();
+        let reg = req(&format!(
+            r#"{{"op":1,"to":"cse-in","fr":"{ae}","rqi":"k1","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"rn":"{ae}","api":"Nedge","rr":true,"srv":["3"]}}}}}}"#
+        ));
+        expect(&c.request(&reg, &mut others), 2001, "registration");
+        let get = |rqi: &str| {
+            req(&format!(
+                r#"{{"op":2,"to":"cse-in/{ae}","fr":"{ae}","rqi":"{rqi}","rvi":"3"}}"#
+            ))
+        };
+        expect(
+            &c.request(&get("k2"), &mut others),
+            2000,
+            "retrieve before the restart",
+        );
+        // ACME goes away: the device session stays up and requests are answered by the edge.
+        acme.stop();
+        let rsp = c.request(&get("k3"), &mut others);
+        assert!(matches!(rsp.rsc.0, 5103 | 4008), "{io}: CSE down: {rsp:?}");
+        // ACME comes back on its file database: the edge relinks and the same session continues.
+        acme.restart();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut n = 0;
+        loop {
+            n += 1;
+            let rsp = c.request(&get(&format!("k4-{n}")), &mut others);
+            if rsp.rsc == Rsc::OK {
+                break;
+            }
+            assert!(
+                matches!(rsp.rsc.0, 5103 | 4008),
+                "{io}: while relinking: {rsp:?}"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{io}: no relink within 20 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        let del = req(&format!(
+            r#"{{"op":4,"to":"cse-in/{ae}","fr":"{ae}","rqi":"k5","rvi":"3"}}"#
+        ));
+        expect(
+            &c.request(&del, &mut others),
+            2002,
+            "deregistration after the restart",
+        );
+    }
+}

@@ -54,6 +54,70 @@ fn http_ready(http: SocketAddr) -> bool {
     answer.to_ascii_lowercase().contains("x-m2m-rsc: 2000")
 }
 
+/// Python that restores the default SIGINT handler (a background job may have inherited it as
+/// ignored) and runs ACME's `__main__`, so that SIGINT stops ACME cleanly and flushes its database.
+const LAUNCH: &str = "import signal, sys, runpy; signal.signal(signal.SIGINT, signal.default_int_handler); sys.argv[0] = 'acmecse'; runpy.run_module('acmecse', run_name='__main__', alter_sys=True)";
+
+fn spawn(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stdout.log"))
+        .unwrap();
+    Command::new(acme_python())
+        .args(["-c", LAUNCH, "--headless", "--base-directory"])
+        .arg(dir)
+        .args(["--config", "acme.ini"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start ACME")
+}
+
+impl Acme {
+    /// Stop with SIGINT (ACME flushes a file database) and wait for the exit.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Start again on the same ports and directory (and database).
+    pub fn restart(&mut self) {
+        self.child = spawn(&self.dir);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default();
+                panic!("ACME exited ({status}) before it was ready:\n{log}");
+            }
+            if http_ready(self.http)
+                && TcpStream::connect_timeout(&self.ws, Duration::from_millis(200)).is_ok()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "ACME not ready after 60 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 /// Start ACME with an in-memory database (`tinydb` when `persistent`, in its own directory).
 pub fn start_acme(name: &str, persistent: bool) -> Acme {
     let dir = temp_dir(name);
@@ -63,35 +127,13 @@ pub fn start_acme(name: &str, persistent: bool) -> Acme {
         .replace("@WS_PORT@", &ws_port.to_string())
         .replace("@DB_TYPE@", if persistent { "tinydb" } else { "memory" });
     std::fs::write(dir.join("acme.ini"), ini).unwrap();
-    let log = std::fs::File::create(dir.join("stdout.log")).unwrap();
-    let child = Command::new(acme_python())
-        .args(["-m", "acmecse", "--headless", "--base-directory"])
-        .arg(&dir)
-        .args(["--config", "acme.ini"])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start ACME");
+    let child = spawn(&dir);
     let mut acme = Acme {
         child,
         ws: format!("127.0.0.1:{ws_port}").parse().unwrap(),
         http: format!("127.0.0.1:{http_port}").parse().unwrap(),
         dir,
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = acme.child.try_wait().unwrap() {
-            let log = std::fs::read_to_string(acme.dir.join("stdout.log")).unwrap_or_default();
-            panic!("ACME exited ({status}) before it was ready:\n{log}");
-        }
-        if http_ready(acme.http)
-            && TcpStream::connect_timeout(&acme.ws, Duration::from_millis(200)).is_ok()
-        {
-            return acme;
-        }
-        assert!(Instant::now() < deadline, "ACME not ready after 60 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    acme.wait_ready();
+    acme
 }
