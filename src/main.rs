@@ -109,6 +109,9 @@ struct RunArgs {
     /// Negotiate permessage-deflate with devices that offer it.
     #[arg(long)]
     deflate: bool,
+    /// Other CONNECT targets (host:port, comma-separated) to tunnel; the CSE target is always allowed.
+    #[arg(long, value_delimiter = ',')]
+    connect_allow: Vec<String>,
     #[command(flatten)]
     limits: echo::EchoLimits,
     #[command(flatten)]
@@ -164,6 +167,7 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight,
         max_queued: args.max_queued,
         rvi: "3".into(),
+        connect_allow: args.connect_allow.clone(),
     };
     let limit = m2m_rt::net::raise_fd_limit().context("raising RLIMIT_NOFILE")?;
     let config = runtime_config(

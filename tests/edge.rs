@@ -252,3 +252,61 @@ fn acme_restart_mid_session() {
         );
     }
 }
+
+#[test]
+fn connect_path_terminates_the_cse_target_and_refuses_others() {
+    let acme = start_acme("edge-acme-connect", false);
+    for io in drivers() {
+        // ACME's HTTP port stands in for "another allowed target" tunnelled as bytes.
+        let other = acme.http.to_string();
+        let edge = start_edge(io, acme.ws, &["--connect-allow", &other]);
+        // CONNECT to the edge's own CSE target: the WebSocket inside is the edge's.
+        let mut c =
+            WsClient::connect_through(edge.addr, &acme.ws.to_string(), &["oneM2M.json"]).unwrap();
+        let ae = unique("Cproxy");
+        let reg = req(&format!(
+            r#"{{"op":1,"to":"cse-in","fr":"{ae}","rqi":"p1","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"rn":"{ae}","api":"Nproxy","rr":true,"srv":["3"]}}}}}}"#
+        ));
+        expect(
+            &c.request(&reg, &mut Vec::new()),
+            2001,
+            "registration through CONNECT",
+        );
+        let del = req(&format!(
+            r#"{{"op":4,"to":"cse-in/{ae}","fr":"{ae}","rqi":"p2","rvi":"3"}}"#
+        ));
+        expect(
+            &c.request(&del, &mut Vec::new()),
+            2002,
+            "deregistration through CONNECT",
+        );
+        // Not on the list: 403, and the edge is never an open proxy.
+        match WsClient::connect_through(edge.addr, "127.0.0.1:22", &["oneM2M.json"]) {
+            Err(m2m_ws::HandshakeError::Status(403)) => {}
+            Err(e) => panic!("{io}: {e}"),
+            Ok(_) => panic!("{io}: CONNECT to a target off the list was accepted"),
+        }
+        // An allowed other target: bytes through the tunnel (an HTTP retrieve of ACME's CSEBase).
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(edge.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(&m2m_ws::handshake::connect::connect_request(
+            "127.0.0.1",
+            acme.http.port(),
+            &[],
+        ))
+        .unwrap();
+        s.write_all(format!("GET /~/id-in/cse-in HTTP/1.1\r\nHost: {other}\r\nX-M2M-Origin: CAdmin\r\nX-M2M-RI: t1\r\nX-M2M-RVI: 3\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200 Connection Established\r\n\r\n"),
+            "{io}: {answer}"
+        );
+        assert!(
+            answer.to_ascii_lowercase().contains("x-m2m-rsc: 2000"),
+            "{io}: tunnelled answer: {answer}"
+        );
+    }
+}

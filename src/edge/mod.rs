@@ -14,6 +14,7 @@
 pub mod link;
 pub mod session;
 pub mod settings;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 
@@ -36,6 +37,8 @@ fn token(kind: u64, session: usize, seq: u32) -> u64 {
 enum Role {
     Device(usize),
     Upstream(usize),
+    /// The target side of a CONNECT tunnel.
+    Tunnel(usize),
 }
 
 /// One core's sessions.
@@ -114,6 +117,7 @@ impl App for EdgeApp {
         match self.role(conn) {
             Some(Role::Device(sid)) => self.device_data(cx, sid, data),
             Some(Role::Upstream(sid)) => self.upstream_data(cx, sid, conn, data),
+            Some(Role::Tunnel(sid)) => self.tunnel_to_device(cx, sid, data),
             None => data.len(),
         }
     }
@@ -128,17 +132,34 @@ impl App for EdgeApp {
                     self.clear_role(link);
                     cx.abort(link);
                 }
+                if let Some(session::Device::Tunnel { peer, .. }) =
+                    self.sessions[sid].as_ref().map(|s| &s.dev)
+                {
+                    let peer = *peer;
+                    self.clear_role(peer);
+                    cx.close(peer);
+                }
                 if let Some(s) = self.sessions[sid].as_mut() {
                     s.cancel_timers(cx);
                 }
                 self.free_session(sid);
             }
             Some(Role::Upstream(sid)) => self.link_lost(cx, sid, conn, &format!("{reason:?}")),
+            Some(Role::Tunnel(sid)) => {
+                if let Some(s) = self.sessions[sid].as_ref() {
+                    let device = s.device;
+                    cx.close(device);
+                }
+            }
             None => {}
         }
     }
 
     fn on_connect(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, result: std::io::Result<()>) {
+        if let Some(Role::Tunnel(sid)) = self.role(conn) {
+            self.tunnel_connected(cx, sid, conn, result);
+            return;
+        }
         if let Some(Role::Upstream(sid)) = self.role(conn) {
             match result {
                 Ok(()) => self.link_connected(cx, sid, conn),

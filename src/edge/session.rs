@@ -23,6 +23,12 @@ pub enum Device {
         tx: Box<Sender>,
         format: Format,
     },
+    /// A CONNECT tunnel to another allow-listed target: bytes are relayed as they are.
+    Tunnel {
+        peer: ConnId,
+        open: bool,
+        early: Vec<u8>,
+    },
     Closing,
 }
 
@@ -109,6 +115,7 @@ impl EdgeApp {
         match self.session(sid).dev {
             Device::Handshake => self.device_handshake(cx, sid, data),
             Device::Open { .. } => self.device_frames(cx, sid, data),
+            Device::Tunnel { .. } => self.tunnel_from_device(cx, sid, data),
             Device::Closing => data.len(),
         }
     }
@@ -125,6 +132,11 @@ impl EdgeApp {
                 return data.len();
             }
         };
+        if req.method == "CONNECT" {
+            let target = m2m_ws::handshake::connect::parse_connect(&req)
+                .map(|t| (t.host.to_string(), t.port, t.authority.to_string()));
+            return self.device_connect(cx, sid, target, head_len, data);
+        }
         let negotiated = server::validate_upgrade(&req).and_then(|up| {
             let origin = up.m2m_origin.map(str::to_string);
             server::negotiate(&up, &self.settings.policy, self.settings.deflate.as_ref())

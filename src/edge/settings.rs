@@ -54,6 +54,9 @@ pub struct EdgeSettings {
     pub max_queued: usize,
     /// `rvi` of responses the edge makes itself when the request had none.
     pub rvi: String,
+    /// CONNECT targets (`host:port`) tunnelled as bytes besides the CSE target, which is always
+    /// allowed and terminated by the edge.
+    pub connect_allow: Vec<String>,
 }
 
 /// The serialization a subprotocol name stands for.

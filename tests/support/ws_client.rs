@@ -42,8 +42,55 @@ impl WsClient {
             .set_read_timeout(Some(Duration::from_secs(15)))
             .unwrap();
         stream.set_nodelay(true).unwrap();
+        Self::handshake(stream, &addr.to_string(), protocols, origin, Vec::new())
+    }
+
+    /// Send `CONNECT target` to `proxy` first; `Err(Status(code))` when the proxy refuses.
+    pub fn connect_through(
+        proxy: SocketAddr,
+        target: &str,
+        protocols: &[&str],
+    ) -> Result<Self, m2m_ws::HandshakeError> {
+        let stream = TcpStream::connect(proxy).expect("TCP connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let (host, port) = target.rsplit_once(':').unwrap();
+        (&stream)
+            .write_all(&m2m_ws::handshake::connect::connect_request(
+                host,
+                port.parse().unwrap(),
+                &[],
+            ))
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        let (status, len) = loop {
+            if let Some(done) =
+                m2m_ws::handshake::connect::parse_connect_response(&buf, HeadLimits::default())?
+            {
+                break done;
+            }
+            let n = (&stream).read(&mut chunk).expect("CONNECT read");
+            assert!(n > 0, "proxy closed during CONNECT");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        if status != 200 {
+            return Err(m2m_ws::HandshakeError::Status(status));
+        }
+        buf.drain(..len);
+        Self::handshake(stream, target, protocols, None, buf)
+    }
+
+    fn handshake(
+        stream: TcpStream,
+        host: &str,
+        protocols: &[&str],
+        origin: Option<&str>,
+        mut buf: Vec<u8>,
+    ) -> Result<Self, m2m_ws::HandshakeError> {
         let (hs, request) = ClientHandshake::new(ClientOptions {
-            host: addr.to_string(),
+            host: host.to_string(),
             path: "/".into(),
             protocols: protocols.iter().map(|p| p.to_string()).collect(),
             deflate: None,
@@ -52,7 +99,6 @@ impl WsClient {
                 .unwrap_or_default(),
         });
         (&stream).write_all(&request).unwrap();
-        let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let (accepted, len) = loop {
             if let Some(done) = hs.read_response(&buf, HeadLimits::default())? {
