@@ -112,6 +112,18 @@ struct RunArgs {
     /// Other CONNECT targets (host:port, comma-separated) to tunnel; the CSE target is always allowed.
     #[arg(long, value_delimiter = ',')]
     connect_allow: Vec<String>,
+    /// PEM certificate chain: the device listener speaks wss.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// PEM CA bundle: devices must present a client certificate from it (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<std::path::PathBuf>,
+    /// Require each device's fr to match its client certificate's identity (CN, else first SAN).
+    #[arg(long, requires = "client_ca")]
+    bind_identity: bool,
     #[command(flatten)]
     limits: echo::EchoLimits,
     #[command(flatten)]
@@ -168,13 +180,22 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         max_queued: args.max_queued,
         rvi: "3".into(),
         connect_allow: args.connect_allow.clone(),
+        bind_identity: args.bind_identity,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_files::server_config(
+            cert,
+            key,
+            args.client_ca.as_deref(),
+        )?),
+        _ => None,
     };
     let limit = m2m_rt::net::raise_fd_limit().context("raising RLIMIT_NOFILE")?;
     let config = runtime_config(
         &args.runtime,
         vec![ListenerConfig {
             addr: args.listen,
-            tls: None,
+            tls,
         }],
     );
     let rt = Runtime::start(config.clone(), move |_| {

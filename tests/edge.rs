@@ -310,3 +310,69 @@ fn connect_path_terminates_the_cse_target_and_refuses_others() {
         );
     }
 }
+
+#[test]
+fn wss_with_client_certificates_and_identity_binding() {
+    use crate::support::{TestCa, run_python, temp_dir};
+    let acme = start_acme("edge-acme-tls", false);
+    let dir = temp_dir("edge-tls");
+    let ca = TestCa::new(&dir, "devices");
+    let (server_cert, server_key) = ca.issue("edge", &["localhost", "127.0.0.1"]);
+    let device = unique("Ctls");
+    let (dev_cert, dev_key) = ca.issue(&device, &[]);
+    let rogue_ca = TestCa::new(&dir, "rogue");
+    let (rogue_cert, rogue_key) = rogue_ca.issue("Crogue", &[]);
+    let p = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
+    for io in drivers() {
+        let edge = start_edge(
+            io,
+            acme.ws,
+            &[
+                "--tls-cert",
+                &p(&server_cert),
+                "--tls-key",
+                &p(&server_key),
+                "--client-ca",
+                &p(&ca.ca_pem),
+                "--bind-identity",
+            ],
+        );
+        let url = format!("wss://{}/", edge.addr);
+        // A device from the CA, registering as itself.
+        run_python(
+            "edge_tls_device.py",
+            &[
+                &url,
+                &p(&ca.ca_pem),
+                &p(&dev_cert),
+                &p(&dev_key),
+                &device,
+                "2001",
+            ],
+        );
+        // The same device trying another device's fr.
+        run_python(
+            "edge_tls_device.py",
+            &[
+                &url,
+                &p(&ca.ca_pem),
+                &p(&dev_cert),
+                &p(&dev_key),
+                "Csomeoneelse",
+                "4103",
+            ],
+        );
+        // A certificate from an unknown CA.
+        run_python(
+            "edge_tls_device.py",
+            &[
+                &url,
+                &p(&ca.ca_pem),
+                &p(&rogue_cert),
+                &p(&rogue_key),
+                "Crogue",
+                "refused",
+            ],
+        );
+    }
+}

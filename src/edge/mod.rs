@@ -11,6 +11,7 @@
 //! Not yet here (see the closing note of the runtime issue): wss/mTLS on the device side, CONNECT,
 //! the admin listener and metrics, the TOML config.
 
+pub mod identity;
 pub mod link;
 pub mod session;
 pub mod settings;

@@ -67,6 +67,8 @@ pub struct Session {
     pub seq: u32,
     pub handshake_timer: Option<TimerId>,
     pub relink_timer: Option<TimerId>,
+    /// The client certificate's identity, looked up once (`None` until then).
+    pub identity: Option<Option<String>>,
 }
 
 impl Session {
@@ -83,6 +85,7 @@ impl Session {
             seq: 0,
             handshake_timer: Some(handshake_timer),
             relink_timer: None,
+            identity: None,
         }
     }
 
@@ -349,6 +352,49 @@ impl EdgeApp {
                     .with_rqi(Some(rqi)),
             );
             return;
+        }
+        if self.settings.bind_identity {
+            let device = self.session(sid).device;
+            if self.session(sid).identity.is_none() {
+                let id = super::identity::certificate_identity(cx, device);
+                self.session(sid).identity = Some(id);
+            }
+            let identity = self.session(sid).identity.clone().flatten();
+            match (&identity, fr.as_deref()) {
+                (None, _) => {
+                    self.reply_error(
+                        cx,
+                        sid,
+                        PrimitiveError::new(
+                            Rsc::ORIGINATOR_HAS_NO_PRIVILEGE,
+                            "identity binding is on and the connection has no client certificate",
+                        )
+                        .with_rqi(Some(rqi)),
+                    );
+                    return;
+                }
+                (Some(id), Some(f))
+                    if !f.is_empty() && f != id && !(registration && (f == "C" || f == "S")) =>
+                {
+                    tracing::warn!(session = sid, fr = f, certificate = %id, "fr does not match the client certificate");
+                    self.reply_error(
+                        cx,
+                        sid,
+                        PrimitiveError::new(
+                            Rsc::ORIGINATOR_HAS_NO_PRIVILEGE,
+                            format!("fr {f} does not match the client certificate ({id})"),
+                        )
+                        .with_rqi(Some(rqi)),
+                    );
+                    return;
+                }
+                (Some(id), _) => {
+                    let s = self.session(sid);
+                    if s.origin.is_none() && !registration {
+                        s.origin = Some(id.clone());
+                    }
+                }
+            }
         }
         // Session gate (TS-0020 clause 6.4): before registration only an AE or remoteCSE create, unless
         // the device names itself (a device that registered earlier and reconnects): then the CSE's

@@ -57,6 +57,8 @@ pub struct EdgeSettings {
     /// CONNECT targets (`host:port`) tunnelled as bytes besides the CSE target, which is always
     /// allowed and terminated by the edge.
     pub connect_allow: Vec<String>,
+    /// Require `fr` to match the device's client-certificate identity.
+    pub bind_identity: bool,
 }
 
 /// The serialization a subprotocol name stands for.
