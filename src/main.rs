@@ -124,6 +124,9 @@ struct RunArgs {
     /// Require each device's fr to match its client certificate's identity (CN, else first SAN).
     #[arg(long, requires = "client_ca")]
     bind_identity: bool,
+    /// Admin listener: /metrics (Prometheus), /healthz, /readyz.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
     #[command(flatten)]
     limits: echo::EchoLimits,
     #[command(flatten)]
@@ -193,13 +196,20 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
     let limit = m2m_rt::net::raise_fd_limit().context("raising RLIMIT_NOFILE")?;
     let config = runtime_config(
         &args.runtime,
-        vec![ListenerConfig {
+        std::iter::once(ListenerConfig {
             addr: args.listen,
             tls,
-        }],
+        })
+        .chain(args.admin.map(|addr| ListenerConfig { addr, tls: None }))
+        .collect(),
     );
-    let rt = Runtime::start(config.clone(), move |_| {
-        edge::EdgeApp::new(settings.clone())
+    let counters: std::sync::Arc<Vec<_>> = std::sync::Arc::new(
+        (0..config.workers.max(1))
+            .map(|_| std::sync::Arc::new(edge::metrics::CoreCounters::default()))
+            .collect(),
+    );
+    let rt = Runtime::start(config.clone(), move |core| {
+        edge::EdgeApp::new(settings.clone(), counters.clone(), core)
     })
     .context("starting the runtime")?;
     tracing::info!(

@@ -132,11 +132,41 @@ fn device_life(edge: SocketAddr, protocol: &str) {
     assert!(others.is_empty(), "{others:?}");
 }
 
+/// GET `path` from an HTTP server; returns (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one exposition line `name{labels} value`.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
+}
+
 #[test]
 fn devices_through_the_edge_to_acme() {
     let acme = start_acme("edge-acme", false);
     for io in drivers() {
-        let edge = start_edge(io, acme.ws, &[]);
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let edge = start_edge(io, acme.ws, &["--admin", &admin.to_string()]);
         device_life(edge.addr, "oneM2M.R2.0.json");
         device_life(edge.addr, "oneM2M.json");
         // Malformed primitives are answered by the edge and never reach the CSE.
@@ -178,6 +208,45 @@ fn devices_through_the_edge_to_acme() {
             r#"{{"op":4,"to":"{ae}","fr":"{ae}","rqi":"w2","rvi":"3"}}"#
         ));
         assert_eq!(d.request(&del, &mut Vec::new()).rsc, Rsc::DELETED, "{io}");
+        // The admin listener: health, readiness and the counters of what just happened.
+        assert_eq!(http_get(admin, "/healthz").0, 200);
+        assert_eq!(http_get(admin, "/readyz").0, 200);
+        let (status, text) = http_get(admin, "/metrics");
+        assert_eq!(status, 200);
+        assert!(
+            metric(
+                &text,
+                r#"m2m_edge_requests_total{direction="device_to_cse",op="create"}"#
+            ) >= 8.0,
+            "{text}"
+        );
+        assert!(
+            metric(
+                &text,
+                r#"m2m_edge_requests_total{direction="cse_to_device",op="notify"}"#
+            ) >= 2.0,
+            "{text}"
+        );
+        assert!(
+            metric(&text, r#"m2m_edge_answers_total{rsc="4103"}"#) >= 2.0,
+            "{text}"
+        );
+        assert!(
+            metric(&text, r#"m2m_edge_answers_total{rsc="4015"}"#) >= 1.0,
+            "{text}"
+        );
+        assert!(
+            metric(&text, "m2m_edge_upstream_rtt_seconds_count") >= 10.0,
+            "{text}"
+        );
+        assert!(
+            metric(
+                &text,
+                r#"m2m_edge_handshakes_total{serialization="json",result="accepted"}"#
+            ) >= 5.0,
+            "{text}"
+        );
+        assert_eq!(http_get(admin, "/nothing").0, 404);
         assert!(edge.terminate().success(), "{io}: clean exit on SIGTERM");
     }
 }

@@ -83,6 +83,11 @@ impl EdgeApp {
             return;
         }
         if let Some(old) = self.session(sid).link.conn() {
+            if self.session(sid).link.is_open() {
+                self.counters
+                    .upstream_links
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
             self.clear_role(old);
             cx.close(old);
         }
@@ -142,6 +147,13 @@ impl EdgeApp {
             return;
         }
         tracing::info!(session = sid, reason = why, "upstream link lost");
+        if s.link.is_open() {
+            self.counters
+                .upstream_links
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.counters.error(3);
+        let s = self.session(sid);
         s.link = Link::Down;
         s.link_has_origin = false;
         self.fail_all(
@@ -198,6 +210,9 @@ impl EdgeApp {
                         tx: Box::new(tx),
                         format,
                     };
+                    self.counters
+                        .upstream_links
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::debug!(session = sid, protocol = ?accepted.protocol, "upstream link open");
                     at = len;
                     self.pump(cx, sid);
@@ -290,6 +305,9 @@ impl EdgeApp {
         } else {
             None
         };
+        if let Some(op) = view.op {
+            self.counters.request(1, op as usize - 1);
+        }
         if view.op.is_some() {
             // A request of the CSE (NOTIFY, verification) goes down; the device's answer comes back
             // through `handle_device`.
@@ -303,11 +321,15 @@ impl EdgeApp {
         let s = self.session(sid);
         let Some(i) = s.pending.iter().position(|p| p.rqi == rqi) else {
             tracing::warn!(session = sid, rqi = %rqi, "response with an unknown rqi dropped");
+            self.counters.error(2);
             return;
         };
         let p = s.pending.remove(i);
         cx.cancel_timer(p.timer);
         let rsc = view.rsc.unwrap_or(Rsc(0));
+        self.counters.response(1, rsc.0);
+        self.counters
+            .rtt(cx.now().saturating_duration_since(p.sent).as_secs_f64());
         let mut relink = false;
         if p.registration && rsc == Rsc::CREATED {
             let aei = primitive

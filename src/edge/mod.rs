@@ -11,13 +11,17 @@
 //! Not yet here (see the closing note of the runtime issue): wss/mTLS on the device side, CONNECT,
 //! the admin listener and metrics, the TOML config.
 
+pub mod admin;
 pub mod identity;
 pub mod link;
+pub mod metrics;
 pub mod session;
 pub mod settings;
 pub mod tunnel;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use m2m_rt::{App, CloseReason, ConnId, Cx};
 
@@ -40,21 +44,33 @@ enum Role {
     Upstream(usize),
     /// The target side of a CONNECT tunnel.
     Tunnel(usize),
+    /// A connection to the admin listener.
+    Admin,
 }
 
 /// One core's sessions.
 #[derive(Debug)]
 pub struct EdgeApp {
     settings: EdgeSettings,
+    /// Every core's counters (for scrapes) and this core's own.
+    all_counters: Arc<Vec<Arc<metrics::CoreCounters>>>,
+    counters: Arc<metrics::CoreCounters>,
     roles: Vec<Option<(ConnId, Role)>>,
     sessions: Vec<Option<Session>>,
     free: Vec<usize>,
 }
 
 impl EdgeApp {
-    pub fn new(settings: EdgeSettings) -> Self {
+    pub fn new(
+        settings: EdgeSettings,
+        all_counters: Arc<Vec<Arc<metrics::CoreCounters>>>,
+        core: usize,
+    ) -> Self {
+        let counters = all_counters[core].clone();
         Self {
             settings,
+            all_counters,
+            counters,
             roles: Vec::new(),
             sessions: Vec::new(),
             free: Vec::new(),
@@ -93,11 +109,19 @@ impl EdgeApp {
 impl App for EdgeApp {
     type Msg = ();
 
-    fn on_accept(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, _listener: usize, peer: SocketAddr) {
+    fn on_accept(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, listener: usize, peer: SocketAddr) {
+        self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        if listener == 1 {
+            self.set_role(conn, Role::Admin);
+            return;
+        }
         if cx.shutting_down() {
             cx.abort(conn);
             return;
         }
+        self.counters
+            .device_sessions
+            .fetch_add(1, Ordering::Relaxed);
         let sid = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -115,7 +139,15 @@ impl App for EdgeApp {
     }
 
     fn on_data(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, data: &mut [u8]) -> usize {
+        let stats = cx.stats();
+        self.counters
+            .bytes_in
+            .store(stats.bytes_in, Ordering::Relaxed);
+        self.counters
+            .bytes_out
+            .store(stats.bytes_out, Ordering::Relaxed);
         match self.role(conn) {
+            Some(Role::Admin) => self.admin_data(cx, conn, data),
             Some(Role::Device(sid)) => self.device_data(cx, sid, data),
             Some(Role::Upstream(sid)) => self.upstream_data(cx, sid, conn, data),
             Some(Role::Tunnel(sid)) => self.tunnel_to_device(cx, sid, data),
@@ -126,8 +158,19 @@ impl App for EdgeApp {
     fn on_close(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, reason: CloseReason) {
         let role = self.role(conn);
         self.clear_role(conn);
+        self.counters.connections.fetch_sub(1, Ordering::Relaxed);
         match role {
+            Some(Role::Admin) => {}
             Some(Role::Device(sid)) => {
+                self.counters
+                    .device_sessions
+                    .fetch_sub(1, Ordering::Relaxed);
+                if self.sessions[sid]
+                    .as_ref()
+                    .is_some_and(|s| s.link.is_open())
+                {
+                    self.counters.upstream_links.fetch_sub(1, Ordering::Relaxed);
+                }
                 tracing::debug!(conn = conn.raw(), session = sid, ?reason, "device gone");
                 if let Some(link) = self.sessions[sid].as_mut().and_then(|s| s.link.conn()) {
                     self.clear_role(link);
@@ -157,6 +200,9 @@ impl App for EdgeApp {
     }
 
     fn on_connect(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, result: std::io::Result<()>) {
+        if result.is_ok() && matches!(self.role(conn), Some(Role::Tunnel(_) | Role::Upstream(_))) {
+            self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(Role::Tunnel(sid)) = self.role(conn) {
             self.tunnel_connected(cx, sid, conn, result);
             return;

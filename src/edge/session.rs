@@ -50,6 +50,7 @@ pub struct Pending {
     pub timer: TimerId,
     pub registration: bool,
     pub deregistration: bool,
+    pub sent: Instant,
 }
 
 #[derive(Debug)]
@@ -148,6 +149,7 @@ impl EdgeApp {
         let (n, origin) = match negotiated {
             Ok(ok) => ok,
             Err(e) => {
+                self.counters.handshake(3, false);
                 tracing::debug!(session = sid, error = %e, "device handshake refused");
                 cx.send(device, &error_response(&e));
                 cx.close(device);
@@ -164,6 +166,14 @@ impl EdgeApp {
             6,
         );
         let format = format_of(&n.protocol);
+        self.counters.handshake(
+            match format {
+                Format::Json => 0,
+                Format::Cbor => 1,
+                Format::Xml => 2,
+            },
+            true,
+        );
         let s = self.session(sid);
         if let Some(t) = s.handshake_timer.take() {
             cx.cancel_timer(t);
@@ -203,7 +213,10 @@ impl EdgeApp {
                     }
                 }
                 Ok(None) => return at,
-                Err(e) => close = Some((e.close_code(), e.to_string())),
+                Err(e) => {
+                    self.counters.error(0);
+                    close = Some((e.close_code(), e.to_string()))
+                }
             }
             if !reply.is_empty() {
                 cx.send(device, &reply);
@@ -285,6 +298,7 @@ impl EdgeApp {
     /// An error response from the edge itself.
     pub(super) fn reply_error(&mut self, cx: &mut Cx<'_, ()>, sid: usize, err: PrimitiveError) {
         tracing::debug!(session = sid, rsc = err.rsc.0, dbg = %err.dbg, "edge answers");
+        self.counters.answer(err.rsc.0);
         let rsp = err.to_response(&self.settings.rvi);
         self.send_to_device(cx, sid, &Primitive::Response(rsp));
     }
@@ -313,10 +327,16 @@ impl EdgeApp {
                     )
                     .with_rqi(m2m_primitive::view::extract_rqi(other, &bytes));
                 }
+                self.counters.error(1);
                 self.reply_error(cx, sid, e);
                 return;
             }
         };
+        match (view.op, view.rsc) {
+            (Some(op), _) => self.counters.request(0, op as usize - 1),
+            (None, Some(rsc)) => self.counters.response(0, rsc.0),
+            _ => {}
+        }
         let up_format = self.session(sid).link.format().unwrap_or(Format::Json);
         if view.op.is_none() {
             // The device answers a request of the CSE (NOTIFY, verification): straight up.
@@ -496,6 +516,7 @@ impl EdgeApp {
                 timer,
                 registration: q.registration,
                 deregistration: q.deregistration,
+                sent: cx.now(),
             });
             self.link_send(cx, sid, &q.bytes);
         }

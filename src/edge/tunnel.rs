@@ -56,6 +56,7 @@ impl EdgeApp {
         .ok();
         if self.is_own_target(&authority, literal) {
             tracing::debug!(session = sid, target = %authority, "CONNECT to the CSE target: terminated by the edge");
+            self.counters.tunnel(0);
             cx.send(device, &connect_response(ConnectReply::Established, ""));
             return head_len + self.device_data(cx, sid, &mut data[head_len..]);
         }
@@ -70,6 +71,8 @@ impl EdgeApp {
                 device,
                 &connect_response(ConnectReply::Forbidden, "CONNECT target not allowed"),
             );
+            self.counters.tunnel(2);
+            let _ = ();
             cx.close(device);
             self.session(sid).dev = Device::Closing;
             return data.len();
@@ -121,6 +124,7 @@ impl EdgeApp {
         let device = self.session(sid).device;
         match result {
             Ok(()) => {
+                self.counters.tunnel(1);
                 cx.send(device, &connect_response(ConnectReply::Established, ""));
                 if let Device::Tunnel { open, early, .. } = &mut self.session(sid).dev {
                     *open = true;
@@ -131,6 +135,7 @@ impl EdgeApp {
                 }
             }
             Err(e) => {
+                self.counters.tunnel(3);
                 let reply = if e.kind() == std::io::ErrorKind::TimedOut {
                     ConnectReply::GatewayTimeout
                 } else {

@@ -1,0 +1,45 @@
+//! The admin listener: `GET /metrics` (Prometheus text exposition of every core's counters),
+//! `GET /healthz` (the process answers) and `GET /readyz` (503 while draining for shutdown).
+
+use m2m_rt::{ConnId, Cx};
+use m2m_ws::handshake::{HeadLimits, http_error, parse_request};
+
+use super::EdgeApp;
+use super::metrics::render;
+
+impl EdgeApp {
+    pub(super) fn admin_data(
+        &mut self,
+        cx: &mut Cx<'_, ()>,
+        conn: ConnId,
+        data: &mut [u8],
+    ) -> usize {
+        let req = match parse_request(data, HeadLimits::default()) {
+            Ok(Some((req, _))) => req,
+            Ok(None) => return 0,
+            Err(e) => {
+                cx.send(conn, &http_error(400, &[], &e.to_string()));
+                cx.close(conn);
+                return data.len();
+            }
+        };
+        let response = match (req.method, req.target.split('?').next().unwrap_or("")) {
+            ("GET", "/metrics") => {
+                let body = render(&self.all_counters);
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes()
+            }
+            ("GET", "/healthz") => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n".to_vec(),
+            ("GET", "/readyz") if cx.shutting_down() => http_error(503, &[], "draining"),
+            ("GET", "/readyz") => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\nConnection: close\r\n\r\nready\n".to_vec(),
+            ("GET", _) => http_error(404, &[], "try /metrics, /healthz or /readyz"),
+            _ => http_error(405, &[("Allow", "GET")], "only GET"),
+        };
+        cx.send(conn, &response);
+        cx.close(conn);
+        data.len()
+    }
+}

@@ -1,0 +1,376 @@
+//! The edge's metrics: every name, help text and unit is defined here, once. Each core counts into
+//! its own [`CoreCounters`] (plain relaxed atomics written by that core only: no contention on the
+//! hot path); a scrape of the admin listener sums the cores and encodes the result with
+//! `prometheus-client`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Metric names (without the `_total` that counters get in the exposition), in one place so that
+/// dashboards can be checked against them.
+pub mod names {
+    pub const DEVICE_SESSIONS: &str = "m2m_edge_device_sessions";
+    pub const UPSTREAM_LINKS: &str = "m2m_edge_upstream_links";
+    pub const HANDSHAKES: &str = "m2m_edge_handshakes";
+    pub const REQUESTS: &str = "m2m_edge_requests";
+    pub const RESPONSES: &str = "m2m_edge_responses";
+    pub const EDGE_ANSWERS: &str = "m2m_edge_answers";
+    pub const UPSTREAM_RTT: &str = "m2m_edge_upstream_rtt";
+    pub const TUNNELS: &str = "m2m_edge_connect_tunnels";
+    pub const ERRORS: &str = "m2m_edge_errors";
+    pub const BYTES: &str = "m2m_edge_bytes";
+    pub const CORE_CONNECTIONS: &str = "m2m_edge_core_connections";
+}
+
+pub const OPS: [&str; 5] = ["create", "retrieve", "update", "delete", "notify"];
+pub const DIRECTIONS: [&str; 2] = ["device_to_cse", "cse_to_device"];
+pub const RSC_CLASSES: [&str; 6] = ["1xxx", "2xxx", "4xxx", "5xxx", "6xxx", "other"];
+pub const HANDSHAKE_RESULTS: [&str; 2] = ["accepted", "refused"];
+pub const SERIALIZATIONS: [&str; 4] = ["json", "cbor", "xml", "none"];
+pub const ANSWERS: [u16; 6] = [4000, 4015, 4103, 4008, 5103, 5207];
+pub const TUNNEL_RESULTS: [&str; 4] = ["terminated", "tunnelled", "forbidden", "failed"];
+pub const ERROR_KINDS: [&str; 4] = [
+    "protocol_violation",
+    "malformed_primitive",
+    "unknown_rqi",
+    "upstream_lost",
+];
+/// Upper bounds of the upstream round-trip histogram, in seconds.
+pub const RTT_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// One core's counters.
+#[derive(Debug, Default)]
+pub struct CoreCounters {
+    pub device_sessions: AtomicI64,
+    pub upstream_links: AtomicI64,
+    pub handshakes: [[AtomicU64; 2]; 4],
+    pub requests: [[AtomicU64; 5]; 2],
+    pub responses: [[AtomicU64; 6]; 2],
+    pub answers: [AtomicU64; 6],
+    pub tunnels: [AtomicU64; 4],
+    pub errors: [AtomicU64; 4],
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub connections: AtomicI64,
+    pub rtt_buckets: [AtomicU64; 14],
+    pub rtt_count: AtomicU64,
+    pub rtt_sum_us: AtomicU64,
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+impl CoreCounters {
+    pub fn handshake(&self, serialization: usize, accepted: bool) {
+        bump(&self.handshakes[serialization.min(3)][usize::from(!accepted)]);
+    }
+    pub fn request(&self, direction: usize, op: usize) {
+        bump(&self.requests[direction][op.min(4)]);
+    }
+    pub fn response(&self, direction: usize, rsc: u16) {
+        let class = match rsc / 1000 {
+            1 => 0,
+            2 => 1,
+            4 => 2,
+            5 => 3,
+            6 => 4,
+            _ => 5,
+        };
+        bump(&self.responses[direction][class]);
+    }
+    pub fn answer(&self, rsc: u16) {
+        if let Some(i) = ANSWERS.iter().position(|&a| a == rsc) {
+            bump(&self.answers[i]);
+        }
+    }
+    pub fn tunnel(&self, result: usize) {
+        bump(&self.tunnels[result]);
+    }
+    pub fn error(&self, kind: usize) {
+        bump(&self.errors[kind]);
+    }
+    pub fn rtt(&self, seconds: f64) {
+        let i = RTT_BUCKETS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(RTT_BUCKETS.len());
+        if i < RTT_BUCKETS.len() {
+            bump(&self.rtt_buckets[i]);
+        }
+        bump(&self.rtt_count);
+        self.rtt_sum_us
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+}
+
+/// A metric computed at scrape time: labelled series of one type.
+#[derive(Debug)]
+struct Series {
+    kind: MetricType,
+    values: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+impl EncodeMetric for Series {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (labels, v) in &self.values {
+            let mut e = encoder.encode_family(labels)?;
+            match self.kind {
+                MetricType::Counter => {
+                    e.encode_counter::<NoLabelSet, u64, u64>(&(*v as u64), None)?
+                }
+                _ => e.encode_gauge(&(*v as i64))?,
+            }
+        }
+        Ok(())
+    }
+    fn metric_type(&self) -> MetricType {
+        self.kind
+    }
+}
+
+#[derive(Debug)]
+struct RttHistogram {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl EncodeMetric for RttHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn load(a: &AtomicU64) -> f64 {
+    a.load(Ordering::Relaxed) as f64
+}
+
+/// Sum every core and encode the exposition text.
+pub fn render(cores: &[Arc<CoreCounters>]) -> String {
+    let sum = |f: &dyn Fn(&CoreCounters) -> f64| cores.iter().map(|c| f(c)).sum::<f64>();
+    let mut registry = Registry::default();
+    let gauge = |v: f64| Series {
+        kind: MetricType::Gauge,
+        values: vec![(vec![], v)],
+    };
+    registry.register(
+        names::DEVICE_SESSIONS,
+        "Device WebSocket sessions open",
+        gauge(sum(&|c| c.device_sessions.load(Ordering::Relaxed) as f64)),
+    );
+    registry.register(
+        names::UPSTREAM_LINKS,
+        "Upstream WebSocket links to the CSE that are open",
+        gauge(sum(&|c| c.upstream_links.load(Ordering::Relaxed) as f64)),
+    );
+    let mut per_core = Vec::new();
+    for (i, c) in cores.iter().enumerate() {
+        per_core.push((
+            vec![("core", i.to_string())],
+            c.connections.load(Ordering::Relaxed) as f64,
+        ));
+    }
+    registry.register(
+        names::CORE_CONNECTIONS,
+        "Connections (device, upstream, tunnel, admin) per core",
+        Series {
+            kind: MetricType::Gauge,
+            values: per_core,
+        },
+    );
+    let mut handshakes = Vec::new();
+    for (s, ser) in SERIALIZATIONS.iter().enumerate() {
+        for (r, res) in HANDSHAKE_RESULTS.iter().enumerate() {
+            handshakes.push((
+                vec![
+                    ("serialization", ser.to_string()),
+                    ("result", res.to_string()),
+                ],
+                sum(&|c| load(&c.handshakes[s][r])),
+            ));
+        }
+    }
+    registry.register(
+        names::HANDSHAKES,
+        "Device WebSocket handshakes by negotiated serialization and result",
+        Series {
+            kind: MetricType::Counter,
+            values: handshakes,
+        },
+    );
+    let mut requests = Vec::new();
+    let mut responses = Vec::new();
+    for (d, dir) in DIRECTIONS.iter().enumerate() {
+        for (o, op) in OPS.iter().enumerate() {
+            requests.push((
+                vec![("direction", dir.to_string()), ("op", op.to_string())],
+                sum(&|c| load(&c.requests[d][o])),
+            ));
+        }
+        for (k, class) in RSC_CLASSES.iter().enumerate() {
+            responses.push((
+                vec![
+                    ("direction", dir.to_string()),
+                    ("rsc_class", class.to_string()),
+                ],
+                sum(&|c| load(&c.responses[d][k])),
+            ));
+        }
+    }
+    registry.register(
+        names::REQUESTS,
+        "Request primitives relayed, by direction and operation",
+        Series {
+            kind: MetricType::Counter,
+            values: requests,
+        },
+    );
+    registry.register(
+        names::RESPONSES,
+        "Response primitives relayed, by direction and rsc class",
+        Series {
+            kind: MetricType::Counter,
+            values: responses,
+        },
+    );
+    let answers = ANSWERS
+        .iter()
+        .enumerate()
+        .map(|(i, rsc)| {
+            (
+                vec![("rsc", rsc.to_string())],
+                sum(&|c| load(&c.answers[i])),
+            )
+        })
+        .collect();
+    registry.register(
+        names::EDGE_ANSWERS,
+        "Error responses the edge made itself, by rsc",
+        Series {
+            kind: MetricType::Counter,
+            values: answers,
+        },
+    );
+    let tunnels = TUNNEL_RESULTS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                vec![("result", r.to_string())],
+                sum(&|c| load(&c.tunnels[i])),
+            )
+        })
+        .collect();
+    registry.register(
+        names::TUNNELS,
+        "HTTP CONNECT requests on the device listener, by result",
+        Series {
+            kind: MetricType::Counter,
+            values: tunnels,
+        },
+    );
+    let errors = ERROR_KINDS
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (vec![("kind", k.to_string())], sum(&|c| load(&c.errors[i]))))
+        .collect();
+    registry.register(
+        names::ERRORS,
+        "Errors by kind",
+        Series {
+            kind: MetricType::Counter,
+            values: errors,
+        },
+    );
+    let bytes = vec![
+        (
+            vec![("direction", "in".to_string())],
+            sum(&|c| load(&c.bytes_in)),
+        ),
+        (
+            vec![("direction", "out".to_string())],
+            sum(&|c| load(&c.bytes_out)),
+        ),
+    ];
+    registry.register_with_unit(
+        names::BYTES,
+        "Bytes received and sent on all sockets",
+        Unit::Bytes,
+        Series {
+            kind: MetricType::Counter,
+            values: bytes,
+        },
+    );
+    let mut cumulative = 0u64;
+    let mut buckets = Vec::new();
+    for (i, b) in RTT_BUCKETS.iter().enumerate() {
+        cumulative += sum(&|c| load(&c.rtt_buckets[i])) as u64;
+        buckets.push((*b, cumulative));
+    }
+    let count = sum(&|c| load(&c.rtt_count)) as u64;
+    buckets.push((f64::INFINITY, count));
+    registry.register_with_unit(
+        names::UPSTREAM_RTT,
+        "Time from relaying a request to the CSE to its response",
+        Unit::Seconds,
+        RttHistogram {
+            sum: sum(&|c| load(&c.rtt_sum_us)) / 1e6,
+            count,
+            buckets,
+        },
+    );
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("encoding into a String");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_cores_and_encodes_every_name() {
+        let cores: Vec<Arc<CoreCounters>> =
+            (0..2).map(|_| Arc::new(CoreCounters::default())).collect();
+        cores[0].request(0, 0);
+        cores[1].request(0, 0);
+        cores[1].response(1, 2001);
+        cores[0].rtt(0.003);
+        cores[0].answer(4103);
+        let text = render(&cores);
+        assert!(
+            text.contains(r#"m2m_edge_requests_total{direction="device_to_cse",op="create"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"m2m_edge_responses_total{direction="cse_to_device",rsc_class="2xxx"} 1"#
+            )
+        );
+        assert!(
+            text.contains("m2m_edge_upstream_rtt_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(r#"m2m_edge_answers_total{rsc="4103"} 1"#));
+        for name in [
+            names::DEVICE_SESSIONS,
+            names::HANDSHAKES,
+            names::TUNNELS,
+            names::ERRORS,
+            names::BYTES,
+            names::CORE_CONNECTIONS,
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+    }
+}
