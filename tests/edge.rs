@@ -445,3 +445,77 @@ fn wss_with_client_certificates_and_identity_binding() {
         );
     }
 }
+
+#[test]
+fn violations_get_their_codes_and_spare_other_sessions() {
+    use std::io::{Read, Write};
+    let acme = start_acme("edge-acme-violations", false);
+    for io in drivers() {
+        let edge = start_edge(
+            io,
+            acme.ws,
+            &[
+                "--max-message-bytes",
+                "65536",
+                "--handshake-timeout-ms",
+                "2000",
+            ],
+        );
+        // A well-behaved device that must not notice the others.
+        let ae = unique("Cgood");
+        let mut good = WsClient::connect(edge.addr, &["oneM2M.json"], None).unwrap();
+        let reg = req(&format!(
+            r#"{{"op":1,"to":"cse-in","fr":"{ae}","rqi":"g1","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"rn":"{ae}","api":"Ngood","rr":true,"srv":["3"]}}}}}}"#
+        ));
+        expect(&good.request(&reg, &mut Vec::new()), 2001, "registration");
+        // An oversized message: close 1009.
+        let mut big = WsClient::connect(edge.addr, &["oneM2M.json"], None).unwrap();
+        let huge = format!(
+            r#"{{"op":2,"to":"cse-in","rqi":"h","rvi":"3","pad":"{}"}}"#,
+            "x".repeat(100_000)
+        );
+        big.send_raw(huge.as_bytes(), true);
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| big.recv()))
+            .err()
+            .map(|e| e.downcast_ref::<String>().cloned().unwrap_or_default());
+        assert!(
+            code.as_deref().unwrap_or("").contains("1009"),
+            "{io}: {code:?}"
+        );
+        // A handshake that never completes: closed by the handshake timeout, nothing answered.
+        let mut slow = std::net::TcpStream::connect(edge.addr).unwrap();
+        slow.set_read_timeout(Some(std::time::Duration::from_secs(6)))
+            .unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: edge\r\n").unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            slow.read(&mut buf).unwrap_or(0),
+            0,
+            "{io}: slow handshake closed"
+        );
+        // A handshake byte by byte still works.
+        let mut trickle = std::net::TcpStream::connect(edge.addr).unwrap();
+        trickle
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let hs = b"GET / HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: oneM2M.json\r\n\r\n";
+        for b in hs {
+            trickle.write_all(&[*b]).unwrap();
+        }
+        let n = trickle.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 101"), "{io}");
+        // The good device carries on.
+        let get = req(&format!(
+            r#"{{"op":2,"to":"cse-in/{ae}","fr":"{ae}","rqi":"g2","rvi":"3"}}"#
+        ));
+        expect(
+            &good.request(&get, &mut Vec::new()),
+            2000,
+            "the other session is unaffected",
+        );
+        let del = req(&format!(
+            r#"{{"op":4,"to":"cse-in/{ae}","fr":"{ae}","rqi":"g3","rvi":"3"}}"#
+        ));
+        expect(&good.request(&del, &mut Vec::new()), 2002, "deregistration");
+    }
+}
