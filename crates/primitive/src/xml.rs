@@ -251,7 +251,9 @@ fn to_value(el: Element, parent: &str) -> Value {
                 let first = std::mem::replace(existing, Value::Null);
                 *existing = Value::Array(vec![first, value]);
             }
-            None if child_kind == Kind::ListObj => map.0.push((name, Value::Array(vec![value]))),
+            None if child_kind == Kind::ListObj && matches!(value, Value::Object(_)) => {
+                map.0.push((name, Value::Array(vec![value])))
+            }
             None => map.0.push((name, value)),
         }
     }
