@@ -180,10 +180,16 @@ fn scalar(text: &str, k: Kind) -> Value {
     }
     match k {
         Kind::Int | Kind::AbsRel => {
-            if let Ok(i) = trimmed.parse::<i64>() {
+            // Only the canonical form is a number: "059" or " 5" stay strings, so that a string that
+            // merely looks numeric survives (found by fuzzing).
+            if let Ok(i) = text.parse::<i64>()
+                && i.to_string() == text
+            {
                 return Value::Int(i);
             }
-            if let Ok(u) = trimmed.parse::<u64>() {
+            if let Ok(u) = text.parse::<u64>()
+                && u.to_string() == text
+            {
                 return Value::UInt(u);
             }
             Value::String(text.to_string())

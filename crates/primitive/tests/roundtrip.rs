@@ -245,6 +245,7 @@ fn xml_is_stable_for_every_transcode_fuzz_find() {
         r#"{"op":1,"to":"cse-in","rqi":"q","rvi":"3","tyc":{"m2m:ae":{"rn":"\rt01","val":"N","rr":true,"srv":["3"]}}}"#,
         r#"{"rsc":2001,"rqi":"q","pc":{"m2m:cin":{"cs":12,"st":"202611260000000000000000000000000000000000000000000000112059"}}}"#,
         r#"{"op":1,"to":"x","fr":"C","rqi":"q","rt":{"m2m:cin":{"acr":"b n"}}}"#,
+        r#"{"rsc":2001,"rqi":"q","rvi":"3","pc":{"mmm:cin":{"pn":"059","mni":" 5"}}}"#,
     ];
     for json in finds {
         let p = decode(Format::Json, json.as_bytes()).unwrap();
