@@ -198,7 +198,7 @@ fn scalar(text: &str, k: Kind) -> Value {
             Ok(f) => Value::Float(f),
             Err(_) => Value::String(text.to_string()),
         },
-        Kind::Bool => match trimmed {
+        Kind::Bool => match text {
             "true" | "1" => Value::Bool(true),
             "false" | "0" => Value::Bool(false),
             _ => Value::String(text.to_string()),
