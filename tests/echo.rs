@@ -59,3 +59,44 @@ fn handshake_timeout_closes_silent_connections() {
         );
     }
 }
+
+#[test]
+fn auto_falls_back_to_epoll_when_io_uring_is_refused() {
+    use std::process::{Command, Stdio};
+    // A forced probe failure (as under a seccomp profile that blocks io_uring_setup).
+    let port = free_port();
+    let mut child = Command::new(edge_bin())
+        .args([
+            "echo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--io",
+            "auto",
+            "--workers",
+            "1",
+        ])
+        .env("M2M_RT_URING_PROBE", "fail")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(format!("127.0.0.1:{port}").parse().unwrap(), &mut child);
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("falling back to epoll") && log.contains("driver=\"epoll\""),
+        "{log}"
+    );
+    // `--io uring` refuses to start instead.
+    let out = Command::new(edge_bin())
+        .args(["echo", "--listen", "127.0.0.1:0", "--io", "uring"])
+        .env("M2M_RT_URING_PROBE", "fail")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("io_uring requested but unavailable"));
+}

@@ -25,7 +25,7 @@ impl Drop for Proc {
 impl Proc {
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        // SAFETY-free: kill(1) semantics through the libc-less std API is not available; use `kill`.
+        // std has no way to send SIGTERM; kill(1) does it.
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())

@@ -177,27 +177,33 @@ pub struct Runtime {
     addrs: Vec<SocketAddr>,
 }
 
-/// Choose the driver for `mode`, logging the reason.
+/// Choose the driver for `mode` with the io_uring probe, logging the reason.
 pub fn select_driver(mode: IoMode) -> io::Result<DriverKind> {
-    match mode {
-        IoMode::Epoll => Ok(DriverKind::Epoll),
-        IoMode::Uring => match probe::probe_uring() {
-            Ok(()) => Ok(DriverKind::Uring),
-            Err(why) => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("io_uring requested but unavailable: {why}"),
-            )),
-        },
-        IoMode::Auto => match probe::probe_uring() {
-            Ok(()) => {
-                tracing::info!(driver = "uring", "io_uring probe passed");
-                Ok(DriverKind::Uring)
-            }
-            Err(why) => {
-                tracing::warn!(driver = "epoll", reason = %why, "io_uring unavailable, falling back to epoll");
-                Ok(DriverKind::Epoll)
-            }
-        },
+    let probe = match mode {
+        IoMode::Epoll => Ok(()),
+        _ => probe::probe_uring(),
+    };
+    choose_driver(mode, probe)
+}
+
+/// The decision itself, given the probe's outcome: `auto` falls back to epoll when io_uring is
+/// refused; `uring` fails instead.
+pub fn choose_driver(mode: IoMode, probe: Result<(), String>) -> io::Result<DriverKind> {
+    match (mode, probe) {
+        (IoMode::Epoll, _) => Ok(DriverKind::Epoll),
+        (IoMode::Uring, Ok(())) => Ok(DriverKind::Uring),
+        (IoMode::Uring, Err(why)) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("io_uring requested but unavailable: {why}"),
+        )),
+        (IoMode::Auto, Ok(())) => {
+            tracing::info!(driver = "uring", "io_uring probe passed");
+            Ok(DriverKind::Uring)
+        }
+        (IoMode::Auto, Err(why)) => {
+            tracing::warn!(driver = "epoll", reason = %why, "io_uring unavailable, falling back to epoll");
+            Ok(DriverKind::Epoll)
+        }
     }
 }
 
