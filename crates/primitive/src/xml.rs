@@ -380,7 +380,12 @@ fn write_member(
             out.push_str(name);
             out.push_str("/>");
         }
-        Value::Array(items) if items.iter().any(|i| matches!(i, Value::Object(_))) => {
+        // Objects, and scalars of a member that is not an xs:list, travel as repeated elements
+        // (which is how they read back); only list members are joined with spaces (found by fuzzing).
+        Value::Array(items)
+            if items.iter().any(|i| matches!(i, Value::Object(_)))
+                || !matches!(kind(parent, name), Kind::ListStr | Kind::ListInt) =>
+        {
             for item in items {
                 write_member(out, parent, name, item)?;
             }

@@ -246,6 +246,7 @@ fn xml_is_stable_for_every_transcode_fuzz_find() {
         r#"{"rsc":2001,"rqi":"q","pc":{"m2m:cin":{"cs":12,"st":"202611260000000000000000000000000000000000000000000000112059"}}}"#,
         r#"{"op":1,"to":"x","fr":"C","rqi":"q","rt":{"m2m:cin":{"acr":"b n"}}}"#,
         r#"{"rsc":2001,"rqi":"q","rvi":"3","pc":{"mmm:cin":{"pn":"059","mni":" 5"}}}"#,
+        r#"{"op":1,"to":"x","fr":"C","rqi":"q","rvi":"3","ty":4,"pc":{"m2m:cin":{"con":"nb"}},"rt":{"rtv":[1,1]}}"#,
     ];
     for json in finds {
         let p = decode(Format::Json, json.as_bytes()).unwrap();
