@@ -1,6 +1,7 @@
 //! m2m-edge: the oneM2M WebSocket edge front-end. The binary is thin glue: CLI, logging, and the
 //! modes built on the runtime (`crates/rt`) and the protocol core (`crates/ws`, `crates/primitive`).
 
+mod config;
 mod echo;
 mod edge;
 mod logging;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use m2m_rt::{IoMode, ListenerConfig, RtConfig, Runtime};
 
 #[global_allocator]
@@ -20,7 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// oneM2M WebSocket edge front-end for IN-CSEs.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-struct Cli {
+pub(crate) struct Cli {
     /// Log format.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -75,6 +76,12 @@ struct EchoArgs {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
+    /// TOML file whose keys set the defaults of these options (see edge.example.toml).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Validate the configuration (files, certificates, upstream URL) and exit.
+    #[arg(long)]
+    check: bool,
     /// Device listener.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
@@ -160,6 +167,16 @@ fn parse_upstream(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
 }
 
 fn run_edge(args: RunArgs) -> anyhow::Result<()> {
+    // Values from a config file bypass clap's `requires`; check the pairs here.
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        anyhow::bail!("tls_cert and tls_key go together");
+    }
+    if args.client_ca.is_some() && args.tls_cert.is_none() {
+        anyhow::bail!("client_ca needs tls_cert and tls_key");
+    }
+    if args.bind_identity && args.client_ca.is_none() {
+        anyhow::bail!("bind_identity needs client_ca");
+    }
     let (upstream, upstream_host, upstream_path) = parse_upstream(&args.upstream)?;
     let echo_settings = echo::EchoSettings::new(&args.limits, false);
     let settings = edge::EdgeSettings {
@@ -193,6 +210,21 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
+    if args.check {
+        println!(
+            "configuration OK: listen {} ({}), upstream {} ({upstream}), admin {}, io {:?}",
+            args.listen,
+            if settings_tls_label(&args) {
+                "wss"
+            } else {
+                "ws"
+            },
+            args.upstream,
+            args.admin.map_or("none".to_string(), |a| a.to_string()),
+            args.runtime.io,
+        );
+        return Ok(());
+    }
     let limit = m2m_rt::net::raise_fd_limit().context("raising RLIMIT_NOFILE")?;
     let config = runtime_config(
         &args.runtime,
@@ -224,6 +256,10 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
     rt.join().context("runtime")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn settings_tls_label(args: &RunArgs) -> bool {
+    args.tls_cert.is_some()
 }
 
 fn runtime_config(args: &RuntimeArgs, listeners: Vec<ListenerConfig>) -> RtConfig {
@@ -272,8 +308,24 @@ fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_cli() -> anyhow::Result<Cli> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cmd = Cli::command();
+    if let Some(path) = config::config_path(&args) {
+        cmd = config::apply(cmd, &path)?;
+    }
+    let matches = cmd.get_matches_from(args);
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("m2m-edge: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     logging::init(&cli.log_format);
     let result = match cli.command {
         Command::Echo(args) => run_echo(args),

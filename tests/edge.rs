@@ -519,3 +519,90 @@ fn violations_get_their_codes_and_spare_other_sessions() {
         expect(&good.request(&del, &mut Vec::new()), 2002, "deregistration");
     }
 }
+
+#[test]
+fn config_file_check_and_precedence() {
+    use crate::support::temp_dir;
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("edge.example.toml");
+    let out = Command::new(edge_bin())
+        .args(["run", "--config", example.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("configuration OK: listen 127.0.0.1:9000")
+    );
+    let dir = temp_dir("edge-config");
+    // A flag on the command line wins over the file.
+    let out = Command::new(edge_bin())
+        .args([
+            "run",
+            "--config",
+            example.to_str().unwrap(),
+            "--check",
+            "--listen",
+            "127.0.0.1:9555",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listen 127.0.0.1:9555"));
+    for (text, needle) in [
+        ("[upstream]\nmax_in_flight = \"many\"\n", "max-in-flight"),
+        (
+            "[listen]\ntls_cert = \"/nonexistent.pem\"\n",
+            "tls_cert and tls_key go together",
+        ),
+        (
+            "[listen]\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.key\"\n",
+            "nonexistent.pem",
+        ),
+        (
+            "[lisen]\naddress = \"127.0.0.1:1\"\n",
+            "unknown key lisen.address",
+        ),
+        (
+            "[upstream]\nurl = \"http://127.0.0.1:1/\"\n",
+            "only ws:// URLs",
+        ),
+    ] {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(edge_bin())
+            .args(["run", "--config", path.to_str().unwrap(), "--check"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+    // A real run from a file: the edge listens where the file says and relays to ACME.
+    let acme = start_acme("edge-acme-config", false);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let path = dir.join("edge.toml");
+    std::fs::write(&path, format!("[listen]\naddress = \"{listen}\"\n[upstream]\nurl = \"ws://{}/\"\n[runtime]\nworkers = 1\n", acme.ws)).unwrap();
+    let mut child = Command::new(edge_bin())
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(listen, &mut child);
+    let edge = Proc {
+        child,
+        addr: listen,
+    };
+    let ae = unique("Cconf");
+    let mut c = WsClient::connect(edge.addr, &["oneM2M.json"], None).unwrap();
+    let reg = req(&format!(
+        r#"{{"op":1,"to":"cse-in","fr":"{ae}","rqi":"c1","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"rn":"{ae}","api":"Nconf","rr":true,"srv":["3"]}}}}}}"#
+    ));
+    expect(
+        &c.request(&reg, &mut Vec::new()),
+        2001,
+        "registration through an edge configured by file",
+    );
+}
