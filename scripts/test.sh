@@ -18,4 +18,13 @@ if [ ! -x "$peers/acme/bin/python" ] || ! "$peers/acme/bin/python" -c "import ac
   python3 -m venv "$peers/acme"
   "$peers/acme/bin/pip" install --quiet --disable-pip-version-check "acmecse==2026.5.3" websockets cbor2
 fi
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing Debian's chromium (headless browser peer)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+if [ ! -d "$peers/node/node_modules/playwright-core" ]; then
+  echo "== installing playwright-core into $peers/node"
+  mkdir -p "$peers/node"
+  (cd "$peers/node" && npm install --silent --no-audit --no-fund playwright-core@1)
+fi
 cargo test --workspace --locked "$@"

@@ -606,3 +606,40 @@ fn config_file_check_and_precedence() {
         "registration through an edge configured by file",
     );
 }
+
+#[test]
+fn python_and_browser_devices_register_through_the_edge() {
+    let acme = start_acme("edge-acme-browser", false);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let playwright = root.join(".peers/node/node_modules/playwright-core");
+    assert!(
+        playwright.exists(),
+        "{} is missing: run scripts/test.sh",
+        playwright.display()
+    );
+    for io in drivers() {
+        let edge = start_edge(io, acme.ws, &[]);
+        let url = format!("ws://{}/", edge.addr);
+        // Headless Chromium: `new WebSocket(url, 'oneM2M.json')`.
+        let ae = unique("Cbrowser");
+        let out = Command::new("node")
+            .arg(root.join("tests/peers/browser_device.js"))
+            .args([&url, &ae])
+            .env("PLAYWRIGHT_CORE", &playwright)
+            .output()
+            .expect("run node");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{io}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(r#""protocol":"oneM2M.json","reg":2001,"del":2002"#),
+            "{io}: {text}"
+        );
+        // Python websockets, plain ws (the wss variant runs in the identity-binding test).
+        let out = crate::support::run_python("edge_ws_device.py", &[&url, &unique("Cpython")]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ok"), "{io}");
+    }
+}
