@@ -287,6 +287,9 @@ fn acme_restart_mid_session() {
             2000,
             "retrieve before the restart",
         );
+        // ACME writes its file database with a delay of about a second: let it land before the stop
+        // (seen once in CI: the restarted ACME had the AE but not its privileges).
+        std::thread::sleep(std::time::Duration::from_millis(2500));
         // ACME goes away: the device session stays up and requests are answered by the edge.
         acme.stop();
         let rsp = c.request(&get("k3"), &mut others);
