@@ -30,6 +30,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("limits", "max_frame_bytes", "max_frame_bytes"),
     ("limits", "max_message_bytes", "max_message_bytes"),
     ("limits", "idle_timeout_ms", "idle_timeout_ms"),
+    ("limits", "max_devices_per_core", "max_devices_per_core"),
     ("runtime", "io", "io"),
     ("runtime", "workers", "workers"),
     ("runtime", "pin", "pin"),

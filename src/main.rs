@@ -134,6 +134,9 @@ struct RunArgs {
     /// Admin listener: /metrics (Prometheus), /healthz, /readyz.
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// Device sessions per core; further devices are answered 503 (0: only the fd limit applies).
+    #[arg(long, default_value_t = 0)]
+    max_devices_per_core: usize,
     #[command(flatten)]
     limits: echo::EchoLimits,
     #[command(flatten)]
@@ -201,6 +204,9 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         rvi: "3".into(),
         connect_allow: args.connect_allow.clone(),
         bind_identity: args.bind_identity,
+        idle_timeout: (args.limits.idle_timeout_ms > 0)
+            .then(|| Duration::from_millis(args.limits.idle_timeout_ms)),
+        max_devices_per_core: args.max_devices_per_core,
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_files::server_config(

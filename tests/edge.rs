@@ -23,9 +23,12 @@ fn start_edge(io: &str, upstream: SocketAddr, extra: &[&str]) -> Proc {
             &format!("ws://{upstream}/"),
             "--io",
             io,
-            "--workers",
-            "2",
         ])
+        .args(if extra.contains(&"--workers") {
+            &[][..]
+        } else {
+            &["--workers", "2"][..]
+        })
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -644,5 +647,44 @@ fn python_and_browser_devices_register_through_the_edge() {
         // Python websockets, plain ws (the wss variant runs in the identity-binding test).
         let out = crate::support::run_python("edge_ws_device.py", &[&url, &unique("Cpython")]);
         assert!(String::from_utf8_lossy(&out.stdout).contains("ok"), "{io}");
+    }
+}
+
+#[test]
+fn idle_timeout_and_device_limit() {
+    let acme = start_acme("edge-acme-limits", false);
+    for io in drivers() {
+        let edge = start_edge(
+            io,
+            acme.ws,
+            &[
+                "--workers",
+                "1",
+                "--idle-timeout-ms",
+                "600",
+                "--max-devices-per-core",
+                "1",
+            ],
+        );
+        // The readiness probe's connection must be gone before the limit is tested.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut first = WsClient::connect(edge.addr, &["oneM2M.json"], None).unwrap();
+        // The core holds one device: the next handshake is answered 503.
+        match WsClient::connect(edge.addr, &["oneM2M.json"], None) {
+            Err(m2m_ws::HandshakeError::Status(503)) => {}
+            Err(e) => panic!("{io}: {e}"),
+            Ok(_) => panic!("{io}: a second device was accepted over the limit"),
+        }
+        // The first device says nothing: closed with 1001 after the idle timeout.
+        let started = std::time::Instant::now();
+        let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| first.recv())).err();
+        let why = closed
+            .and_then(|e| e.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert!(why.contains("1001"), "{io}: {why}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{io}"
+        );
     }
 }

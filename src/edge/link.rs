@@ -373,5 +373,6 @@ impl EdgeApp {
             self.relink_with_origin(cx, sid);
         }
         self.pump(cx, sid);
+        self.close_if_drained(cx, sid);
     }
 }

@@ -32,6 +32,7 @@ pub use settings::EdgeSettings;
 const TIMER_HANDSHAKE: u64 = 1;
 const TIMER_REQUEST: u64 = 2;
 const TIMER_RELINK: u64 = 3;
+const TIMER_IDLE: u64 = 4;
 
 fn token(kind: u64, session: usize, seq: u32) -> u64 {
     (kind << 56) | ((session as u64 & 0xff_ffff) << 32) | u64::from(seq)
@@ -117,6 +118,26 @@ impl App for EdgeApp {
         }
         if cx.shutting_down() {
             cx.abort(conn);
+            return;
+        }
+        let live = self.sessions.len() - self.free.len();
+        if self.settings.max_devices_per_core > 0 && live >= self.settings.max_devices_per_core {
+            tracing::warn!(
+                core = cx.core(),
+                limit = self.settings.max_devices_per_core,
+                "device limit reached"
+            );
+            cx.send(
+                conn,
+                &m2m_ws::handshake::http_error(
+                    503,
+                    &[("Retry-After", "5")],
+                    "device limit of this edge reached",
+                ),
+            );
+            cx.close(conn);
+            // Counted as a connection until it closes; no session.
+            self.set_role(conn, Role::Admin);
             return;
         }
         self.counters
@@ -228,6 +249,7 @@ impl App for EdgeApp {
         match kind {
             TIMER_HANDSHAKE => self.handshake_timeout(cx, sid),
             TIMER_REQUEST => self.request_timeout(cx, sid, seq),
+            TIMER_IDLE => self.idle_timeout(cx, sid),
             TIMER_RELINK => {
                 if let Some(s) = self.sessions[sid].as_mut() {
                     s.relink_timer = None;
@@ -239,9 +261,17 @@ impl App for EdgeApp {
     }
 
     fn on_shutdown(&mut self, cx: &mut Cx<'_, ()>) {
+        // Stop taking new work; each device is closed with 1001 once its in-flight and queued
+        // requests are answered (the runtime closes what is left at the drain deadline).
         for sid in 0..self.sessions.len() {
-            if self.sessions[sid].is_some() {
-                self.close_device(cx, sid, m2m_ws::CloseCode::GOING_AWAY, "edge shutting down");
+            if let Some(s) = self.sessions[sid].as_mut() {
+                s.draining = true;
+                if matches!(s.dev, session::Device::Open { .. }) {
+                    self.close_if_drained(cx, sid);
+                } else {
+                    let device = s.device;
+                    cx.close(device);
+                }
             }
         }
     }

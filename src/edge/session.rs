@@ -68,6 +68,10 @@ pub struct Session {
     pub seq: u32,
     pub handshake_timer: Option<TimerId>,
     pub relink_timer: Option<TimerId>,
+    pub idle_timer: Option<TimerId>,
+    pub last_input: Instant,
+    /// Shutting down: close with 1001 once nothing is queued or in flight.
+    pub draining: bool,
     /// The client certificate's identity, looked up once (`None` until then).
     pub identity: Option<Option<String>>,
 }
@@ -86,6 +90,9 @@ impl Session {
             seq: 0,
             handshake_timer: Some(handshake_timer),
             relink_timer: None,
+            idle_timer: None,
+            last_input: Instant::now(),
+            draining: false,
             identity: None,
         }
     }
@@ -96,6 +103,7 @@ impl Session {
             .take()
             .into_iter()
             .chain(self.relink_timer.take())
+            .chain(self.idle_timer.take())
         {
             cx.cancel_timer(t);
         }
@@ -184,11 +192,18 @@ impl EdgeApp {
             format,
         };
         s.origin = origin;
+        s.last_input = cx.now();
+        if let Some(idle) = self.settings.idle_timeout {
+            let at = cx.now() + idle;
+            self.session(sid).idle_timer =
+                Some(cx.set_timer(at, super::token(super::TIMER_IDLE, sid, 0)));
+        }
         self.open_link(cx, sid);
         head_len + self.device_frames(cx, sid, &mut data[head_len..])
     }
 
     fn device_frames(&mut self, cx: &mut Cx<'_, ()>, sid: usize, data: &mut [u8]) -> usize {
+        self.session(sid).last_input = cx.now();
         let mut at = 0;
         loop {
             let s = self.sessions[sid].as_mut().expect("live session");
@@ -360,6 +375,7 @@ impl EdgeApp {
         let op = view.op.expect("request");
         let registration = op == Operation::Create && matches!(view.ty, Some(2) | Some(16));
         let fr = view.fr.as_deref().map(str::to_string);
+        let view_rqet = view.rqet;
         let to = view.to.as_deref().unwrap_or_default().to_string();
         let now_wall = m2m_primitive::time::now_millis();
         if let Some(rqet) = view.rqet
@@ -475,10 +491,17 @@ impl EdgeApp {
             );
             return;
         }
+        // The request's own expiry caps the edge's wait (TS-0004 §7.3.2.6).
+        let mut deadline = cx.now() + timeout;
+        if let Some(rqet) = view_rqet {
+            let left = rqet.resolve(now_wall).saturating_sub(now_wall).max(0) as u64;
+            deadline = deadline.min(cx.now() + std::time::Duration::from_millis(left));
+        }
+        let s = self.session(sid);
         s.queue.push_back(Queued {
             rqi,
             bytes: up,
-            deadline: cx.now() + timeout,
+            deadline,
             registration,
             deregistration,
         });
@@ -522,6 +545,36 @@ impl EdgeApp {
         }
     }
 
+    /// The idle timer fired: close a device that sent nothing for `idle_timeout`, else re-arm.
+    pub(super) fn idle_timeout(&mut self, cx: &mut Cx<'_, ()>, sid: usize) {
+        let Some(idle) = self.settings.idle_timeout else {
+            return;
+        };
+        let s = self.session(sid);
+        s.idle_timer = None;
+        let quiet = cx.now().saturating_duration_since(s.last_input);
+        if quiet < idle {
+            let at = s.last_input + idle;
+            self.session(sid).idle_timer =
+                Some(cx.set_timer(at, super::token(super::TIMER_IDLE, sid, 0)));
+            return;
+        }
+        tracing::debug!(session = sid, "device idle timeout");
+        self.close_device(cx, sid, CloseCode::GOING_AWAY, "idle timeout");
+    }
+
+    /// During shutdown: close the device with 1001 once nothing is queued or in flight.
+    pub(super) fn close_if_drained(&mut self, cx: &mut Cx<'_, ()>, sid: usize) {
+        let s = self.session(sid);
+        if s.draining
+            && s.pending.is_empty()
+            && s.queue.is_empty()
+            && matches!(s.dev, Device::Open { .. })
+        {
+            self.close_device(cx, sid, CloseCode::GOING_AWAY, "edge shutting down");
+        }
+    }
+
     pub(super) fn request_timeout(&mut self, cx: &mut Cx<'_, ()>, sid: usize, seq: u32) {
         let s = self.session(sid);
         let Some(i) = s.pending.iter().position(|p| p.seq == seq) else {
@@ -538,6 +591,7 @@ impl EdgeApp {
             .with_rqi(Some(p.rqi)),
         );
         self.pump(cx, sid);
+        self.close_if_drained(cx, sid);
     }
 
     /// Answer everything queued or in flight with `rsc` (the link failed).

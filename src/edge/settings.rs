@@ -59,6 +59,10 @@ pub struct EdgeSettings {
     pub connect_allow: Vec<String>,
     /// Require `fr` to match the device's client-certificate identity.
     pub bind_identity: bool,
+    /// Close device sessions that sent nothing for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Device sessions per core; further devices get 503 (0: no limit besides file descriptors).
+    pub max_devices_per_core: usize,
 }
 
 /// The serialization a subprotocol name stands for.
