@@ -18,6 +18,8 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("listen", "deflate", "deflate"),
     ("listen", "connect_allow", "connect_allow"),
     ("upstream", "url", "upstream"),
+    ("upstream", "ca", "upstream_ca"),
+    ("upstream", "proxy", "upstream_proxy"),
     ("upstream", "protocols", "upstream_protocols"),
     ("upstream", "origin_header", "origin_header"),
     ("upstream", "max_in_flight", "max_in_flight"),

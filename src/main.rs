@@ -32,7 +32,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The edge: terminate device WebSocket sessions and relay them to the IN-CSE (passthrough mode).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// WebSocket echo server on the runtime: the runtime's acceptance test and benchmark target.
     Echo(EchoArgs),
 }
@@ -88,6 +88,12 @@ struct RunArgs {
     /// The IN-CSE's WebSocket endpoint (ws://host:port/path).
     #[arg(long, default_value = "ws://127.0.0.1:8180/")]
     upstream: String,
+    /// PEM CA bundle that a wss:// upstream's certificate must chain to.
+    #[arg(long)]
+    upstream_ca: Option<std::path::PathBuf>,
+    /// Reach the CSE through this HTTP proxy (CONNECT host:port).
+    #[arg(long)]
+    upstream_proxy: Option<SocketAddr>,
     /// Subprotocols offered to the CSE, in order (the device's serialization first when listed).
     #[arg(
         long,
@@ -143,30 +149,75 @@ struct RunArgs {
     runtime: RuntimeArgs,
 }
 
-/// `ws://host:port/path` → (address, Host header, path). Only ws:// for now.
-fn parse_upstream(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
+/// An upstream URL taken apart.
+struct UpstreamUrl {
+    addr: SocketAddr,
+    /// `host[:port]` as written, for the Host header.
+    authority: String,
+    host: String,
+    path: String,
+    secure: bool,
+}
+
+/// `ws://host[:port]/path` or `wss://…`.
+fn parse_upstream(url: &str) -> anyhow::Result<UpstreamUrl> {
     use std::net::ToSocketAddrs;
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| anyhow::anyhow!("--upstream {url}: only ws:// URLs are supported so far"))?;
+    let (secure, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => anyhow::bail!("--upstream {url}: expected a ws:// or wss:// URL"),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let authority_with_port = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() && !h.is_empty() => {
+            (h, p.parse::<u16>().unwrap_or(0))
+        }
+        _ => (authority, if secure { 443 } else { 80 }),
     };
-    let addr = authority_with_port
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let addr = (host.as_str(), port)
         .to_socket_addrs()
         .with_context(|| format!("resolving {authority}"))?
         .next()
         .ok_or_else(|| anyhow::anyhow!("{authority} has no address"))?;
-    Ok((addr, authority.to_string(), path.to_string()))
+    Ok(UpstreamUrl {
+        addr,
+        authority: authority.to_string(),
+        host,
+        path: path.to_string(),
+        secure,
+    })
+}
+
+/// TLS toward a wss:// CSE, trusting the CAs in `ca`.
+fn upstream_tls(host: &str, ca: Option<&std::path::Path>) -> anyhow::Result<m2m_rt::ClientTls> {
+    use rustls::pki_types::pem::PemObject;
+    let ca =
+        ca.ok_or_else(|| anyhow::anyhow!("a wss:// upstream needs --upstream-ca (PEM CA bundle)"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let server_name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .context("upstream host as a TLS server name")?;
+    Ok(m2m_rt::ClientTls {
+        config: std::sync::Arc::new(config),
+        server_name,
+    })
 }
 
 fn run_edge(args: RunArgs) -> anyhow::Result<()> {
@@ -180,12 +231,21 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
     if args.bind_identity && args.client_ca.is_none() {
         anyhow::bail!("bind_identity needs client_ca");
     }
-    let (upstream, upstream_host, upstream_path) = parse_upstream(&args.upstream)?;
+    let up = parse_upstream(&args.upstream)?;
+    let upstream = up.addr;
+    let upstream_tls = if up.secure {
+        Some(upstream_tls(&up.host, args.upstream_ca.as_deref())?)
+    } else {
+        None
+    };
     let echo_settings = echo::EchoSettings::new(&args.limits, false);
     let settings = edge::EdgeSettings {
         upstream,
-        upstream_host,
-        upstream_path,
+        upstream_host: up.authority.clone(),
+        upstream_host_only: up.host.clone(),
+        upstream_path: up.path.clone(),
+        upstream_tls,
+        upstream_proxy: args.upstream_proxy,
         upstream_protocols: args.upstream_protocols.clone(),
         origin_header: args.origin_header,
         head: m2m_ws::handshake::HeadLimits {
@@ -335,7 +395,7 @@ fn main() -> ExitCode {
     logging::init(&cli.log_format);
     let result = match cli.command {
         Command::Echo(args) => run_echo(args),
-        Command::Run(args) => run_edge(args),
+        Command::Run(args) => run_edge(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -572,7 +572,7 @@ fn config_file_check_and_precedence() {
         ),
         (
             "[upstream]\nurl = \"http://127.0.0.1:1/\"\n",
-            "only ws:// URLs",
+            "expected a ws:// or wss:// URL",
         ),
     ] {
         let path = dir.join("bad.toml");
@@ -685,6 +685,101 @@ fn idle_timeout_and_device_limit() {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(5),
             "{io}"
+        );
+    }
+}
+
+fn spawn_edge(args: &[&str]) -> Proc {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = Command::new(edge_bin())
+        .args(["run", "--listen", &addr.to_string(), "--workers", "1"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(addr, &mut child);
+    Proc { child, addr }
+}
+
+/// A device whose registration goes up and, the upstream being an echo server, comes back down as
+/// a request "from the CSE": proof that the link carried it both ways.
+fn round_trip_through(edge: SocketAddr, what: &str) {
+    let ae = unique("Cwss");
+    let mut c = WsClient::connect(edge, &["oneM2M.json"], None).unwrap();
+    let reg = req(&format!(
+        r#"{{"op":1,"to":"cse-in","fr":"{ae}","rqi":"u1","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"api":"Nwss","rr":true,"srv":["3"]}}}}}}"#
+    ));
+    c.send(&reg);
+    match c.recv() {
+        Primitive::Request(r) => assert_eq!(
+            (r.rqi.as_str(), r.fr.as_deref()),
+            ("u1", Some(ae.as_str())),
+            "{what}"
+        ),
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
+#[test]
+fn upstream_over_wss_and_through_a_connect_proxy() {
+    use crate::support::{TestCa, start_echo, temp_dir};
+    let dir = temp_dir("edge-upstream-wss");
+    let ca = TestCa::new(&dir, "cse");
+    let (cert, key) = ca.issue("cse", &["localhost", "127.0.0.1"]);
+    let p = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
+    for io in drivers() {
+        let echo = start_echo(io, &["--tls-cert", &p(&cert), "--tls-key", &p(&key)]);
+        let url = format!("wss://127.0.0.1:{}/", echo.addr.port());
+        let direct = spawn_edge(&[
+            "--io",
+            io,
+            "--upstream",
+            &url,
+            "--upstream-ca",
+            &p(&ca.ca_pem),
+        ]);
+        round_trip_through(direct.addr, "wss upstream");
+        // Another edge as the HTTP proxy: its allow-list names the CSE's address.
+        let proxy = spawn_edge(&[
+            "--io",
+            io,
+            "--upstream",
+            "ws://127.0.0.1:9/",
+            "--connect-allow",
+            &echo.addr.to_string(),
+        ]);
+        let proxied = spawn_edge(&[
+            "--io",
+            io,
+            "--upstream",
+            &url,
+            "--upstream-ca",
+            &p(&ca.ca_pem),
+            "--upstream-proxy",
+            &proxy.addr.to_string(),
+        ]);
+        round_trip_through(proxied.addr, "wss upstream through CONNECT");
+        // A CA that did not sign the CSE's certificate: the link fails and the device hears 5103.
+        let rogue = TestCa::new(&dir, "rogue");
+        let wrong = spawn_edge(&[
+            "--io",
+            io,
+            "--upstream",
+            &url,
+            "--upstream-ca",
+            &p(&rogue.ca_pem),
+            "--request-timeout-ms",
+            "3000",
+        ]);
+        let mut c = WsClient::connect(wrong.addr, &["oneM2M.json"], None).unwrap();
+        let reg = req(
+            r#"{"op":1,"to":"cse-in","fr":"Cx","rqi":"v1","rvi":"3","ty":2,"pc":{"m2m:ae":{"api":"Nx","rr":true,"srv":["3"]}}}"#,
+        );
+        let rsp = c.request(&reg, &mut Vec::new());
+        assert!(
+            matches!(rsp.rsc.0, 5103 | 4008),
+            "{io}: untrusted CSE certificate: {rsp:?}"
         );
     }
 }

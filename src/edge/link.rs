@@ -18,6 +18,8 @@ use super::{EdgeApp, Role as ConnRole, TIMER_RELINK, token};
 pub enum Link {
     Down,
     Connecting(ConnId),
+    /// Through an HTTP proxy: CONNECT sent, waiting for its answer.
+    Proxying(ConnId),
     Handshaking {
         conn: ConnId,
         hs: Box<ClientHandshake>,
@@ -35,6 +37,7 @@ impl Link {
         match self {
             Self::Down => None,
             Self::Connecting(c)
+            | Self::Proxying(c)
             | Self::Handshaking { conn: c, .. }
             | Self::Open { conn: c, .. } => Some(*c),
         }
@@ -59,7 +62,12 @@ impl EdgeApp {
         {
             return;
         }
-        match cx.connect(self.settings.upstream, None, self.settings.connect_timeout) {
+        // Through a proxy the TCP connection goes to the proxy and TLS starts after CONNECT.
+        let (target, tls) = match self.settings.upstream_proxy {
+            Some(proxy) => (proxy, None),
+            None => (self.settings.upstream, self.settings.upstream_tls.clone()),
+        };
+        match cx.connect(target, tls, self.settings.connect_timeout) {
             Ok(conn) => {
                 self.set_role(conn, ConnRole::Upstream(sid));
                 self.session(sid).link = Link::Connecting(conn);
@@ -104,6 +112,25 @@ impl EdgeApp {
     }
 
     pub(super) fn link_connected(&mut self, cx: &mut Cx<'_, ()>, sid: usize, conn: ConnId) {
+        if self.settings.upstream_proxy.is_some()
+            && matches!(self.session(sid).link, Link::Connecting(_))
+        {
+            let (host, port) = (
+                self.settings.upstream_host_only.clone(),
+                self.settings.upstream.port(),
+            );
+            cx.send(
+                conn,
+                &m2m_ws::handshake::connect::connect_request(&host, port, &[]),
+            );
+            self.session(sid).link = Link::Proxying(conn);
+            return;
+        }
+        self.link_handshake(cx, sid, conn);
+    }
+
+    /// Send the WebSocket upgrade on a connected (and, through a proxy, tunnelled) link.
+    fn link_handshake(&mut self, cx: &mut Cx<'_, ()>, sid: usize, conn: ConnId) {
         let dev_format = match self.session(sid).dev {
             Device::Open { format, .. } => format,
             _ => Format::Json,
@@ -192,6 +219,37 @@ impl EdgeApp {
     ) -> usize {
         let mut at = 0;
         let head = self.settings.head;
+        if let Link::Proxying(_) = self.session(sid).link {
+            match m2m_ws::handshake::connect::parse_connect_response(data, head) {
+                Ok(None) => return 0,
+                Ok(Some((200, len))) => {
+                    if let Some(tls) = self.settings.upstream_tls.clone()
+                        && let Err(e) = cx.start_tls(conn, tls)
+                    {
+                        tracing::warn!(session = sid, error = %e, "TLS through the proxy failed");
+                    }
+                    self.link_handshake(cx, sid, conn);
+                    return len;
+                }
+                Ok(Some((status, _))) => {
+                    tracing::warn!(session = sid, status, "upstream proxy refused CONNECT");
+                }
+                Err(e) => {
+                    tracing::warn!(session = sid, error = %e, "bad answer from the upstream proxy")
+                }
+            }
+            self.clear_role(conn);
+            cx.close(conn);
+            self.session(sid).link = Link::Down;
+            self.fail_all(
+                cx,
+                sid,
+                Rsc::TARGET_NOT_REACHABLE,
+                "upstream proxy refused the tunnel",
+            );
+            self.schedule_relink(cx, sid);
+            return data.len();
+        }
         if let Link::Handshaking { hs, .. } = &self.session(sid).link {
             match hs.read_response(data, head) {
                 Ok(None) => return 0,

@@ -37,6 +37,12 @@ impl std::str::FromStr for OriginHeader {
 pub struct EdgeSettings {
     pub upstream: SocketAddr,
     pub upstream_host: String,
+    /// The host part alone (for CONNECT and TLS server names).
+    pub upstream_host_only: String,
+    /// wss://: how to verify the CSE.
+    pub upstream_tls: Option<m2m_rt::ClientTls>,
+    /// Reach the CSE through this HTTP proxy (CONNECT).
+    pub upstream_proxy: Option<SocketAddr>,
     pub upstream_path: String,
     /// Subprotocols offered upstream, in order; the device's own serialization is offered first when
     /// it is in the list.
