@@ -624,7 +624,7 @@ fn python_and_browser_devices_register_through_the_edge() {
         playwright.display()
     );
     for io in drivers() {
-        let edge = start_edge(io, acme.ws, &[]);
+        let edge = start_edge(io, acme.ws, &["--deflate"]);
         let url = format!("ws://{}/", edge.addr);
         // Headless Chromium: `new WebSocket(url, 'oneM2M.json')`.
         let ae = unique("Cbrowser");
@@ -646,7 +646,11 @@ fn python_and_browser_devices_register_through_the_edge() {
         );
         // Python websockets, plain ws (the wss variant runs in the identity-binding test).
         let out = crate::support::run_python("edge_ws_device.py", &[&url, &unique("Cpython")]);
-        assert!(String::from_utf8_lossy(&out.stdout).contains("ok"), "{io}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("ok permessage-deflate"),
+            "{io}: compressed session through the edge: {text}"
+        );
     }
 }
 
@@ -780,6 +784,97 @@ fn upstream_over_wss_and_through_a_connect_proxy() {
         assert!(
             matches!(rsp.rsc.0, 5103 | 4008),
             "{io}: untrusted CSE certificate: {rsp:?}"
+        );
+    }
+}
+
+/// What a response says, without the values that differ between runs (ids, times): rsc, the
+/// content's member and the resource's attribute names. NOTIFYs are summarised likewise.
+fn summary(p: &Primitive) -> String {
+    let names = |v: Option<&Value>| -> String {
+        let Some(obj) = v.and_then(Value::as_object) else {
+            return String::new();
+        };
+        obj.iter()
+            .map(|(k, inner)| {
+                let mut attrs: Vec<&str> = inner
+                    .as_object()
+                    .map(|o| o.iter().map(|(a, _)| a).collect())
+                    .unwrap_or_default();
+                attrs.sort();
+                format!("{k}[{}]", attrs.join(","))
+            })
+            .collect::<Vec<_>>()
+            .join(";")
+    };
+    match p {
+        Primitive::Response(r) => format!("rsp {} {}", r.rsc.0, names(r.pc.as_ref())),
+        Primitive::Request(r) => format!("req op={} {}", r.op as u8, names(r.pc.as_ref())),
+    }
+}
+
+/// The device session of test 1, against `addr`; `direct` follows ACME's rules itself (reconnect with
+/// X-M2M-Origin after registering), through the edge one connection does.
+fn scripted_session(addr: SocketAddr, direct: bool) -> Vec<String> {
+    let ae = unique(if direct { "Cdir" } else { "Cvia" });
+    let mut out = Vec::new();
+    let mut others = Vec::new();
+    let mut c = WsClient::connect(addr, &["oneM2M.json"], None).unwrap();
+    let reg = req(&format!(
+        r#"{{"op":1,"to":"cse-in","fr":"{ae}","rqi":"s1","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"rn":"{ae}","api":"Ncmp","rr":true,"srv":["3"],"poa":["ws://default"]}}}}}}"#
+    ));
+    out.push(summary(&Primitive::Response(c.request(&reg, &mut others))));
+    if direct {
+        c = WsClient::connect(addr, &["oneM2M.json"], Some(&ae)).unwrap();
+    }
+    let steps = [
+        format!(
+            r#"{{"op":1,"to":"cse-in/{ae}","fr":"{ae}","rqi":"s2","rvi":"3","ty":3,"pc":{{"m2m:cnt":{{"rn":"data"}}}}}}"#
+        ),
+        format!(
+            r#"{{"op":1,"to":"cse-in/{ae}/data","fr":"{ae}","rqi":"s3","rvi":"3","ty":23,"pc":{{"m2m:sub":{{"rn":"s","nu":["{ae}"],"enc":{{"net":[3]}},"nct":1}}}}}}"#
+        ),
+        format!(
+            r#"{{"op":1,"to":"cse-in/{ae}/data","fr":"{ae}","rqi":"s4","rvi":"3","ty":4,"pc":{{"m2m:cin":{{"con":"42"}}}}}}"#
+        ),
+    ];
+    for step in &steps {
+        out.push(summary(&Primitive::Response(
+            c.request(&req(step), &mut others),
+        )));
+    }
+    let notify = match others.pop() {
+        Some(n) => n,
+        None => c.recv(),
+    };
+    out.push(summary(&notify));
+    if let Primitive::Request(n) = &notify {
+        let mut ok = m2m_primitive::Response::to_request(n, Rsc::OK);
+        ok.rvi = Some("3".into());
+        c.send(&Primitive::Response(ok));
+    }
+    for step in [
+        format!(r#"{{"op":2,"to":"cse-in/{ae}/data/la","fr":"{ae}","rqi":"s5","rvi":"3"}}"#),
+        format!(r#"{{"op":4,"to":"cse-in/{ae}","fr":"{ae}","rqi":"s6","rvi":"3"}}"#),
+    ] {
+        out.push(summary(&Primitive::Response(
+            c.request(&req(&step), &mut others),
+        )));
+    }
+    out
+}
+
+#[test]
+fn responses_through_the_edge_match_acme_directly() {
+    let acme = start_acme("edge-acme-compare", false);
+    let direct = scripted_session(acme.ws, true);
+    assert!(direct[0].starts_with("rsp 2001 m2m:ae["), "{direct:?}");
+    for io in drivers() {
+        let edge = start_edge(io, acme.ws, &[]);
+        let via = scripted_session(edge.addr, false);
+        assert_eq!(
+            via, direct,
+            "{io}: the device sees through the edge what it sees directly"
         );
     }
 }

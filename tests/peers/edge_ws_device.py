@@ -24,7 +24,8 @@ async def main():
         assert r["rsc"] == 2000 and r["pc"]["m2m:ae"]["aei"] == ae, r
         r = await call({"op": 4, "to": f"cse-in/{ae}", "fr": ae, "rqi": "p3", "rvi": "3"})
         assert r["rsc"] == 2002, r
-    print("ok")
+        ext = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+    print("ok", ext)
 
 
 asyncio.run(main())
