@@ -98,7 +98,7 @@ struct RunArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "oneM2M.json,oneM2M.cbor,oneM2M.R2.0.json,oneM2M.R2.0.cbor"
+        default_value = "oneM2M.json,oneM2M.R2.0.json,oneM2M.cbor,oneM2M.R2.0.cbor,oneM2M.xml,oneM2M.R2.0.xml"
     )]
     upstream_protocols: Vec<String>,
     /// When the upstream link carries X-M2M-Origin: auto, always or never.

@@ -119,15 +119,19 @@ fn device_life(edge: SocketAddr, protocol: &str) {
     ok.rvi = Some("3".into());
     c.send(&Primitive::Response(ok));
     drop(c);
-    // Reconnect without registering again (TS-0020 clause 5.2 step 15): the edge binds the link to
-    // the device's fr and the CSE accepts it.
-    let mut c = WsClient::connect(edge, &[protocol], None).unwrap();
+    // Reconnect without registering again (TS-0020 clause 5.2 step 15), naming itself in the
+    // handshake (X-M2M-Origin, honoured by the edge).
+    let mut c = WsClient::connect(edge, &[protocol], Some(&ae)).unwrap();
     let la = req(&format!(
         r#"{{"op":2,"to":"cse-in/{ae}/readings/la","fr":"{ae}","rqi":"e4","rvi":"3"}}"#
     ));
     let rsp = c.request(&la, &mut others);
     expect(&rsp, 2000, "retrieve la after reconnecting");
     assert_eq!(con_of(&rsp).as_deref(), Some("21.5"));
+    drop(c);
+    // And again without the header: the edge binds the link to the device's fr and the CSE's answer
+    // decides.
+    let mut c = WsClient::connect(edge, &[protocol], None).unwrap();
     let del = req(&format!(
         r#"{{"op":4,"to":"cse-in/{ae}","fr":"{ae}","rqi":"e5","rvi":"3"}}"#
     ));
@@ -261,6 +265,9 @@ fn cbor_device_behind_acme_json() {
         // Only JSON upstream: the edge transcodes both ways.
         let edge = start_edge(io, acme.ws, &["--upstream-protocols", "oneM2M.json"]);
         device_life(edge.addr, "oneM2M.R2.0.cbor");
+        // An XML device: ACME has no XML, so the edge transcodes XML <-> JSON both ways.
+        let edge = start_edge(io, acme.ws, &[]);
+        device_life(edge.addr, "oneM2M.xml");
     }
 }
 
