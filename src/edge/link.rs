@@ -192,6 +192,15 @@ impl EdgeApp {
         self.schedule_relink(cx, sid);
     }
 
+    /// A link that could not be set up: close it, answer everything waiting with 5103, retry later.
+    fn link_failed(&mut self, cx: &mut Cx<'_, ()>, sid: usize, conn: ConnId, why: &str) {
+        self.clear_role(conn);
+        cx.close(conn);
+        self.session(sid).link = Link::Down;
+        self.fail_all(cx, sid, Rsc::TARGET_NOT_REACHABLE, why);
+        self.schedule_relink(cx, sid);
+    }
+
     pub(super) fn link_send(&mut self, cx: &mut Cx<'_, ()>, sid: usize, bytes: &[u8]) {
         let s = self.session(sid);
         let Link::Open {
@@ -238,16 +247,7 @@ impl EdgeApp {
                     tracing::warn!(session = sid, error = %e, "bad answer from the upstream proxy")
                 }
             }
-            self.clear_role(conn);
-            cx.close(conn);
-            self.session(sid).link = Link::Down;
-            self.fail_all(
-                cx,
-                sid,
-                Rsc::TARGET_NOT_REACHABLE,
-                "upstream proxy refused the tunnel",
-            );
-            self.schedule_relink(cx, sid);
+            self.link_failed(cx, sid, conn, "upstream proxy refused the tunnel");
             return data.len();
         }
         if let Link::Handshaking { hs, .. } = &self.session(sid).link {
@@ -277,16 +277,12 @@ impl EdgeApp {
                 }
                 Err(e) => {
                     tracing::warn!(session = sid, error = %e, "upstream handshake refused");
-                    self.clear_role(conn);
-                    cx.close(conn);
-                    self.session(sid).link = Link::Down;
-                    self.fail_all(
+                    self.link_failed(
                         cx,
                         sid,
-                        Rsc::TARGET_NOT_REACHABLE,
+                        conn,
                         "upstream CSE refused the WebSocket handshake",
                     );
-                    self.schedule_relink(cx, sid);
                     return data.len();
                 }
             }
