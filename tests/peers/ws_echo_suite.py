@@ -225,6 +225,9 @@ def raw_checks():
         # Only the header: the limit is enforced from the header, before the payload is awaited
         # (and unread payload would make the server's close a reset that can eat the close frame).
         ("2 MiB frame over the 1 MiB limit -> 1009 from its header", frame(2, b"\0" * (2 << 20))[:14], 1009),
+        # The whole 2 MiB: the server answers 1009 while the payload is still arriving; its lingering
+        # close (FIN, then read and drop) keeps the close frame from being destroyed by a reset.
+        ("2 MiB frame sent in full -> 1009 still arrives", frame(2, b"\0" * (2 << 20)), 1009),
     ]
     for name, data, code in cases:
         s, rest = open_raw()

@@ -19,6 +19,8 @@ use crate::tls;
 pub(crate) enum TimerKind {
     App(u64),
     ConnectTimeout(ConnId),
+    /// End of a lingering close.
+    Linger(ConnId),
 }
 
 /// Connection lifecycle.
@@ -51,6 +53,9 @@ pub(crate) struct Conn {
     pub dirty: bool,
     /// Why the connection closes once flushed (default: the app closed it).
     pub close_reason: Option<CloseReason>,
+    /// Our side is shut down (FIN sent) and the peer's remaining input is being read and dropped,
+    /// so that closing with unread data does not turn into a reset that can destroy our last frames.
+    pub lingering: bool,
 }
 
 /// Things the driver must do after the app ran.
@@ -102,6 +107,8 @@ pub struct CoreState<M> {
     pub(crate) pool: Vec<Vec<u8>>,
     pub(crate) listener_tls: Vec<Option<ListenerTls>>,
     pub(crate) max_pending_input: usize,
+    /// How long a closing connection reads and drops the peer's input before it is closed.
+    pub(crate) linger: std::time::Duration,
     pub(crate) shutting_down: bool,
     /// Connections closed this turn with the driver flags they had (the uring driver cancels their
     /// pending receive).
@@ -119,6 +126,7 @@ impl<M> CoreState<M> {
         outbox: Outbox<M>,
         listener_tls: Vec<Option<ListenerTls>>,
         max_pending_input: usize,
+        linger: std::time::Duration,
     ) -> Self {
         let now = Instant::now();
         Self {
@@ -135,6 +143,7 @@ impl<M> CoreState<M> {
             pool: Vec::new(),
             listener_tls,
             max_pending_input,
+            linger,
             shutting_down: false,
             closed: Vec::new(),
             stats: CoreStats::default(),
@@ -185,6 +194,7 @@ impl<M> CoreState<M> {
             driver_flags: 0,
             dirty: false,
             close_reason: None,
+            lingering: false,
         });
         self.live += 1;
         ConnId::new(index as u32, generation)
@@ -566,6 +576,11 @@ impl<A: App> Core<A> {
     pub(crate) fn close_now(&mut self, id: ConnId, reason: CloseReason) -> Option<Conn> {
         let mut conn = self.st.remove(id)?;
         self.st.stats.closed += 1;
+        let reason = if conn.lingering {
+            conn.close_reason.take().unwrap_or(CloseReason::Local)
+        } else {
+            reason
+        };
         self.st.closed.push((id, conn.driver_flags));
         if let Some(t) = conn.connect_timer.take() {
             self.st.timers.cancel(t);
@@ -622,6 +637,11 @@ impl<A: App> Core<A> {
                     let (app, mut cx) = self.cx();
                     app.on_timer(&mut cx, token);
                 }
+                TimerKind::Linger(id) => {
+                    if self.st.conn(id).is_some_and(|c| c.lingering) {
+                        self.st.actions.push(Action::Close(id, CloseReason::Local));
+                    }
+                }
                 TimerKind::ConnectTimeout(id) => {
                     if let Some(c) = self.st.conn_mut(id) {
                         c.connect_timer = None;
@@ -668,6 +688,21 @@ impl<A: App> Core<A> {
             .st
             .conn(id)
             .is_some_and(|c| c.state == ConnState::Closing && c.output.is_empty() && !c.sending);
+        if done && !self.st.linger.is_zero() {
+            // Lingering close: send FIN, keep reading (and dropping) until the peer's FIN or the
+            // linger time, then close. The close finishes in `on_eof` or the linger timer.
+            let at = self.st.now + self.st.linger;
+            let Some(c) = self.st.conn_mut(id) else {
+                return;
+            };
+            if c.lingering {
+                return;
+            }
+            c.lingering = true;
+            let _ = socket2::SockRef::from(&c.fd).shutdown(std::net::Shutdown::Write);
+            self.st.timers.insert(at, TimerKind::Linger(id));
+            return;
+        }
         if done {
             let reason = self
                 .st

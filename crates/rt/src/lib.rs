@@ -116,6 +116,10 @@ pub struct RtConfig {
     pub max_pending_input_bytes: usize,
     /// How long connections may drain after shutdown starts. Default 5 s.
     pub drain: Duration,
+    /// Lingering close: after the last output of a closing connection, send FIN and read and drop
+    /// the peer's input for up to this long before closing (a close with unread input is a reset,
+    /// which can destroy the close frame just sent). Zero closes at once. Default 2 s.
+    pub linger: Duration,
     /// Messages queued per core pair. Default 4096.
     pub mailbox_capacity: usize,
     pub uring: UringConfig,
@@ -131,6 +135,7 @@ impl Default for RtConfig {
             backlog: 4096,
             max_pending_input_bytes: 2 << 20,
             drain: Duration::from_secs(5),
+            linger: Duration::from_secs(2),
             mailbox_capacity: 4096,
             uring: UringConfig::default(),
         }
@@ -254,6 +259,7 @@ impl Runtime {
             let tls = tls.clone();
             let pin = config.pin;
             let max_pending = config.max_pending_input_bytes;
+            let linger = config.linger;
             let handle = std::thread::Builder::new()
                 .name(format!("m2m-core-{core}"))
                 .spawn(move || {
@@ -261,7 +267,7 @@ impl Runtime {
                         tracing::warn!(core, error = %e, "could not pin the worker");
                     }
                     let app = make_app(core);
-                    let st = core::CoreState::new(core, outbox, tls, max_pending);
+                    let st = core::CoreState::new(core, outbox, tls, max_pending, linger);
                     let mut c = core::Core::new(app, st);
                     let result = match driver {
                         DriverKind::Epoll => driver::epoll::run(&mut c, &inbox, listeners, &shared),
