@@ -41,7 +41,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
 ];
 
 /// The option value a TOML value stands for.
-fn flag_value(section: &str, key: &str, v: &toml::Value) -> anyhow::Result<String> {
+pub fn flag_value(section: &str, key: &str, v: &toml::Value) -> anyhow::Result<String> {
     Ok(match v {
         toml::Value::String(s) => s.clone(),
         toml::Value::Integer(i) => i.to_string(),
@@ -104,13 +104,18 @@ pub fn apply(cmd: clap::Command, path: &Path) -> anyhow::Result<clap::Command> {
 
 /// The `--config` value in raw arguments, if any (it must be known before clap parses).
 pub fn config_path(args: &[std::ffi::OsString]) -> Option<std::path::PathBuf> {
+    option_path(args, "--config")
+}
+
+/// The value of option `flag` (e.g. `--config`) in raw arguments, if any.
+pub fn option_path(args: &[std::ffi::OsString], flag: &str) -> Option<std::path::PathBuf> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let a = a.to_string_lossy();
-        if a == "--config" {
+        if a == flag {
             return it.next().map(std::path::PathBuf::from);
         }
-        if let Some(v) = a.strip_prefix("--config=") {
+        if let Some(v) = a.strip_prefix(flag).and_then(|v| v.strip_prefix('=')) {
             return Some(v.into());
         }
     }
@@ -124,7 +129,7 @@ mod tests {
     #[test]
     fn every_key_names_an_existing_option() {
         use clap::CommandFactory;
-        let cmd = crate::Cli::command();
+        let cmd = crate::cli::Cli::command();
         let run = cmd.find_subcommand("run").expect("run subcommand");
         for (s, k, id) in KEYS {
             assert!(

@@ -1,0 +1,322 @@
+//! `m2m-loadgen bench`: the whole system in one command, on loopback. It starts the simulated CSE
+//! and the edge in front of it as child processes of this binary (`m2m-loadgen cse`,
+//! `m2m-loadgen edge run …`), so each one's CPU time can be read from /proc on its own, runs the
+//! scenario through the edge — and with `--direct` the same scenario straight to the CSE, so the
+//! edge's overhead is a ratio from one sitting — prints the tables and stops everything it started.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::device::Live;
+use crate::engine;
+use crate::report::{Summary, table};
+use crate::scenario::{Plan, ScenarioArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Scenario file (TOML); its keys set the defaults of the scenario flags.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    #[command(flatten)]
+    s: ScenarioArgs,
+    /// Folder for the reports (default: loadgen-bench-<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also run the scenario straight against the CSE and report the edge's overhead as ratios.
+    #[arg(long)]
+    direct: bool,
+    /// The edge's I/O driver.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "uring", "epoll"])]
+    io: String,
+    /// The edge's worker threads (default: its own default, one per CPU).
+    #[arg(long)]
+    edge_workers: Option<usize>,
+    /// The simulated CSE's worker threads.
+    #[arg(long, default_value_t = 1)]
+    cse_workers: usize,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// A child process we started; killed when dropped.
+struct ChildProc {
+    name: &'static str,
+    child: Child,
+}
+
+impl ChildProc {
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.child.id())
+    }
+
+    fn stop(mut self) {
+        // SIGTERM first: the edge drains, the CSE prints its counters.
+        unsafe_sigterm(self.child.id());
+        let until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("m2m-loadgen bench: {} did not stop; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+/// utime + stime of a process, from /proc/<pid>/stat.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the ')'.
+    let hz = clock_ticks();
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if v > 0 { v as f64 } else { 100.0 }
+}
+
+/// This process's own CPU time.
+fn self_cpu_seconds() -> f64 {
+    cpu_seconds(std::process::id())
+}
+
+fn spawn(name: &'static str, args: &[String], stdout: bool) -> anyhow::Result<ChildProc> {
+    let exe = std::env::current_exe().context("finding our own binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(if stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::inherit());
+    // The children must not outlive us, even if we are killed.
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child's own process state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting the {name}"))?;
+    Ok(ChildProc { name, child })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_listening(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("the {what} did not start listening on {addr}")
+}
+
+struct Leg {
+    label: &'static str,
+    summary: Summary,
+    edge_cpu: Option<f64>,
+    cse_cpu: f64,
+    loadgen_cpu: f64,
+}
+
+fn run_leg(
+    label: &'static str,
+    args: &BenchArgs,
+    target: SocketAddr,
+    out: &Path,
+    cse: &ChildProc,
+    edge: Option<&ChildProc>,
+) -> anyhow::Result<Leg> {
+    let mut s = args.s.clone();
+    s.target = format!("ws://{target}/");
+    let plan = Plan::new(s)?;
+    let dir = out.join(label);
+    eprintln!(
+        "m2m-loadgen bench: {label}: {} devices -> {} for {}",
+        plan.device_ids.len(),
+        plan.args.target,
+        humantime::format_duration(plan.args.duration)
+    );
+    let (cse0, edge0, me0) = (
+        cse.cpu_seconds(),
+        edge.map(ChildProc::cpu_seconds),
+        self_cpu_seconds(),
+    );
+    let live = Arc::new(Live::default());
+    let outcome = engine::run(plan, Some(&dir), live, args.quiet)?;
+    Ok(Leg {
+        label,
+        edge_cpu: edge.map(|e| e.cpu_seconds() - edge0.unwrap_or(0.0)),
+        cse_cpu: cse.cpu_seconds() - cse0,
+        loadgen_cpu: self_cpu_seconds() - me0,
+        summary: outcome.summary,
+    })
+}
+
+fn describe(leg: &Leg) -> String {
+    let s = &leg.summary;
+    let ops = s.operations.max(1) as f64;
+    let mut text = format!("== {}\n{}", leg.label, table::render(s));
+    text.push_str(&format!(
+        "CPU seconds: loadgen {:.2}, simulated CSE {:.2}{}\n",
+        leg.loadgen_cpu,
+        leg.cse_cpu,
+        leg.edge_cpu.map_or(String::new(), |e| format!(
+            ", edge {e:.2} ({:.1} µs per operation, request and response)",
+            e * 1e6 / ops
+        )),
+    ));
+    text.push_str(&format!(
+        "requests per loadgen CPU-second: {:.0}; simulated CSE: {:.0} requests per CPU-second\n",
+        ops / leg.loadgen_cpu.max(1e-9),
+        ops / leg.cse_cpu.max(1e-9)
+    ));
+    text
+}
+
+fn ratio_line(name: &str, edge: u64, direct: u64) -> String {
+    format!(
+        "{name:<14} {:>10.2} {:>10.2} {:>8.2}\n",
+        edge as f64 / 1000.0,
+        direct as f64 / 1000.0,
+        edge as f64 / (direct.max(1)) as f64
+    )
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let _ = &args.scenario; // applied by the command-line parser
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::default_out("loadgen-bench"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // The simulated CSE tells us its port on stdout.
+    let mut cse = spawn(
+        "simulated CSE",
+        &[
+            "cse".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--workers".into(),
+            args.cse_workers.to_string(),
+        ],
+        true,
+    )?;
+    let stdout = cse.child.stdout.take().context("CSE stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let cse_addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("the simulated CSE said {line:?}"))?;
+    let edge_port = free_port()?;
+    let edge_addr: SocketAddr = ([127, 0, 0, 1], edge_port).into();
+    let mut edge_args: Vec<String> = [
+        "edge",
+        "run",
+        "--listen",
+        &edge_addr.to_string(),
+        "--upstream",
+        &format!("ws://{cse_addr}/"),
+        "--io",
+        &args.io,
+        "--max-in-flight",
+        "16",
+        "--max-queued",
+        "256",
+        "--drain-ms",
+        "1000",
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(w) = args.edge_workers {
+        edge_args.extend(["--workers".into(), w.to_string()]);
+    }
+    let edge = spawn("edge", &edge_args, false)?;
+    wait_listening(edge_addr, "edge")?;
+    let result = (|| -> anyhow::Result<Vec<Leg>> {
+        let mut legs = vec![run_leg("edge", &args, edge_addr, &out, &cse, Some(&edge))?];
+        if args.direct {
+            legs.push(run_leg("direct", &args, cse_addr, &out, &cse, None)?);
+        }
+        Ok(legs)
+    })();
+    edge.stop();
+    cse.stop();
+    let legs = result?;
+    let mut text = String::new();
+    for leg in &legs {
+        text.push_str(&describe(leg));
+        text.push('\n');
+    }
+    if let [e, d] = &legs[..] {
+        text.push_str("== edge vs direct (ms; ratio = edge / direct)\n");
+        text.push_str(&format!(
+            "{:<14} {:>10} {:>10} {:>8}\n",
+            "all ops", "edge", "direct", "ratio"
+        ));
+        let (ea, da) = (&e.summary.all_ops, &d.summary.all_ops);
+        text.push_str(&ratio_line("p50", ea.p50_us, da.p50_us));
+        text.push_str(&ratio_line("p90", ea.p90_us, da.p90_us));
+        text.push_str(&ratio_line("p99", ea.p99_us, da.p99_us));
+        text.push_str(&ratio_line("p99.9", ea.p999_us, da.p999_us));
+        text.push_str(&format!(
+            "throughput      {:>10.0} {:>10.0} {:>8.2}  ops/s\n",
+            e.summary.ops_per_s,
+            d.summary.ops_per_s,
+            e.summary.ops_per_s / d.summary.ops_per_s.max(1e-9)
+        ));
+    }
+    print!("{text}");
+    std::fs::write(out.join("bench.txt"), &text)?;
+    eprintln!("m2m-loadgen bench: reports in {}", out.display());
+    let errors: u64 = legs.iter().map(|l| l.summary.errors_total).sum();
+    if errors > 0 {
+        eprintln!("m2m-loadgen bench: {errors} errors (see the tables)");
+    }
+    Ok(())
+}

@@ -1,0 +1,384 @@
+//! `m2m-loadgen cse`: a simulated IN-CSE, in memory, on every core (a tokio multi-thread runtime),
+//! so load tests and `bench` need no external CSE and the CSE is never the bottleneck. It speaks the
+//! WebSocket binding through hyper and fastwebsockets — a stack independent of the edge's — and
+//! behaves like ACME where a device can tell: subprotocol names of both families chosen by server
+//! preference (HTTP 400 when none fits), `X-M2M-Origin` associating a connection with its AE (a new
+//! association closes the older connection), NOTIFYs down the subscriber's own connection.
+
+pub mod handler;
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::{Request as HttpRequest, Response as HttpResponse, StatusCode};
+use m2m_primitive::model::resource_type;
+use m2m_primitive::{Format, Primitive, PrimitiveError, Value};
+use tokio::sync::mpsc;
+
+use handler::{Caller, Cse, Notification};
+
+/// Server preference, as ACME (JSON first), then XML, which ACME lacks but devices may want.
+const PROTOCOLS: [(&str, Format); 6] = [
+    ("oneM2M.json", Format::Json),
+    ("oneM2M.R2.0.json", Format::Json),
+    ("oneM2M.cbor", Format::Cbor),
+    ("oneM2M.R2.0.cbor", Format::Cbor),
+    ("oneM2M.xml", Format::Xml),
+    ("oneM2M.R2.0.xml", Format::Xml),
+];
+
+/// Largest message accepted (ACME's python `websockets` default).
+const MAX_MESSAGE: usize = 1 << 20;
+
+#[derive(Debug)]
+enum Out {
+    Frame(OpCode, Vec<u8>),
+    Close(u16),
+}
+
+#[derive(Debug, Clone)]
+struct Association {
+    conn: u64,
+    format: Format,
+    tx: mpsc::UnboundedSender<Out>,
+}
+
+/// Counters the CSE prints when it stops.
+#[derive(Debug, Default)]
+pub struct CseStats {
+    pub connections: AtomicU64,
+    pub requests: AtomicU64,
+    pub notifications: AtomicU64,
+    pub undeliverable: AtomicU64,
+}
+
+#[derive(Debug)]
+struct State {
+    cse: Cse,
+    associations: Mutex<HashMap<String, Association>>,
+    next_conn: AtomicU64,
+    stats: Arc<CseStats>,
+}
+
+/// A running simulated CSE.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    pub stats: Arc<CseStats>,
+}
+
+/// Bind and serve on the current tokio runtime until the task is dropped.
+pub async fn serve(
+    listen: SocketAddr,
+) -> anyhow::Result<(Server, impl std::future::Future<Output = ()>)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let stats = Arc::new(CseStats::default());
+    let state = Arc::new(State {
+        cse: Cse::new(256),
+        associations: Mutex::new(HashMap::new()),
+        next_conn: AtomicU64::new(1),
+        stats: stats.clone(),
+    });
+    let run = async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let state = state.clone();
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                let service = hyper::service::service_fn(move |req| upgrade(req, state.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    };
+    Ok((Server { addr, stats }, run))
+}
+
+fn plain(status: StatusCode, text: &'static str) -> HttpResponse<Empty<bytes::Bytes>> {
+    let mut r = HttpResponse::new(Empty::new());
+    *r.status_mut() = status;
+    let _ = text;
+    r
+}
+
+async fn upgrade(
+    mut req: HttpRequest<Incoming>,
+    state: Arc<State>,
+) -> Result<HttpResponse<Empty<bytes::Bytes>>, std::convert::Infallible> {
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return Ok(plain(StatusCode::UPGRADE_REQUIRED, "WebSocket only"));
+    }
+    let offered: Vec<String> = req
+        .headers()
+        .get_all("Sec-WebSocket-Protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .collect();
+    let Some((name, format)) = PROTOCOLS
+        .iter()
+        .find(|(name, _)| offered.iter().any(|o| o == name))
+    else {
+        return Ok(plain(
+            StatusCode::BAD_REQUEST,
+            "no supported oneM2M subprotocol",
+        ));
+    };
+    let origin = req
+        .headers()
+        .get("X-M2M-Origin")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.rsplit('/').next().unwrap_or(v).to_string())
+        .filter(|v| !v.is_empty());
+    let Ok((mut response, fut)) = fastwebsockets::upgrade::upgrade(&mut req) else {
+        return Ok(plain(StatusCode::BAD_REQUEST, "bad WebSocket upgrade"));
+    };
+    response.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        hyper::header::HeaderValue::from_static(name),
+    );
+    let format = *format;
+    tokio::spawn(async move {
+        if let Ok(ws) = fut.await {
+            connection(ws, format, origin, state).await;
+        }
+    });
+    Ok(response)
+}
+
+fn opcode(format: Format) -> OpCode {
+    if format == Format::Cbor {
+        OpCode::Binary
+    } else {
+        OpCode::Text
+    }
+}
+
+async fn connection(
+    mut ws: fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
+    format: Format,
+    origin: Option<String>,
+    state: Arc<State>,
+) {
+    ws.set_max_message_size(MAX_MESSAGE);
+    state.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (read, mut write) = ws.split(|s| {
+        let (r, w) = tokio::io::split(s);
+        (r, tokio::io::BufWriter::new(w))
+    });
+    let mut read = FragmentCollectorRead::new(read);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+    if let Some(o) = &origin {
+        let old = state
+            .associations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                o.clone(),
+                Association {
+                    conn,
+                    format,
+                    tx: tx.clone(),
+                },
+            );
+        // ACME: one connection per originator; the newer association wins.
+        if let Some(old) = old {
+            let _ = old.tx.send(Out::Close(1000));
+        }
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some(out) = next {
+                let r = match out {
+                    Out::Frame(op, bytes) => {
+                        write
+                            .write_frame(Frame::new(true, op, None, Payload::Owned(bytes)))
+                            .await
+                    }
+                    Out::Close(code) => {
+                        let _ = write.write_frame(Frame::close(code, b"")).await;
+                        let _ = write.flush().await;
+                        return;
+                    }
+                };
+                if r.is_err() {
+                    return;
+                }
+                next = rx.try_recv().ok();
+            }
+            if write.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let caller = Caller {
+        origin: origin.clone(),
+    };
+    let obligations = tx.clone();
+    let mut send_fn = move |f: Frame<'_>| {
+        let out = if f.opcode == OpCode::Close {
+            let code = f
+                .payload
+                .get(..2)
+                .map_or(1000, |c| u16::from_be_bytes([c[0], c[1]]));
+            Out::Close(code)
+        } else {
+            Out::Frame(f.opcode, f.payload.to_vec())
+        };
+        let _ = obligations.send(out);
+        std::future::ready(Ok::<(), std::io::Error>(()))
+    };
+    loop {
+        let frame = match read.read_frame(&mut send_fn).await {
+            Ok(f) => f,
+            Err(fastwebsockets::WebSocketError::FrameTooLarge) => {
+                let _ = tx.send(Out::Close(1009));
+                break;
+            }
+            Err(_) => break,
+        };
+        match frame.opcode {
+            OpCode::Text | OpCode::Binary => {
+                on_message(&frame.payload, format, &caller, &state, &tx)
+            }
+            OpCode::Close => break,
+            _ => {}
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+    if let Some(o) = &origin {
+        let mut map = state.associations.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(o).is_some_and(|a| a.conn == conn) {
+            map.remove(o);
+        }
+    }
+}
+
+fn on_message(
+    bytes: &[u8],
+    format: Format,
+    caller: &Caller,
+    state: &State,
+    tx: &mpsc::UnboundedSender<Out>,
+) {
+    let primitive = match m2m_primitive::decode(format, bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            let e = match Format::sniff(bytes) {
+                Some(other) if other != format => PrimitiveError::new(
+                    m2m_primitive::Rsc::UNSUPPORTED_MEDIA_TYPE,
+                    format!("{} on a {} connection", other.name(), format.name()),
+                ),
+                _ => e,
+            };
+            let rqi = m2m_primitive::view::extract_rqi(format, bytes);
+            let rsp = e.with_rqi(rqi).to_response("3");
+            send(tx, format, &Primitive::Response(rsp));
+            return;
+        }
+    };
+    match primitive {
+        Primitive::Request(req) => {
+            state.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let (rsp, notes) = state.cse.handle(caller, &req);
+            send(tx, format, &Primitive::Response(rsp));
+            for n in notes {
+                deliver(state, n);
+            }
+        }
+        // Answers to our NOTIFYs: nothing waits for them.
+        Primitive::Response(_) => {}
+    }
+}
+
+fn send(tx: &mpsc::UnboundedSender<Out>, format: Format, p: &Primitive) {
+    if let Ok(bytes) = m2m_primitive::encode(p, format) {
+        let _ = tx.send(Out::Frame(opcode(format), bytes));
+    }
+}
+
+/// Send a NOTIFY down the target AE's connection, if ACME would: the AE exists, has `rr=true`, a
+/// `poa` with `ws://default`, and a live associated connection. ACME does not buffer.
+fn deliver(state: &State, n: Notification) {
+    let reachable = state.cse.store.path_of_ri(&n.target).is_some_and(|path| {
+        state.cse.store.shard_for(&path).get(&path).is_some_and(|ae| {
+            ae.ty == resource_type::AE
+                && ae.attrs.get("rr") == Some(&Value::Bool(true))
+                && matches!(ae.attrs.get("poa"), Some(Value::Array(p)) if p.iter().any(|x| x.as_str() == Some("ws://default")))
+        })
+    });
+    let assoc = reachable
+        .then(|| {
+            state
+                .associations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&n.target)
+                .cloned()
+        })
+        .flatten();
+    match assoc {
+        Some(a) => {
+            state.stats.notifications.fetch_add(1, Ordering::Relaxed);
+            send(&a.tx, a.format, &Primitive::Request(n.request));
+        }
+        None => {
+            state.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Run the CSE on its own threads (a multi-thread tokio runtime) until `stop` resolves.
+pub fn run_blocking(
+    listen: SocketAddr,
+    workers: usize,
+    on_ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<Arc<CseStats>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .thread_name("cse")
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let (server, run) = serve(listen).await?;
+        on_ready(server.addr);
+        tokio::select! {
+            _ = run => {}
+            _ = shutdown_signal() => {}
+        }
+        Ok(server.stats)
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,766 @@
+//! One simulated ADN-AE over its life: connect, register (AE create), create its containers and
+//! subscription, run the operation mix at the scenario's pace, reconnect when told to (without
+//! registering again, TS-0020 §5.2), and deregister at the end.
+//!
+//! Each connection has two tasks on the worker's single thread: a reader that matches responses to
+//! requests by `rqi` and records their latency, answers NOTIFYs and notices the close; and the
+//! device's own task, which paces and writes. They share the pending-request table through an `Rc`;
+//! the reader hands frames it must send (NOTIFY answers, pongs) to the writer over a channel.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload};
+use m2m_primitive::{Format, Primitive, Response};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::sleep_until;
+
+use crate::connect::{ConnectError, Connector, WsWrite, io_kind};
+use crate::ops::{self, AeProfile, Builder};
+use crate::recorder::{Metric, OpKind, Recorder};
+use crate::scenario::{Load, Plan};
+use crate::schedule::Pacer;
+
+/// Live numbers every worker updates, read by the progress line and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub connected: AtomicUsize,
+    pub registered: AtomicUsize,
+    pub sent: AtomicU64,
+    pub done: AtomicU64,
+    pub errors: AtomicU64,
+    pub stop: AtomicBool,
+}
+
+/// What all devices of one worker share.
+#[derive(Debug)]
+pub struct WorkerCtx {
+    pub plan: Arc<Plan>,
+    pub connector: Connector,
+    pub rec: Rc<RefCell<Recorder>>,
+    pub live: Arc<Live>,
+    pub start: Instant,
+    pub deadline: Instant,
+}
+
+impl WorkerCtx {
+    fn error(&self, key: impl Into<String>) {
+        self.live.errors.fetch_add(1, Ordering::Relaxed);
+        self.rec.borrow_mut().error(key);
+    }
+
+    fn record(&self, m: Metric, d: Duration) {
+        self.rec.borrow_mut().record(m, d);
+    }
+
+    fn stopping(&self) -> bool {
+        Instant::now() >= self.deadline
+            || self.live.stop.load(Ordering::Relaxed)
+            || self
+                .plan
+                .args
+                .requests
+                .is_some_and(|n| self.live.sent.load(Ordering::Relaxed) >= n)
+    }
+}
+
+/// A request waiting for its response.
+#[derive(Debug)]
+enum Pending {
+    Op {
+        kind: OpKind,
+        intended: Instant,
+        sent: Instant,
+    },
+    Waiter(oneshot::Sender<Response>),
+}
+
+/// A frame the reader wants written.
+#[derive(Debug)]
+struct OutFrame {
+    opcode: OpCode,
+    payload: Vec<u8>,
+}
+
+/// State one connection's reader and writer share.
+#[derive(Debug, Default)]
+struct ConnShared {
+    pending: RefCell<HashMap<String, Pending>>,
+    /// Signalled on every response and when the reader ends.
+    wake: Notify,
+    /// The reader ended (close frame, error or EOF).
+    ended: Cell<bool>,
+    /// Responses to operations since the connection opened.
+    answered: Cell<u64>,
+}
+
+/// How the reader ended.
+#[derive(Debug)]
+enum ReadEnd {
+    Close(u16),
+    Error(&'static str),
+}
+
+struct Conn {
+    write: WsWrite,
+    out: mpsc::UnboundedReceiver<OutFrame>,
+    shared: Rc<ConnShared>,
+    reader: tokio::task::JoinHandle<ReadEnd>,
+    opened: Instant,
+    ops: u64,
+}
+
+/// What one turn of the operating loop decided.
+enum Step {
+    Continue,
+    End,
+    Lost,
+    Failed(String),
+}
+
+/// Why a device gave up.
+#[derive(Debug)]
+struct Failed(String);
+
+impl From<ConnectError> for Failed {
+    fn from(e: ConnectError) -> Self {
+        Failed(e.kind.to_string())
+    }
+}
+
+pub struct Device {
+    ctx: Rc<WorkerCtx>,
+    id: usize,
+    source: Option<IpAddr>,
+    builder: Builder,
+    ae_path: String,
+    aei: String,
+    containers: Vec<String>,
+    seq: u64,
+    rng: fastrand::Rng,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device").field("id", &self.id).finish()
+    }
+}
+
+impl Device {
+    pub fn new(ctx: Rc<WorkerCtx>, id: usize) -> Self {
+        let plan = &ctx.plan;
+        let source =
+            (!plan.sources.is_empty()).then(|| IpAddr::V4(plan.sources[id % plan.sources.len()]));
+        let fr = if plan.args.originator == "cse" {
+            "C".to_string()
+        } else {
+            format!("{}{id:07}", plan.args.origin_prefix)
+        };
+        let builder = Builder {
+            format: plan.format,
+            rvi: plan.args.rvi.clone(),
+            fr,
+            rqet_ms: plan.args.rqet_ms,
+        };
+        let rng = fastrand::Rng::with_seed(
+            plan.args.seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        Self {
+            ctx,
+            id,
+            source,
+            builder,
+            ae_path: String::new(),
+            aei: String::new(),
+            containers: Vec::new(),
+            seq: 0,
+            rng,
+        }
+    }
+
+    fn rqi(&mut self) -> String {
+        self.seq += 1;
+        format!("{}-{}", self.id, self.seq)
+    }
+
+    /// The whole life of the device; failures are counted, never raised.
+    pub async fn run(mut self) {
+        let mut conn = None;
+        let result = self.life(&mut conn).await;
+        if let Err(Failed(kind)) = result {
+            self.ctx.error(kind);
+        }
+        if let Some(c) = conn.take() {
+            self.close(c).await;
+        }
+    }
+
+    async fn life(&mut self, conn: &mut Option<Conn>) -> Result<(), Failed> {
+        let plan = self.ctx.plan.clone();
+        let fixed = plan.args.originator != "cse";
+        let header = (plan.args.origin_header && fixed).then(|| self.builder.fr.clone());
+        let c = conn.insert(self.open(header.as_deref()).await?);
+        self.register(c).await?;
+        if plan.args.origin_header && !fixed {
+            // A CSE-assigned AE-ID is known only now; ACME serves anything but registration only
+            // on a connection that names its originator, so come back with it.
+            let old = conn.take().expect("connected");
+            self.close(old).await;
+            *conn = Some(self.open(Some(&self.aei.clone())).await?);
+        }
+        let c = conn.as_mut().expect("connected");
+        self.setup(c).await?;
+        self.operate(conn).await?;
+        if plan.args.deregister {
+            if let Some(c) = conn.as_mut() {
+                let t = Instant::now();
+                let rqi = self.rqi();
+                let bytes = self.builder.delete(&self.ae_path, &rqi);
+                let rsp = self.call(c, rqi, bytes).await?;
+                self.ctx.record(Metric::Deregister, t.elapsed());
+                self.check(&rsp)?;
+                self.ctx.live.registered.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    async fn open(&self, origin: Option<&str>) -> Result<Conn, Failed> {
+        let ctx = &self.ctx;
+        let c = ctx.connector.connect(self.source, origin).await?;
+        ctx.record(Metric::Connect, c.phases.tcp);
+        if let Some(t) = c.phases.tls {
+            ctx.record(Metric::Tls, t);
+        }
+        ctx.record(Metric::Handshake, c.phases.handshake);
+        ctx.live.connected.fetch_add(1, Ordering::Relaxed);
+        ctx.rec.borrow_mut().event("connections");
+        let shared = Rc::new(ConnShared::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let format = if c.protocol.to_ascii_lowercase().ends_with("cbor") {
+            Format::Cbor
+        } else if c.protocol.to_ascii_lowercase().ends_with("xml") {
+            Format::Xml
+        } else {
+            Format::Json
+        };
+        let reader = tokio::task::spawn_local(read_loop(
+            FragmentCollectorRead::new(c.read),
+            shared.clone(),
+            tx,
+            self.ctx.clone(),
+            self.builder.clone(),
+            format,
+        ));
+        Ok(Conn {
+            write: c.write,
+            out: rx,
+            shared,
+            reader,
+            opened: Instant::now(),
+            ops: 0,
+        })
+    }
+
+    /// Close frame, then wait (briefly) for the server's close; the connection ends either way.
+    async fn close(&self, mut c: Conn) {
+        if !c.shared.ended.get() {
+            let _ = c.write.write_frame(Frame::close(1000, b"")).await;
+            let _ = c.write.flush().await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut c.reader).await;
+        }
+        c.reader.abort();
+        self.ctx.live.connected.fetch_sub(1, Ordering::Relaxed);
+        let lost = c.shared.pending.borrow_mut().drain().count();
+        for _ in 0..lost {
+            self.ctx.error("lost");
+        }
+    }
+
+    async fn send(&self, c: &mut Conn, bytes: Vec<u8>) -> Result<(), Failed> {
+        let opcode = if self.builder.format == Format::Cbor {
+            OpCode::Binary
+        } else {
+            OpCode::Text
+        };
+        c.write
+            .write_frame(Frame::new(true, opcode, None, Payload::Owned(bytes)))
+            .await
+            .map_err(|e| Failed(ws_error_kind(&e)))?;
+        // Frames the reader queued (NOTIFY answers, pongs) go out in the same flush.
+        while let Ok(f) = c.out.try_recv() {
+            write_out(&mut c.write, f).await?;
+        }
+        c.write.flush().await.map_err(|e| Failed(ws_error_kind(&e)))
+    }
+
+    /// Send a request and wait for its response (registration and set-up).
+    async fn call(&self, c: &mut Conn, rqi: String, bytes: Vec<u8>) -> Result<Response, Failed> {
+        let (tx, mut rx) = oneshot::channel();
+        c.shared
+            .pending
+            .borrow_mut()
+            .insert(rqi.clone(), Pending::Waiter(tx));
+        self.send(c, bytes).await?;
+        let deadline = tokio::time::Instant::now() + self.ctx.plan.args.request_timeout;
+        loop {
+            tokio::select! {
+                r = &mut rx => return r.map_err(|_| Failed("lost".into())),
+                f = c.out.recv() => match f {
+                    Some(f) => {
+                        write_out(&mut c.write, f).await?;
+                        c.write.flush().await.map_err(|e| Failed(ws_error_kind(&e)))?;
+                    }
+                    None => {
+                        c.shared.pending.borrow_mut().remove(&rqi);
+                        return Err(Failed("closed_by_peer".into()));
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    c.shared.pending.borrow_mut().remove(&rqi);
+                    return Err(Failed("timeout".into()));
+                }
+            }
+        }
+    }
+
+    fn check(&self, rsp: &Response) -> Result<(), Failed> {
+        if rsp.rsc.is_success() {
+            Ok(())
+        } else {
+            Err(Failed(format!("rsc {}", rsp.rsc.0)))
+        }
+    }
+
+    async fn register(&mut self, c: &mut Conn) -> Result<(), Failed> {
+        let plan = self.ctx.plan.clone();
+        let ae = AeProfile {
+            api: plan.args.api.clone(),
+            rr: plan.args.rr,
+            srv: plan.args.srv.clone(),
+            poa: plan.args.poa.clone(),
+        };
+        let fixed = plan.args.originator != "cse";
+        let rn = fixed.then(|| self.builder.fr.clone());
+        let rqi = self.rqi();
+        let bytes = self
+            .builder
+            .register(&plan.args.cse_base, &rqi, rn.as_deref(), &ae);
+        let t = Instant::now();
+        let rsp = self.call(c, rqi, bytes).await?;
+        self.check(&rsp)?;
+        self.ctx.record(Metric::Register, t.elapsed());
+        let (aei, rn) = ops::registered(&rsp).ok_or_else(|| Failed("bad_response".into()))?;
+        self.ctx.live.registered.fetch_add(1, Ordering::Relaxed);
+        // The AE speaks with its AE-ID-Stem from now on.
+        self.builder.fr = aei.rsplit('/').next().unwrap_or(&aei).to_string();
+        self.aei = self.builder.fr.clone();
+        self.ae_path = format!("{}/{rn}", plan.args.cse_base);
+        Ok(())
+    }
+
+    async fn setup(&mut self, c: &mut Conn) -> Result<(), Failed> {
+        let plan = self.ctx.plan.clone();
+        let t = Instant::now();
+        for i in 0..plan.args.containers {
+            let rqi = self.rqi();
+            let rn = format!("cnt{i}");
+            let bytes = self
+                .builder
+                .container(&self.ae_path, &rqi, &rn, plan.args.mni);
+            let rsp = self.call(c, rqi, bytes).await?;
+            self.check(&rsp)?;
+            self.containers.push(format!("{}/{rn}", self.ae_path));
+        }
+        if plan.args.subscribe {
+            let rqi = self.rqi();
+            let bytes = self
+                .builder
+                .subscription(&self.containers[0], &rqi, &self.aei);
+            let rsp = self.call(c, rqi, bytes).await?;
+            self.check(&rsp)?;
+        }
+        if plan.mix.contains(OpKind::RetrieveLa) {
+            // So that `la` has something to return from the first retrieve on.
+            for cnt in self.containers.clone() {
+                let rqi = self.rqi();
+                let bytes = self.builder.op(
+                    OpKind::CreateCin,
+                    &self.ae_path,
+                    &cnt,
+                    &rqi,
+                    self.ctx.start.elapsed(),
+                    plan.args.payload_bytes,
+                    0,
+                );
+                let rsp = self.call(c, rqi, bytes).await?;
+                self.check(&rsp)?;
+            }
+        }
+        self.ctx.record(Metric::Setup, t.elapsed());
+        Ok(())
+    }
+
+    /// The measured phase: operations at the scenario's pace until the end of the run.
+    async fn operate(&mut self, conn: &mut Option<Conn>) -> Result<(), Failed> {
+        let ctx = self.ctx.clone();
+        let plan = ctx.plan.clone();
+        let devices = plan.args.devices;
+        let mut pacer = match &plan.load {
+            Load::Open { schedule, .. } => Some(Pacer::new(
+                schedule.clone(),
+                devices,
+                self.id,
+                ctx.start.elapsed(),
+            )),
+            Load::Closed { .. } => None,
+        };
+        let mut sweep =
+            tokio::time::interval(plan.args.request_timeout.min(Duration::from_secs(1)) / 2);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_answer = Instant::now();
+        let deadline = tokio::time::Instant::from_std(ctx.deadline);
+        loop {
+            if ctx.stopping() {
+                break;
+            }
+            let c = match conn {
+                Some(c) => c,
+                None => {
+                    // Lost: come back without registering again.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let origin = plan.args.origin_header.then(|| self.aei.clone());
+                    match self.open(origin.as_deref()).await {
+                        Ok(c) => {
+                            ctx.rec.borrow_mut().event("reconnects");
+                            conn.insert(c)
+                        }
+                        Err(Failed(kind)) => {
+                            ctx.error(kind);
+                            continue;
+                        }
+                    }
+                }
+            };
+            if self.reconnect_due(c) {
+                self.drain(c).await;
+                let old = conn.take().expect("connected");
+                self.close(old).await;
+                continue;
+            }
+            let outstanding = c.shared.pending.borrow().len();
+            let next: Option<Instant> = match (&plan.load, &pacer) {
+                (
+                    Load::Open {
+                        max_outstanding, ..
+                    },
+                    Some(p),
+                ) => (outstanding < *max_outstanding).then(|| ctx.start + p.peek()),
+                (Load::Closed { in_flight, think }, _) => {
+                    (outstanding < *in_flight).then(|| last_answer + *think)
+                }
+                _ => None,
+            };
+            let answered_before = c.shared.answered.get();
+            let closed_loop = matches!(plan.load, Load::Closed { .. });
+            let step = tokio::select! {
+                biased;
+                f = c.out.recv() => match f {
+                    Some(f) => match write_out(&mut c.write, f).await {
+                        Ok(()) => match c.write.flush().await {
+                            Ok(()) => Step::Continue,
+                            Err(e) => Step::Failed(ws_error_kind(&e)),
+                        },
+                        Err(Failed(kind)) => Step::Failed(kind),
+                    },
+                    None => Step::Lost,
+                },
+                _ = c.shared.wake.notified() => {
+                    if c.shared.answered.get() != answered_before {
+                        last_answer = Instant::now();
+                    }
+                    if c.shared.ended.get() { Step::Lost } else { Step::Continue }
+                }
+                // tokio's timer fires on whole milliseconds, up to a millisecond or so after the deadline; waking
+                // up to 2 ms early keeps that out of the latency, which is measured from the later
+                // of the intended and the actual send time (see `on_message`).
+                _ = sleep_until_opt(next.map(|t| t.checked_sub(TIMER_SLACK).unwrap_or(t))) => {
+                    let planned = next.expect("armed only with a time");
+                    let intended = if closed_loop { planned.max(Instant::now()) } else { planned };
+                    let sends = pacer.as_ref().is_none_or(Pacer::sends_at_peek);
+                    if let Some(p) = pacer.as_mut() {
+                        p.advance();
+                    }
+                    if sends {
+                        match self.send_op(c, intended).await {
+                            Ok(()) => Step::Continue,
+                            Err(Failed(kind)) => Step::Failed(kind),
+                        }
+                    } else {
+                        Step::Continue
+                    }
+                }
+                _ = sweep.tick() => {
+                    self.sweep(c);
+                    Step::Continue
+                }
+                _ = sleep_until(deadline) => Step::End,
+            };
+            match step {
+                Step::Continue => {}
+                Step::End => break,
+                Step::Lost => self.lost(conn).await,
+                Step::Failed(kind) => {
+                    ctx.error(kind);
+                    self.lost(conn).await;
+                }
+            }
+        }
+        if let Some(c) = conn.as_mut() {
+            self.drain(c).await;
+        }
+        Ok(())
+    }
+
+    fn reconnect_due(&self, c: &Conn) -> bool {
+        let a = &self.ctx.plan.args;
+        a.reconnect_after_requests.is_some_and(|k| c.ops >= k)
+            || a.reconnect_after.is_some_and(|t| c.opened.elapsed() >= t)
+    }
+
+    async fn send_op(&mut self, c: &mut Conn, intended: Instant) -> Result<(), Failed> {
+        let plan = self.ctx.plan.clone();
+        let kind = plan.mix.pick(self.rng.f64());
+        let container = self.containers[self.rng.usize(..self.containers.len())].clone();
+        let rqi = self.rqi();
+        let now = Instant::now();
+        let bytes = self.builder.op(
+            kind,
+            &self.ae_path,
+            &container,
+            &rqi,
+            now.saturating_duration_since(self.ctx.start),
+            plan.args.payload_bytes,
+            self.seq,
+        );
+        c.shared.pending.borrow_mut().insert(
+            rqi,
+            Pending::Op {
+                kind,
+                intended,
+                sent: now,
+            },
+        );
+        c.ops += 1;
+        self.ctx.live.sent.fetch_add(1, Ordering::Relaxed);
+        self.send(c, bytes).await
+    }
+
+    /// Count requests that outlived the timeout.
+    fn sweep(&self, c: &Conn) {
+        let timeout = self.ctx.plan.args.request_timeout;
+        let now = Instant::now();
+        let mut expired = 0;
+        c.shared.pending.borrow_mut().retain(|_, p| match p {
+            Pending::Op { sent, .. } if now.duration_since(*sent) > timeout => {
+                expired += 1;
+                false
+            }
+            _ => true,
+        });
+        for _ in 0..expired {
+            self.ctx.error("timeout");
+        }
+        if expired > 0 {
+            c.shared.wake.notify_one();
+        }
+    }
+
+    /// Wait for outstanding operations (up to the request timeout) before closing.
+    async fn drain(&self, c: &mut Conn) {
+        let until = tokio::time::Instant::now() + self.ctx.plan.args.request_timeout;
+        while !c.shared.pending.borrow().is_empty() && !c.shared.ended.get() {
+            tokio::select! {
+                f = c.out.recv() => match f {
+                    Some(f) => {
+                        if write_out(&mut c.write, f).await.is_err() || c.write.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                _ = c.shared.wake.notified() => {}
+                _ = sleep_until(until) => {
+                    self.sweep(c);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn lost(&self, conn: &mut Option<Conn>) {
+        if let Some(c) = conn.take() {
+            let end = if c.reader.is_finished() {
+                c.reader.await.ok()
+            } else {
+                c.reader.abort();
+                None
+            };
+            match end {
+                Some(ReadEnd::Close(code)) => self.ctx.error(format!("close {code}")),
+                Some(ReadEnd::Error(kind)) => self.ctx.error(kind),
+                None => {}
+            }
+            self.ctx.live.connected.fetch_sub(1, Ordering::Relaxed);
+            let lost = c.shared.pending.borrow_mut().drain().count();
+            for _ in 0..lost {
+                self.ctx.error("lost");
+            }
+        }
+    }
+}
+
+/// The tokio timer's granularity.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_out(w: &mut WsWrite, f: OutFrame) -> Result<(), Failed> {
+    w.write_frame(Frame::new(true, f.opcode, None, Payload::Owned(f.payload)))
+        .await
+        .map_err(|e| Failed(ws_error_kind(&e)))
+}
+
+fn ws_error_kind(e: &fastwebsockets::WebSocketError) -> String {
+    match e {
+        fastwebsockets::WebSocketError::IoError(io) => io_kind(io).into(),
+        fastwebsockets::WebSocketError::UnexpectedEOF => "eof".into(),
+        fastwebsockets::WebSocketError::ConnectionClosed => "closed_by_peer".into(),
+        _ => "protocol".into(),
+    }
+}
+
+async fn read_loop(
+    mut read: FragmentCollectorRead<crate::connect::WsReadStream>,
+    shared: Rc<ConnShared>,
+    out: mpsc::UnboundedSender<OutFrame>,
+    ctx: Rc<WorkerCtx>,
+    builder: Builder,
+    format: Format,
+) -> ReadEnd {
+    let obligations = out.clone();
+    let mut send_fn = move |f: Frame<'_>| {
+        let _ = obligations.send(OutFrame {
+            opcode: f.opcode,
+            payload: f.payload.to_vec(),
+        });
+        std::future::ready(Ok::<(), std::io::Error>(()))
+    };
+    let end = loop {
+        let frame = match read.read_frame(&mut send_fn).await {
+            Ok(f) => f,
+            Err(fastwebsockets::WebSocketError::IoError(e)) => break ReadEnd::Error(io_kind(&e)),
+            Err(fastwebsockets::WebSocketError::UnexpectedEOF) => break ReadEnd::Error("eof"),
+            Err(_) => break ReadEnd::Error("protocol"),
+        };
+        match frame.opcode {
+            OpCode::Text | OpCode::Binary => {
+                on_message(&frame.payload, &shared, &out, &ctx, &builder, format)
+            }
+            OpCode::Close => {
+                let code = if frame.payload.len() >= 2 {
+                    u16::from_be_bytes([frame.payload[0], frame.payload[1]])
+                } else {
+                    1005
+                };
+                break ReadEnd::Close(code);
+            }
+            _ => {}
+        }
+    };
+    shared.ended.set(true);
+    shared.wake.notify_one();
+    end
+}
+
+fn on_message(
+    bytes: &[u8],
+    shared: &ConnShared,
+    out: &mpsc::UnboundedSender<OutFrame>,
+    ctx: &WorkerCtx,
+    builder: &Builder,
+    format: Format,
+) {
+    let now = Instant::now();
+    match m2m_primitive::decode(format, bytes) {
+        Ok(Primitive::Response(rsp)) => {
+            let Some(p) = rsp
+                .rqi
+                .as_ref()
+                .and_then(|r| shared.pending.borrow_mut().remove(r))
+            else {
+                ctx.error("unmatched_response");
+                return;
+            };
+            match p {
+                Pending::Op {
+                    kind,
+                    intended,
+                    sent,
+                } => {
+                    {
+                        let mut rec = ctx.rec.borrow_mut();
+                        // Corrected: from the intended time, or from the actual send when the
+                        // timer let it go a little early.
+                        rec.record(
+                            Metric::Op(kind),
+                            now.saturating_duration_since(intended.min(sent)),
+                        );
+                        rec.record(
+                            Metric::Uncorrected(kind),
+                            now.saturating_duration_since(sent),
+                        );
+                    }
+                    ctx.live.done.fetch_add(1, Ordering::Relaxed);
+                    if !rsp.rsc.is_success() {
+                        ctx.error(format!("rsc {}", rsp.rsc.0));
+                    }
+                    shared.answered.set(shared.answered.get() + 1);
+                    shared.wake.notify_one();
+                }
+                Pending::Waiter(tx) => {
+                    let _ = tx.send(rsp);
+                }
+            }
+        }
+        Ok(Primitive::Request(req)) => {
+            if let Some(created) = ops::notified_stamp(&req) {
+                let since = now.saturating_duration_since(ctx.start);
+                ctx.record(Metric::Notify, since.saturating_sub(created));
+            }
+            let opcode = if format == Format::Cbor {
+                OpCode::Binary
+            } else {
+                OpCode::Text
+            };
+            let mut b = builder.clone();
+            b.format = format;
+            let _ = out.send(OutFrame {
+                opcode,
+                payload: b.notify_ok(&req),
+            });
+            shared.wake.notify_one();
+        }
+        Err(_) => ctx.error("bad_primitive"),
+    }
+}

@@ -1,0 +1,400 @@
+//! The `m2m-edge` command line: parse, log, and run a mode built on the runtime (`crates/rt`) and
+//! the protocol core (`crates/ws`, `crates/primitive`). A library function rather than `main` so
+//! that `m2m-loadgen bench` can run the same edge as a child process of its own binary.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::{config, echo, edge, logging, tls_files};
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use m2m_rt::{IoMode, ListenerConfig, RtConfig, Runtime};
+
+/// oneM2M WebSocket edge front-end for IN-CSEs.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub(crate) struct Cli {
+    /// Log format.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The edge: terminate device WebSocket sessions and relay them to the IN-CSE (passthrough mode).
+    Run(Box<RunArgs>),
+    /// WebSocket echo server on the runtime: the runtime's acceptance test and benchmark target.
+    Echo(EchoArgs),
+}
+
+/// Options shared by every mode that runs the runtime.
+#[derive(Debug, clap::Args)]
+struct RuntimeArgs {
+    /// I/O driver: io_uring when available (auto), or forced.
+    #[arg(long, default_value = "auto")]
+    io: IoMode,
+    /// Worker threads, one event loop each (default: number of CPUs).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Pin worker i to CPU i.
+    #[arg(long)]
+    pin: bool,
+    /// Drain time after SIGTERM/SIGINT before remaining connections are closed, in ms.
+    #[arg(long, default_value_t = 5000)]
+    drain_ms: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct EchoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// PEM certificate chain: serve wss.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Negotiate permessage-deflate when the client offers it.
+    #[arg(long)]
+    deflate: bool,
+    #[command(flatten)]
+    limits: echo::EchoLimits,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// TOML file whose keys set the defaults of these options (see edge.example.toml).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Validate the configuration (files, certificates, upstream URL) and exit.
+    #[arg(long)]
+    check: bool,
+    /// Device listener.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// The IN-CSE's WebSocket endpoint (ws://host:port/path).
+    #[arg(long, default_value = "ws://127.0.0.1:8180/")]
+    upstream: String,
+    /// PEM CA bundle that a wss:// upstream's certificate must chain to.
+    #[arg(long)]
+    upstream_ca: Option<std::path::PathBuf>,
+    /// Reach the CSE through this HTTP proxy (CONNECT host:port).
+    #[arg(long)]
+    upstream_proxy: Option<SocketAddr>,
+    /// Subprotocols offered to the CSE, in order (the device's serialization first when listed).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "oneM2M.json,oneM2M.R2.0.json,oneM2M.cbor,oneM2M.R2.0.cbor,oneM2M.xml,oneM2M.R2.0.xml"
+    )]
+    upstream_protocols: Vec<String>,
+    /// When the upstream link carries X-M2M-Origin: auto, always or never.
+    #[arg(long, default_value = "auto")]
+    origin_header: edge::settings::OriginHeader,
+    /// Requests outstanding per upstream link (ACME loses back-to-back frames: keep 1 for it).
+    #[arg(long, default_value_t = 1)]
+    max_in_flight: usize,
+    /// Requests queued per device while the link is busy or down.
+    #[arg(long, default_value_t = 64)]
+    max_queued: usize,
+    /// Time to wait for the CSE's response before answering 4008, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    request_timeout_ms: u64,
+    /// Upstream connect timeout in ms.
+    #[arg(long, default_value_t = 3_000)]
+    connect_timeout_ms: u64,
+    /// Wait before re-opening a lost upstream link, in ms.
+    #[arg(long, default_value_t = 500)]
+    relink_backoff_ms: u64,
+    /// Negotiate permessage-deflate with devices that offer it.
+    #[arg(long)]
+    deflate: bool,
+    /// Other CONNECT targets (host:port, comma-separated) to tunnel; the CSE target is always allowed.
+    #[arg(long, value_delimiter = ',')]
+    connect_allow: Vec<String>,
+    /// PEM certificate chain: the device listener speaks wss.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// PEM CA bundle: devices must present a client certificate from it (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<std::path::PathBuf>,
+    /// Require each device's fr to match its client certificate's identity (CN, else first SAN).
+    #[arg(long, requires = "client_ca")]
+    bind_identity: bool,
+    /// Admin listener: /metrics (Prometheus), /healthz, /readyz.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Device sessions per core; further devices are answered 503 (0: only the fd limit applies).
+    #[arg(long, default_value_t = 0)]
+    max_devices_per_core: usize,
+    #[command(flatten)]
+    limits: echo::EchoLimits,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// An upstream URL taken apart.
+struct UpstreamUrl {
+    addr: SocketAddr,
+    /// `host[:port]` as written, for the Host header.
+    authority: String,
+    host: String,
+    path: String,
+    secure: bool,
+}
+
+/// `ws://host[:port]/path` or `wss://…`.
+fn parse_upstream(url: &str) -> anyhow::Result<UpstreamUrl> {
+    use std::net::ToSocketAddrs;
+    let (secure, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => anyhow::bail!("--upstream {url}: expected a ws:// or wss:// URL"),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() && !h.is_empty() => {
+            (h, p.parse::<u16>().unwrap_or(0))
+        }
+        _ => (authority, if secure { 443 } else { 80 }),
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{authority} has no address"))?;
+    Ok(UpstreamUrl {
+        addr,
+        authority: authority.to_string(),
+        host,
+        path: path.to_string(),
+        secure,
+    })
+}
+
+/// TLS toward a wss:// CSE, trusting the CAs in `ca`.
+fn upstream_tls(host: &str, ca: Option<&std::path::Path>) -> anyhow::Result<m2m_rt::ClientTls> {
+    use rustls::pki_types::pem::PemObject;
+    let ca =
+        ca.ok_or_else(|| anyhow::anyhow!("a wss:// upstream needs --upstream-ca (PEM CA bundle)"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let server_name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .context("upstream host as a TLS server name")?;
+    Ok(m2m_rt::ClientTls {
+        config: std::sync::Arc::new(config),
+        server_name,
+    })
+}
+
+fn run_edge(args: RunArgs) -> anyhow::Result<()> {
+    // Values from a config file bypass clap's `requires`; check the pairs here.
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        anyhow::bail!("tls_cert and tls_key go together");
+    }
+    if args.client_ca.is_some() && args.tls_cert.is_none() {
+        anyhow::bail!("client_ca needs tls_cert and tls_key");
+    }
+    if args.bind_identity && args.client_ca.is_none() {
+        anyhow::bail!("bind_identity needs client_ca");
+    }
+    let up = parse_upstream(&args.upstream)?;
+    let upstream = up.addr;
+    let upstream_tls = if up.secure {
+        Some(upstream_tls(&up.host, args.upstream_ca.as_deref())?)
+    } else {
+        None
+    };
+    let echo_settings = echo::EchoSettings::new(&args.limits, false);
+    let settings = edge::EdgeSettings {
+        upstream,
+        upstream_host: up.authority.clone(),
+        upstream_host_only: up.host.clone(),
+        upstream_path: up.path.clone(),
+        upstream_tls,
+        upstream_proxy: args.upstream_proxy,
+        upstream_protocols: args.upstream_protocols.clone(),
+        origin_header: args.origin_header,
+        head: m2m_ws::handshake::HeadLimits {
+            max_head_bytes: args.limits.max_handshake_bytes,
+            ..Default::default()
+        },
+        frames: echo_settings.frame_limits(),
+        deflate: args.deflate.then(m2m_ws::DeflateConfig::default),
+        policy: m2m_ws::handshake::subprotocol::OneM2mPolicy::default(),
+        handshake_timeout: Duration::from_millis(args.limits.handshake_timeout_ms),
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        relink_backoff: Duration::from_millis(args.relink_backoff_ms),
+        max_in_flight: args.max_in_flight,
+        max_queued: args.max_queued,
+        rvi: "3".into(),
+        connect_allow: args.connect_allow.clone(),
+        bind_identity: args.bind_identity,
+        idle_timeout: (args.limits.idle_timeout_ms > 0)
+            .then(|| Duration::from_millis(args.limits.idle_timeout_ms)),
+        max_devices_per_core: args.max_devices_per_core,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_files::server_config(
+            cert,
+            key,
+            args.client_ca.as_deref(),
+        )?),
+        _ => None,
+    };
+    if args.check {
+        println!(
+            "configuration OK: listen {} ({}), upstream {} ({upstream}), admin {}, io {:?}",
+            args.listen,
+            if settings_tls_label(&args) {
+                "wss"
+            } else {
+                "ws"
+            },
+            args.upstream,
+            args.admin.map_or("none".to_string(), |a| a.to_string()),
+            args.runtime.io,
+        );
+        return Ok(());
+    }
+    let limit = m2m_rt::net::raise_fd_limit().context("raising RLIMIT_NOFILE")?;
+    let config = runtime_config(
+        &args.runtime,
+        std::iter::once(ListenerConfig {
+            addr: args.listen,
+            tls,
+        })
+        .chain(args.admin.map(|addr| ListenerConfig { addr, tls: None }))
+        .collect(),
+    );
+    let counters: std::sync::Arc<Vec<_>> = std::sync::Arc::new(
+        (0..config.workers.max(1))
+            .map(|_| std::sync::Arc::new(edge::metrics::CoreCounters::default()))
+            .collect(),
+    );
+    let rt = Runtime::start(config.clone(), move |core| {
+        edge::EdgeApp::new(settings.clone(), counters.clone(), core)
+    })
+    .context("starting the runtime")?;
+    tracing::info!(
+        listen = %rt.local_addrs()[0],
+        upstream = %args.upstream,
+        driver = rt.driver().name(),
+        workers = config.workers,
+        max_devices = limit.saturating_sub(64) / 2,
+        "edge ready"
+    );
+    m2m_rt::stop_on_signals(rt.stop_handle())?;
+    rt.join().context("runtime")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn settings_tls_label(args: &RunArgs) -> bool {
+    args.tls_cert.is_some()
+}
+
+fn runtime_config(args: &RuntimeArgs, listeners: Vec<ListenerConfig>) -> RtConfig {
+    let mut config = RtConfig {
+        io: args.io,
+        pin: args.pin,
+        listeners,
+        drain: Duration::from_millis(args.drain_ms),
+        ..RtConfig::default()
+    };
+    if let Some(w) = args.workers {
+        config.workers = w;
+    }
+    config
+}
+
+fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_files::server_config(cert, key, None)?),
+        _ => None,
+    };
+    let limit = m2m_rt::net::raise_fd_limit().context("raising RLIMIT_NOFILE")?;
+    let config = runtime_config(
+        &args.runtime,
+        vec![ListenerConfig {
+            addr: args.listen,
+            tls,
+        }],
+    );
+    let settings = echo::EchoSettings::new(&args.limits, args.deflate);
+    let rt = Runtime::start(config.clone(), move |_| {
+        echo::EchoApp::new(settings.clone())
+    })
+    .context("starting the runtime")?;
+    tracing::info!(
+        listen = %rt.local_addrs()[0],
+        driver = rt.driver().name(),
+        workers = config.workers,
+        fd_limit = limit,
+        max_connections = limit.saturating_sub(64),
+        "echo server ready"
+    );
+    m2m_rt::stop_on_signals(rt.stop_handle())?;
+    rt.join().context("runtime")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn parse_cli(args: Vec<std::ffi::OsString>) -> anyhow::Result<Cli> {
+    let mut cmd = Cli::command();
+    if let Some(path) = config::config_path(&args) {
+        cmd = config::apply(cmd, &path)?;
+    }
+    let matches = cmd.get_matches_from(args);
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+/// Run the `m2m-edge` command line; `args` starts with the program name.
+pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let cli = match parse_cli(args.into_iter().collect()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("m2m-edge: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(&cli.log_format);
+    let result = match cli.command {
+        Command::Echo(args) => run_echo(args),
+        Command::Run(args) => run_edge(*args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("m2m-edge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! m2m-edge: the oneM2M WebSocket edge front-end. The crate is a library so that its whole command
+//! line ([`cli::main`]) can run inside other binaries (`m2m-loadgen bench` starts the edge as a child
+//! process of itself); `src/main.rs` is the thin `m2m-edge` binary.
+
+pub mod cli;
+pub mod config;
+mod echo;
+mod edge;
+mod logging;
+mod tls_files;
