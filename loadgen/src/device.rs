@@ -709,7 +709,7 @@ fn on_message(
                 .as_ref()
                 .and_then(|r| shared.pending.borrow_mut().remove(r))
             else {
-                ctx.error("unmatched_response");
+                ctx.error(format!("unmatched_response rsc {}", rsp.rsc.0));
                 return;
             };
             match p {

@@ -142,7 +142,11 @@ impl Builder {
                 let mut r = self.request(Operation::Retrieve, ae, rqi);
                 r.fc = Some(obj(vec![
                     ("fu", Value::Int(1)),
-                    ("ty", Value::Int(i64::from(resource_type::CONTAINER))),
+                    // A list: ACME refuses a bare number (4000, "expected type: list").
+                    (
+                        "ty",
+                        Value::Array(vec![Value::Int(i64::from(resource_type::CONTAINER))]),
+                    ),
                     ("lim", Value::Int(10)),
                 ]));
                 r

@@ -1,1 +1,607 @@
+//! The loadgen against real peers: the simulated CSE (in process), the edge in front of it (over
+//! ws, wss with client certificates, and as a CONNECT proxy), ACME at its own pace; the reports read
+//! by HdrHistogram's Java reader and opened in headless Chromium; `merge` and `bench` end to end.
+//! Every run is small, on loopback, and stops by itself.
 
+#[path = "../../tests/support/acme.rs"]
+mod acme;
+#[path = "../../tests/support/certs.rs"]
+mod certs;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use m2m_loadgen::cse;
+use m2m_loadgen::device::Live;
+use m2m_loadgen::engine::{self, Outcome};
+use m2m_loadgen::recorder::OpKind;
+use m2m_loadgen::scenario::{Plan, ScenarioArgs};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lg-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn loadgen_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_m2m-loadgen")
+}
+
+#[derive(Debug, Parser)]
+struct Flags {
+    #[command(flatten)]
+    s: ScenarioArgs,
+}
+
+fn plan(target: &str, flags: &[&str]) -> Plan {
+    let mut args = vec!["loadgen", "--target", target];
+    args.extend_from_slice(flags);
+    Plan::new(Flags::try_parse_from(args).unwrap().s).unwrap()
+}
+
+fn run(plan: Plan, out: &Path) -> Outcome {
+    engine::run(plan, Some(out), Arc::new(Live::default()), true).unwrap()
+}
+
+fn start_cse() -> cse::Server {
+    cse::spawn_background("127.0.0.1:0".parse().unwrap(), 2).unwrap()
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        assert!(Instant::now() < deadline, "{addr} never listened");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The edge, run through the loadgen binary (`m2m-loadgen edge run …`), in front of `upstream`.
+fn start_edge(upstream: SocketAddr, extra: &[&str]) -> (Proc, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new(loadgen_bin())
+        .args(["edge", "run", "--listen", &addr.to_string()])
+        .args([
+            "--upstream",
+            &format!("ws://{upstream}/"),
+            "--max-in-flight",
+            "16",
+            "--workers",
+            "1",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    wait_listening(addr);
+    (proc, addr)
+}
+
+fn errors_of(o: &Outcome) -> String {
+    format!("{:?}", o.summary.errors)
+}
+
+#[test]
+fn open_loop_scenario_against_the_simulated_cse() {
+    let cse = start_cse();
+    let dir = temp_dir("open");
+    let target = format!("ws://{}/", cse.addr);
+    let o = run(
+        plan(
+            &target,
+            &[
+                "--devices",
+                "40",
+                "--rate",
+                "200",
+                "--duration",
+                "3s",
+                "--ramp",
+                "200",
+                "--reconnect-after-requests",
+                "4",
+                "--workers",
+                "2",
+            ],
+        ),
+        &dir,
+    );
+    let s = &o.summary;
+    assert_eq!(s.errors_total, 0, "{}", errors_of(&o));
+    // 200/s for about 2.8 s after the ramp: a little under 600 operations.
+    assert!(
+        (400..=620).contains(&s.operations),
+        "{} operations",
+        s.operations
+    );
+    for k in OpKind::ALL {
+        assert!(s.op(k).is_some_and(|m| m.count > 0), "{} missing", k.name());
+    }
+    // Every contentInstance created on the subscribed container came back as a NOTIFY.
+    let created = s.op(OpKind::CreateCin).unwrap().count;
+    let notified = s.metrics.iter().find(|m| m.name == "notify").unwrap().count;
+    assert!(
+        notified >= created,
+        "{notified} NOTIFYs for {created} creates"
+    );
+    let reconnects = s.events.get("reconnects").copied().unwrap_or(0);
+    assert!(reconnects >= 40, "{reconnects} reconnects");
+    assert_eq!(s.max_connected, 40);
+    // Every connection the devices opened (first ones and reconnects) reached the CSE.
+    assert_eq!(
+        cse.stats.connections.load(Ordering::Relaxed),
+        s.events["connections"]
+    );
+    assert_eq!(s.events["connections"], 40 + reconnects);
+    for f in [
+        "run.hlog",
+        "summary.json",
+        "report.html",
+        "table.txt",
+        "scenario.toml",
+    ] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(json["operations"].as_u64(), Some(s.operations));
+}
+
+#[test]
+fn closed_loop_cbor_and_xml_with_cse_assigned_ids() {
+    let cse = start_cse();
+    for serialization in ["cbor", "xml"] {
+        let dir = temp_dir(&format!("closed-{serialization}"));
+        let o = run(
+            plan(
+                &format!("ws://{}/", cse.addr),
+                &[
+                    "--devices",
+                    "10",
+                    "--mode",
+                    "closed",
+                    "--in-flight",
+                    "2",
+                    "--duration",
+                    "2s",
+                    "--serialization",
+                    serialization,
+                    "--originator",
+                    "cse",
+                    "--containers",
+                    "2",
+                ],
+            ),
+            &dir,
+        );
+        assert_eq!(
+            o.summary.errors_total,
+            0,
+            "{serialization}: {}",
+            errors_of(&o)
+        );
+        assert!(
+            o.summary.operations > 500,
+            "{serialization}: {}",
+            o.summary.operations
+        );
+    }
+}
+
+#[test]
+fn a_stalled_target_shows_up_in_the_corrected_latency() {
+    // The edge with one request in flight per link and a CSE answer path that we stall by
+    // stopping the edge (SIGSTOP) for half a second: requests due meanwhile wait, and the corrected
+    // histogram shows it while the uncorrected one mostly does not.
+    let cse = start_cse();
+    let (edge, addr) = start_edge(cse.addr, &[]);
+    let pid = edge.0.id().to_string();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    });
+    let dir = temp_dir("stall");
+    let o = run(
+        plan(
+            &format!("ws://{addr}/"),
+            &[
+                "--devices",
+                "5",
+                "--rate",
+                "100",
+                "--duration",
+                "3s",
+                "--max-outstanding",
+                "1",
+            ],
+        ),
+        &dir,
+    );
+    stopper.join().unwrap();
+    let op = |name: &str| {
+        o.summary
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap()
+            .clone()
+    };
+    let (c, u) = (op("create_cin"), op("create_cin.uncorrected"));
+    assert!(c.p99_us >= 200_000, "corrected p99 {} µs", c.p99_us);
+    assert!(
+        c.p90_us > u.p90_us,
+        "corrected p90 {} vs uncorrected {}",
+        c.p90_us,
+        u.p90_us
+    );
+}
+
+#[test]
+fn through_the_edge_over_wss_with_client_certificates_and_as_a_connect_proxy() {
+    let cse = start_cse();
+    let dir = temp_dir("tls");
+    let ca = certs::TestCa::new(&dir, "loadgen");
+    let (srv_c, srv_k) = ca.issue("localhost", &["localhost"]);
+    let (dev_c, dev_k) = ca.issue("device", &["device"]);
+    let ca = ca.ca_pem.clone();
+    let (_edge, addr) = start_edge(
+        cse.addr,
+        &[
+            "--tls-cert",
+            srv_c.to_str().unwrap(),
+            "--tls-key",
+            srv_k.to_str().unwrap(),
+            "--client-ca",
+            ca.to_str().unwrap(),
+        ],
+    );
+    let o = run(
+        plan(
+            &format!("wss://localhost:{}/", addr.port()),
+            &[
+                "--devices",
+                "5",
+                "--rate",
+                "50",
+                "--duration",
+                "2s",
+                "--ca",
+                ca.to_str().unwrap(),
+                "--client-cert",
+                dev_c.to_str().unwrap(),
+                "--client-key",
+                dev_k.to_str().unwrap(),
+            ],
+        ),
+        &dir.join("wss"),
+    );
+    assert_eq!(o.summary.errors_total, 0, "{}", errors_of(&o));
+    assert!(
+        o.summary
+            .metrics
+            .iter()
+            .any(|m| m.name == "tls" && m.count == 5)
+    );
+    assert!(o.summary.operations > 50);
+    // Without the client certificate the edge refuses the TLS handshake.
+    let o = run(
+        plan(
+            &format!("wss://localhost:{}/", addr.port()),
+            &[
+                "--devices",
+                "2",
+                "--duration",
+                "1s",
+                "--ca",
+                ca.to_str().unwrap(),
+            ],
+        ),
+        &dir.join("no-cert"),
+    );
+    assert_eq!(o.summary.operations, 0);
+    assert!(o.summary.errors_total >= 2, "{}", errors_of(&o));
+
+    // A plain edge as an HTTP CONNECT proxy to the CSE, from three source addresses.
+    let (_proxy, proxy) = start_edge(cse.addr, &[]);
+    let o = run(
+        plan(
+            &format!("ws://{}/", cse.addr),
+            &[
+                "--devices",
+                "6",
+                "--rate",
+                "60",
+                "--duration",
+                "2s",
+                "--proxy",
+                &proxy.to_string(),
+                "--source-addrs",
+                "127.0.0.2-127.0.0.4",
+                "--origin-prefix",
+                "Cproxied",
+            ],
+        ),
+        &dir.join("proxy"),
+    );
+    assert_eq!(o.summary.errors_total, 0, "{}", errors_of(&o));
+    assert!(o.summary.operations > 50);
+    // Straight to the CSE from the range: the CSE sees those source addresses.
+    let o = run(
+        plan(
+            &format!("ws://{}/", cse.addr),
+            &[
+                "--devices",
+                "6",
+                "--rate",
+                "60",
+                "--duration",
+                "1s",
+                "--source-addrs",
+                "127.0.0.2-127.0.0.4",
+                "--origin-prefix",
+                "Csourced",
+            ],
+        ),
+        &dir.join("sources"),
+    );
+    assert_eq!(o.summary.errors_total, 0, "{}", errors_of(&o));
+    let peers = cse.stats.peers.lock().unwrap().clone();
+    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        assert!(
+            peers.contains(&ip.parse().unwrap()),
+            "{ip} not among {peers:?}"
+        );
+    }
+}
+
+#[test]
+fn a_small_scenario_against_acme_at_its_pace() {
+    let acme = acme::start_acme("loadgen-acme", false);
+    let dir = temp_dir("acme");
+    let o = run(
+        plan(
+            &format!("ws://{}/", acme.ws),
+            &[
+                "--devices",
+                "4",
+                "--mode",
+                "closed",
+                "--in-flight",
+                "1",
+                "--think",
+                "100ms",
+                "--duration",
+                "5s",
+                "--ramp",
+                "4",
+                "--request-timeout",
+                "5s",
+            ],
+        ),
+        &dir,
+    );
+    let s = &o.summary;
+    assert_eq!(s.errors_total, 0, "{}", errors_of(&o));
+    assert!(s.operations >= 40, "{} operations", s.operations);
+    let created = s.op(OpKind::CreateCin).map_or(0, |m| m.count);
+    let notified = s
+        .metrics
+        .iter()
+        .find(|m| m.name == "notify")
+        .map_or(0, |m| m.count);
+    // ACME delivers NOTIFYs over the device's own WebSocket (rr=true, poa ws://default).
+    assert!(
+        created > 0 && notified >= created,
+        "{notified} NOTIFYs for {created} creates"
+    );
+}
+
+fn small_run_dir(name: &str, shard: &str) -> (PathBuf, Outcome) {
+    let cse = start_cse();
+    let dir = temp_dir(name);
+    let o = run(
+        plan(
+            &format!("ws://{}/", cse.addr),
+            &[
+                "--devices",
+                "20",
+                "--rate",
+                "100",
+                "--duration",
+                "2s",
+                "--shard",
+                shard,
+            ],
+        ),
+        &dir,
+    );
+    (dir, o)
+}
+
+#[test]
+fn the_java_reference_reader_reads_our_interval_log() {
+    let (dir, o) = small_run_dir("java", "0/1");
+    let jar = Path::new("/usr/share/java/hdrhistogram.jar");
+    assert!(
+        jar.exists(),
+        "{} missing: scripts/test.sh installs libhdrhistogram-java",
+        jar.display()
+    );
+    for (tag, expect) in [
+        (None, o.summary.operations),
+        (
+            Some("create_cin"),
+            o.summary.op(OpKind::CreateCin).unwrap().count,
+        ),
+    ] {
+        let mut cmd = Command::new("java");
+        cmd.args([
+            "-cp",
+            jar.to_str().unwrap(),
+            "org.HdrHistogram.HistogramLogProcessor",
+            "-i",
+        ])
+        .arg(dir.join("run.hlog"))
+        .args(["-outputValueUnitRatio", "1000"]);
+        if let Some(t) = tag {
+            cmd.args(["-tag", t]);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let total: u64 = text
+            .lines()
+            .find_map(|l| l.split("Total count    =").nth(1))
+            .and_then(|v| v.trim().trim_end_matches(']').trim().parse().ok())
+            .unwrap_or_else(|| panic!("no total in:\n{text}"));
+        assert_eq!(total, expect, "tag {tag:?}");
+    }
+}
+
+#[test]
+fn the_html_report_opens_in_headless_chromium_without_errors() {
+    let (dir, _) = small_run_dir("html", "0/1");
+    let root = repo();
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../artifacts/loadgen-report.png");
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
+    let out = Command::new("node")
+        .arg(root.join("loadgen/tests/report_page.js"))
+        .arg(dir.join("report.html"))
+        .arg(&shot)
+        .env(
+            "PLAYWRIGHT_CORE",
+            root.join(".peers/node/node_modules/playwright-core"),
+        )
+        .output()
+        .expect("run node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    assert!(r["svgs"].as_u64().unwrap() >= 3, "{r}");
+    assert!(r["title"].as_str().unwrap().contains("m2m-loadgen"));
+    assert!(shot.exists());
+}
+
+#[test]
+fn merge_adds_the_shards_of_a_distributed_run() {
+    // The two shards run at the same time, as they would on two machines.
+    let other = std::thread::spawn(|| small_run_dir("shard1", "1/2"));
+    let (a, oa) = small_run_dir("shard0", "0/2");
+    let (b, ob) = other.join().unwrap();
+    let out_dir = temp_dir("merged");
+    let out = Command::new(loadgen_bin())
+        .arg("merge")
+        .arg(a.join("run.hlog"))
+        .arg(b.join("run.hlog"))
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let merged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        merged["operations"].as_u64(),
+        Some(oa.summary.operations + ob.summary.operations)
+    );
+    assert_eq!(merged["errors_total"].as_u64(), Some(0));
+    assert!(
+        merged["max_connected"].as_u64().unwrap() >= 15,
+        "{}",
+        merged["max_connected"]
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all_ops"));
+    assert!(out_dir.join("report.html").exists());
+}
+
+#[test]
+fn bench_runs_cse_edge_and_scenario_in_one_command() {
+    let dir = temp_dir("bench");
+    let out = Command::new(loadgen_bin())
+        .args([
+            "bench",
+            "--devices",
+            "30",
+            "--rate",
+            "150",
+            "--duration",
+            "2s",
+            "--direct",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("== edge vs direct"), "{text}");
+    assert!(
+        text.contains("edge ") && text.contains("µs per operation"),
+        "{text}"
+    );
+    for leg in ["edge", "direct"] {
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(leg).join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            s["errors_total"].as_u64(),
+            Some(0),
+            "{leg}: {}",
+            s["errors"]
+        );
+        assert!(s["operations"].as_u64().unwrap() > 150, "{leg}");
+    }
+}

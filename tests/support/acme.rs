@@ -1,6 +1,7 @@
 //! The ACME oneM2M CSE as a real upstream peer: started by the test from the project's own
 //! `tests/peers/acme.ini` template on free loopback ports, ready when an HTTP retrieve of the CSEBase
-//! answers 2000 and the WebSocket port accepts, killed on drop.
+//! answers 2000 and the WebSocket port accepts, killed on drop. Shared with `loadgen/tests` (by
+//! `#[path]`), which supplies the same `free_port` and `temp_dir`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,8 +25,15 @@ impl Drop for Acme {
     }
 }
 
+/// The repository root (this file is also included by the loadgen's tests, one level down).
+fn repo_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("tests/peers/acme.ini").exists() && dir.pop() {}
+    dir
+}
+
 fn acme_python() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = repo_root();
     let py = std::env::var_os("M2M_ACME_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join(".peers/acme/bin/python"));

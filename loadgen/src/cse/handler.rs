@@ -338,7 +338,7 @@ impl Cse {
         check_owner(r, fr)?;
         let fc = req.fc.as_ref().and_then(Value::as_object);
         if fc.and_then(|f| f.get("fu")).and_then(Value::as_i64_lenient) == Some(1) {
-            return Ok((Rsc::OK, Some(discover(&shard, path, fc.expect("checked")))));
+            return Ok((Rsc::OK, Some(discover(&shard, path, fc.expect("checked"))?)));
         }
         let member = ty::member_name(r.ty).unwrap_or("m2m:res");
         Ok((Rsc::OK, Some(wrap(member, r.attrs.clone()))))
@@ -483,8 +483,13 @@ fn enforce_mni(shard: &mut Shard, container: &str, store: &Store) {
 }
 
 /// Discovery under `path`: structured IDs of the descendants that match `ty`/`lbl`, up to `lim`.
-fn discover(shard: &Shard, path: &str, fc: &Map) -> Value {
-    let want_ty = fc.get("ty").and_then(Value::as_i64_lenient);
+fn discover(shard: &Shard, path: &str, fc: &Map) -> Result<Value, Fail> {
+    let want_ty: Option<Vec<i64>> = match fc.get("ty") {
+        None => None,
+        Some(Value::Array(a)) => Some(a.iter().filter_map(Value::as_i64_lenient).collect()),
+        // ACME: "type mismatch or unknown; expected type: list".
+        Some(_) => return fail(Rsc::BAD_REQUEST, "fc.ty: expected a list"),
+    };
     let want_lbl = fc.get("lbl").and_then(|v| match v {
         Value::Array(a) => Some(
             a.iter()
@@ -504,7 +509,9 @@ fn discover(shard: &Shard, path: &str, fc: &Map) -> Value {
     while let Some(p) = stack.pop() {
         let Some(r) = shard.get(&p) else { continue };
         if p != path {
-            let ty_ok = want_ty.is_none_or(|t| t == i64::from(r.ty));
+            let ty_ok = want_ty
+                .as_ref()
+                .is_none_or(|t| t.contains(&i64::from(r.ty)));
             let lbl_ok = want_lbl.as_ref().is_none_or(|want| {
                 matches!(r.attrs.get("lbl"), Some(Value::Array(have)) if want.iter().any(|w| have.iter().any(|h| h.as_str() == Some(w))))
             });
@@ -521,7 +528,7 @@ fn discover(shard: &Shard, path: &str, fc: &Map) -> Value {
     }
     let mut m = Map::new();
     m.insert("m2m:uril", Value::Array(found));
-    Value::Object(m)
+    Ok(Value::Object(m))
 }
 
 /// NOTIFYs for the subscriptions of `parent` that watch event type `net`.
@@ -689,7 +696,7 @@ mod tests {
         let (d, _) = call(
             &cse,
             o,
-            r#"{"op":2,"to":"cse-in/dev","fr":"Cdev","rqi":"7","rvi":"3","fc":{"fu":1,"ty":4}}"#,
+            r#"{"op":2,"to":"cse-in/dev","fr":"Cdev","rqi":"7","rvi":"3","fc":{"fu":1,"ty":[4]}}"#,
         );
         let uril =
             d.pc.unwrap()
@@ -699,6 +706,12 @@ mod tests {
                 .cloned()
                 .unwrap();
         assert!(matches!(&uril, Value::Array(a) if a.len() == 2), "{uril:?}");
+        let (d, _) = call(
+            &cse,
+            o,
+            r#"{"op":2,"to":"cse-in/dev","fr":"Cdev","rqi":"7b","rvi":"3","fc":{"fu":1,"ty":4}}"#,
+        );
+        assert_eq!(d.rsc, Rsc::BAD_REQUEST);
         let (u, _) = call(
             &cse,
             o,

@@ -57,6 +57,8 @@ pub struct CseStats {
     pub requests: AtomicU64,
     pub notifications: AtomicU64,
     pub undeliverable: AtomicU64,
+    /// Source addresses devices connected from.
+    pub peers: Mutex<std::collections::HashSet<std::net::IpAddr>>,
 }
 
 #[derive(Debug)]
@@ -91,10 +93,16 @@ pub async fn serve(
     });
     let run = async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
+            let Ok((tcp, peer)) = listener.accept().await else {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
+            state
+                .stats
+                .peers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(peer.ip());
             let state = state.clone();
             tokio::spawn(async move {
                 let io = hyper_util::rt::TokioIo::new(tcp);
@@ -109,10 +117,12 @@ pub async fn serve(
     Ok((Server { addr, stats }, run))
 }
 
-fn plain(status: StatusCode, text: &'static str) -> HttpResponse<Empty<bytes::Bytes>> {
+/// An HTTP refusal of the upgrade (`why` for the reader of this code; the body stays empty, as
+/// fastwebsockets' upgrade response type has no body).
+fn plain(status: StatusCode, why: &'static str) -> HttpResponse<Empty<bytes::Bytes>> {
     let mut r = HttpResponse::new(Empty::new());
     *r.status_mut() = status;
-    let _ = text;
+    let _ = why;
     r
 }
 
@@ -347,7 +357,34 @@ fn deliver(state: &State, n: Notification) {
     }
 }
 
-/// Run the CSE on its own threads (a multi-thread tokio runtime) until `stop` resolves.
+/// Start the CSE on a thread of its own (tests, embedding); it runs until the process ends.
+pub fn spawn_background(listen: SocketAddr, workers: usize) -> anyhow::Result<Server> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("cse".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers.max(1))
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return drop(tx.send(Err(anyhow::Error::from(e)))),
+            };
+            rt.block_on(async move {
+                match serve(listen).await {
+                    Ok((server, run)) => {
+                        let _ = tx.send(Ok(server));
+                        run.await;
+                    }
+                    Err(e) => drop(tx.send(Err(e))),
+                }
+            });
+        })?;
+    rx.recv().context("the CSE thread ended")?
+}
+
+/// Run the CSE on its own threads (a multi-thread tokio runtime) until SIGTERM or SIGINT.
 pub fn run_blocking(
     listen: SocketAddr,
     workers: usize,
