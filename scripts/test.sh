@@ -22,6 +22,10 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "== installing Debian's chromium (headless browser peer)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+if [ ! -f /usr/share/java/hdrhistogram.jar ] || ! command -v java >/dev/null 2>&1; then
+  echo "== installing HdrHistogram's Java reader (reads the loadgen's interval logs)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless libhdrhistogram-java >/dev/null
+fi
 if [ ! -d "$peers/node/node_modules/playwright-core" ]; then
   echo "== installing playwright-core into $peers/node"
   mkdir -p "$peers/node"

@@ -63,6 +63,8 @@ pub fn io_kind(e: &std::io::Error) -> &'static str {
 #[derive(Clone)]
 pub struct Connector {
     pub target: Target,
+    /// The target's address, resolved once.
+    pub addr: SocketAddr,
     pub proxy: Option<SocketAddr>,
     pub tls: Option<tokio_rustls::TlsConnector>,
     pub protocols: Vec<String>,
@@ -136,7 +138,7 @@ impl Connector {
     ) -> Result<Connected, ConnectError> {
         let mut phases = Phases::default();
         let start = Instant::now();
-        let first_hop = self.proxy.unwrap_or(self.target.addr);
+        let first_hop = self.proxy.unwrap_or(self.addr);
         let mut tcp = tcp_connect(first_hop, source)
             .await
             .map_err(|e| ConnectError::io(&e))?;

@@ -55,6 +55,7 @@ pub fn run(
         _ => None,
     };
     let connector = Connector {
+        addr: plan.target.resolve()?,
         target: plan.target.clone(),
         proxy: plan.args.proxy,
         tls,

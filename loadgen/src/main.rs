@@ -52,6 +52,9 @@ struct RunArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Validate the scenario, print it as TOML and exit (nothing is contacted).
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +78,17 @@ struct MergeArgs {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let plan = scenario::Plan::new(args.s)?;
+    if args.check {
+        print!("{}", plan.to_toml());
+        eprintln!(
+            "m2m-loadgen: scenario OK: {} devices of {} in shard {}/{}",
+            plan.device_ids.len(),
+            plan.args.devices,
+            plan.shard.0,
+            plan.shard.1
+        );
+        return Ok(());
+    }
     let out = args.out.unwrap_or_else(|| default_out("loadgen"));
     eprintln!(
         "m2m-loadgen: {} devices (ids {}..{}) -> {} for {}; reports in {}",
@@ -156,7 +170,7 @@ fn parse(args: Vec<std::ffi::OsString>) -> anyhow::Result<Cli> {
             .context("run subcommand")?
             .get_arguments()
             .map(|a| a.get_id().to_string())
-            .filter(|id| !matches!(id.as_str(), "scenario" | "out" | "quiet"))
+            .filter(|id| !matches!(id.as_str(), "scenario" | "out" | "quiet" | "check"))
             .collect();
         let values = scenario::read_file(&path, &known)?;
         for sub in ["run", "bench"] {

@@ -21,7 +21,7 @@ pub struct ScenarioArgs {
     #[arg(long, default_value = "")]
     pub target: String,
     /// Number of simulated devices (ADN-AEs), across all shards.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 1000)]
     pub devices: usize,
     /// Connection ramp: devices started per second (0: all at once).
     #[arg(long, default_value_t = 1000.0)]
@@ -163,20 +163,19 @@ fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<
     }
 }
 
-/// The target URL taken apart.
+/// The target URL taken apart (not resolved yet: `--check` must work where the name does not).
 #[derive(Debug, Clone)]
 pub struct Target {
     pub secure: bool,
     /// `host[:port]` as written (Host header, CONNECT target).
     pub authority: String,
     pub host: String,
-    pub addr: SocketAddr,
+    pub port: u16,
     pub path: String,
 }
 
 impl Target {
     pub fn parse(url: &str) -> anyhow::Result<Self> {
-        use std::net::ToSocketAddrs;
         if url.is_empty() {
             bail!("no target: give --target ws://host:port/ (or target = \"…\" in the scenario)");
         }
@@ -198,18 +197,26 @@ impl Target {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let addr = (host.as_str(), port)
-            .to_socket_addrs()
-            .with_context(|| format!("resolving {authority}"))?
-            .next()
-            .with_context(|| format!("{authority} has no address"))?;
+        if host.is_empty() {
+            bail!("target {url:?}: no host");
+        }
         Ok(Self {
             secure,
             authority: authority.to_string(),
             host,
-            addr,
+            port,
             path: path.to_string(),
         })
+    }
+
+    /// The address to connect to (the first one the name resolves to).
+    pub fn resolve(&self) -> anyhow::Result<SocketAddr> {
+        use std::net::ToSocketAddrs;
+        (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {}", self.authority))?
+            .next()
+            .with_context(|| format!("{} has no address", self.authority))
     }
 }
 
@@ -447,11 +454,11 @@ mod tests {
     fn defaults_make_an_open_loop_json_plan() {
         let p = plan(&[]).unwrap();
         assert_eq!(p.protocols, vec!["oneM2M.json"]);
-        assert_eq!(p.device_ids, 0..100);
+        assert_eq!(p.device_ids, 0..1000);
         assert!(
             matches!(p.load, Load::Open { schedule: Schedule::Constant(r), .. } if r == 1000.0)
         );
-        assert_eq!(p.target.addr, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(p.target.resolve().unwrap(), "127.0.0.1:9".parse().unwrap());
         assert_eq!(p.target.path, "/");
     }
 

@@ -3,7 +3,9 @@
 //! by HdrHistogram's Java reader and opened in headless Chromium; `merge` and `bench` end to end.
 //! Every run is small, on loopback, and stops by itself.
 
+// Shared with the edge's tests, which use all of it.
 #[path = "../../tests/support/acme.rs"]
+#[allow(dead_code)]
 mod acme;
 #[path = "../../tests/support/certs.rs"]
 mod certs;
@@ -603,5 +605,82 @@ fn bench_runs_cse_edge_and_scenario_in_one_command() {
             s["errors"]
         );
         assert!(s["operations"].as_u64().unwrap() > 150, "{leg}");
+    }
+}
+
+fn check_scenario(path: &Path, extra: &[&str]) -> String {
+    let out = Command::new(loadgen_bin())
+        .args(["run", "--check", "--scenario"])
+        .arg(path)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_example_scenarios_and_the_kubernetes_job_are_valid() {
+    for entry in std::fs::read_dir(repo().join("loadgen/scenarios")).unwrap() {
+        let path = entry.unwrap().path();
+        check_scenario(&path, &["--target", "ws://127.0.0.1:9/"]);
+    }
+    // A flag on the command line wins over the file.
+    let toml = check_scenario(
+        &repo().join("loadgen/scenarios/acme.toml"),
+        &["--target", "ws://127.0.0.1:9/", "--devices", "3"],
+    );
+    assert!(
+        toml.contains("devices = 3\n") && toml.contains("think = \"100ms\""),
+        "{toml}"
+    );
+    // Unknown keys are refused.
+    let dir = temp_dir("scenario-bad");
+    std::fs::write(dir.join("bad.toml"), "devcies = 3\n").unwrap();
+    let out = Command::new(loadgen_bin())
+        .args([
+            "run",
+            "--check",
+            "--target",
+            "ws://127.0.0.1:9/",
+            "--scenario",
+        ])
+        .arg(dir.join("bad.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown key"));
+    // The Job's embedded scenario is valid for every shard, and the shard count agrees.
+    let job = std::fs::read_to_string(repo().join("loadgen/deploy/loadgen-job.yaml")).unwrap();
+    let scenario: String = job
+        .split("scenario.toml: |\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    std::fs::write(dir.join("job.toml"), &scenario).unwrap();
+    let n: usize = job
+        .split("completions: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        job.contains(&format!("parallelism: {n}")) && job.contains(&format!("}}/{n}\"")),
+        "shard count"
+    );
+    for i in 0..n {
+        check_scenario(&dir.join("job.toml"), &["--shard", &format!("{i}/{n}")]);
     }
 }
