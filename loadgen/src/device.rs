@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload};
-use m2m_primitive::{Format, Primitive, Response};
+use m2m_primitive::view::Kind;
+use m2m_primitive::{Format, Primitive, Response, RoutingView, Rsc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::sleep_until;
 
@@ -97,7 +98,13 @@ struct ConnShared {
     ended: Cell<bool>,
     /// Responses to operations since the connection opened.
     answered: Cell<u64>,
+    /// The last answered `rqi`s: a second response to one of them is a duplicate (ACME sends
+    /// some under concurrent load), not a response to nothing.
+    recent: RefCell<std::collections::VecDeque<String>>,
 }
+
+/// How many answered `rqi`s a connection remembers.
+const RECENT_RQIS: usize = 256;
 
 /// How the reader ended.
 #[derive(Debug)]
@@ -420,11 +427,15 @@ impl Device {
             )),
             Load::Closed { .. } => None,
         };
-        let mut sweep =
-            tokio::time::interval(plan.args.request_timeout.min(Duration::from_secs(1)) / 2);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_answer = Instant::now();
+        // Timers live across turns of the loop and are only moved when their time changes:
+        // re-creating them each turn costs a timer-wheel insert and remove per wake-up.
         let deadline = tokio::time::Instant::from_std(ctx.deadline);
+        let mut end = std::pin::pin!(sleep_until(deadline));
+        let mut send_timer = std::pin::pin!(sleep_until(deadline));
+        let mut armed: Option<Instant> = None;
+        let sweep_every = (plan.args.request_timeout / 2).max(Duration::from_millis(10));
+        let mut sweep = std::pin::pin!(sleep_until(tokio::time::Instant::now() + sweep_every));
+        let mut last_answer = Instant::now();
         loop {
             if ctx.stopping() {
                 break;
@@ -466,6 +477,18 @@ impl Device {
                 }
                 _ => None,
             };
+            // Wake on a 2 ms grid, a millisecond or more before the intended time: tokio's timer
+            // fires on whole milliseconds, up to one after its deadline, and devices due in the
+            // same 2 ms share one wake-up of the thread. The latency is measured from the later of the
+            // intended and the actual send time (see `on_message`), so an early send is never
+            // charged less than its real round trip.
+            let wake_at = next.map(|t| send_grid(ctx.start, t.checked_sub(TIMER_LAG).unwrap_or(t)));
+            if wake_at != armed {
+                if let Some(t) = wake_at {
+                    send_timer.as_mut().reset(tokio::time::Instant::from_std(t));
+                }
+                armed = wake_at;
+            }
             let answered_before = c.shared.answered.get();
             let closed_loop = matches!(plan.load, Load::Closed { .. });
             let step = tokio::select! {
@@ -486,10 +509,8 @@ impl Device {
                     }
                     if c.shared.ended.get() { Step::Lost } else { Step::Continue }
                 }
-                // tokio's timer fires on whole milliseconds, up to a millisecond or so after the deadline; waking
-                // up to 2 ms early keeps that out of the latency, which is measured from the later
-                // of the intended and the actual send time (see `on_message`).
-                _ = sleep_until_opt(next.map(|t| t.checked_sub(TIMER_SLACK).unwrap_or(t))) => {
+                _ = &mut send_timer, if armed.is_some() => {
+                    armed = None;
                     let planned = next.expect("armed only with a time");
                     let intended = if closed_loop { planned.max(Instant::now()) } else { planned };
                     let sends = pacer.as_ref().is_none_or(Pacer::sends_at_peek);
@@ -505,11 +526,13 @@ impl Device {
                         Step::Continue
                     }
                 }
-                _ = sweep.tick() => {
+                // Only a connection with requests outstanding needs its timeouts checked.
+                _ = &mut sweep, if outstanding > 0 => {
                     self.sweep(c);
+                    sweep.as_mut().reset(tokio::time::Instant::now() + sweep_every);
                     Step::Continue
                 }
-                _ = sleep_until(deadline) => Step::End,
+                _ = &mut end => Step::End,
             };
             match step {
                 Step::Continue => {}
@@ -625,14 +648,16 @@ impl Device {
     }
 }
 
-/// The tokio timer's granularity.
-const TIMER_SLACK: Duration = Duration::from_millis(2);
+/// Sends are woken on this grid (since the run's start), up to one step early.
+const SEND_GRID: Duration = Duration::from_millis(2);
+/// How late tokio's timer may fire after its deadline (it rounds up to whole milliseconds).
+const TIMER_LAG: Duration = Duration::from_millis(1);
 
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => sleep_until(tokio::time::Instant::from_std(t)).await,
-        None => std::future::pending().await,
-    }
+/// The grid point at or before `t`.
+fn send_grid(start: Instant, t: Instant) -> Instant {
+    let since = t.saturating_duration_since(start).as_nanos();
+    let step = SEND_GRID.as_nanos();
+    start + Duration::from_nanos(((since / step) * step) as u64)
 }
 
 async fn write_out(w: &mut WsWrite, f: OutFrame) -> Result<(), Failed> {
@@ -702,22 +727,28 @@ fn on_message(
     format: Format,
 ) {
     let now = Instant::now();
-    match m2m_primitive::decode(format, bytes) {
-        Ok(Primitive::Response(rsp)) => {
-            let Some(p) = rsp
+    // Operation responses are the bulk of the traffic: the routing view reads `rqi` and `rsc`
+    // without decoding the content. Everything else is decoded in full.
+    if let Ok(view) = RoutingView::parse(format, bytes) {
+        if view.kind() == Kind::Response {
+            let rsc = view.rsc.unwrap_or(Rsc::BAD_REQUEST);
+            let pending = view
                 .rqi
-                .as_ref()
-                .and_then(|r| shared.pending.borrow_mut().remove(r))
-            else {
-                ctx.error(format!("unmatched_response rsc {}", rsp.rsc.0));
-                return;
-            };
-            match p {
-                Pending::Op {
+                .as_deref()
+                .and_then(|r| shared.pending.borrow_mut().remove(r));
+            match pending {
+                Some(Pending::Op {
                     kind,
                     intended,
                     sent,
-                } => {
+                }) => {
+                    {
+                        let mut recent = shared.recent.borrow_mut();
+                        if recent.len() == RECENT_RQIS {
+                            recent.pop_front();
+                        }
+                        recent.push_back(view.rqi.as_deref().unwrap_or_default().to_string());
+                    }
                     {
                         let mut rec = ctx.rec.borrow_mut();
                         // Corrected: from the intended time, or from the actual send when the
@@ -732,17 +763,40 @@ fn on_message(
                         );
                     }
                     ctx.live.done.fetch_add(1, Ordering::Relaxed);
-                    if !rsp.rsc.is_success() {
-                        ctx.error(format!("rsc {}", rsp.rsc.0));
+                    if !rsc.is_success() {
+                        ctx.error(format!("rsc {}", rsc.0));
                     }
                     shared.answered.set(shared.answered.get() + 1);
                     shared.wake.notify_one();
                 }
-                Pending::Waiter(tx) => {
-                    let _ = tx.send(rsp);
+                Some(Pending::Waiter(tx)) => match m2m_primitive::decode(format, bytes) {
+                    Ok(Primitive::Response(rsp)) => {
+                        let _ = tx.send(rsp);
+                    }
+                    _ => ctx.error("bad_primitive"),
+                },
+                None => {
+                    let rqi = view.rqi.as_deref().unwrap_or_default();
+                    if std::env::var_os("M2M_LOADGEN_TRACE").is_some() {
+                        eprintln!(
+                            "m2m-loadgen: unmatched response: {}",
+                            String::from_utf8_lossy(bytes)
+                        );
+                    }
+                    if shared.recent.borrow().iter().any(|r| r == rqi) {
+                        // The request got its answer already; the target answered twice.
+                        ctx.rec
+                            .borrow_mut()
+                            .event(&format!("duplicate_response rsc {}", rsc.0));
+                    } else {
+                        ctx.error(format!("unmatched_response rsc {}", rsc.0));
+                    }
                 }
             }
+            return;
         }
+    }
+    match m2m_primitive::decode(format, bytes) {
         Ok(Primitive::Request(req)) => {
             if let Some(created) = ops::notified_stamp(&req) {
                 let since = now.saturating_duration_since(ctx.start);
@@ -761,6 +815,6 @@ fn on_message(
             });
             shared.wake.notify_one();
         }
-        Err(_) => ctx.error("bad_primitive"),
+        Ok(Primitive::Response(_)) | Err(_) => ctx.error("bad_primitive"),
     }
 }
