@@ -26,6 +26,10 @@ if [ ! -f /usr/share/java/hdrhistogram.jar ] || ! command -v java >/dev/null 2>&
   echo "== installing HdrHistogram's Java reader (reads the loadgen's interval logs)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless libhdrhistogram-java >/dev/null
 fi
+if ! command -v prometheus >/dev/null 2>&1; then
+  echo "== installing Debian's prometheus (scrapes the edge and the loadgen in a test; never started as a service)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+fi
 if [ ! -d "$peers/node/node_modules/playwright-core" ]; then
   echo "== installing playwright-core into $peers/node"
   mkdir -p "$peers/node"

@@ -260,6 +260,7 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         idle_timeout: (args.limits.idle_timeout_ms > 0)
             .then(|| Duration::from_millis(args.limits.idle_timeout_ms)),
         max_devices_per_core: args.max_devices_per_core,
+        device_tls: args.tls_cert.is_some(),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_files::server_config(

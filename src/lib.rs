@@ -8,3 +8,6 @@ mod echo;
 mod edge;
 mod logging;
 mod tls_files;
+
+/// The edge's Prometheus series names (dashboards are checked against them).
+pub use edge::metrics::{exposition_names as metric_names, series_names};

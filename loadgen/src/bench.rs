@@ -43,6 +43,12 @@ pub struct BenchArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Serve the loadgen's Prometheus metrics here during the runs.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// The edge's admin listener (/metrics, /healthz, /readyz).
+    #[arg(long)]
+    edge_admin: Option<SocketAddr>,
 }
 
 /// A child process we started; killed when dropped.
@@ -162,8 +168,15 @@ struct Leg {
     loadgen_cpu: f64,
 }
 
+/// The loadgen's live state and its `/metrics` state, shared by the legs.
+type Shared = (
+    Arc<Live>,
+    Option<Arc<std::sync::Mutex<crate::metrics::State>>>,
+);
+
 fn run_leg(
     label: &'static str,
+    (live, metrics): &Shared,
     args: &BenchArgs,
     target: SocketAddr,
     out: &Path,
@@ -185,8 +198,7 @@ fn run_leg(
         edge.map(ChildProc::cpu_seconds),
         self_cpu_seconds(),
     );
-    let live = Arc::new(Live::default());
-    let outcome = engine::run(plan, Some(&dir), live, args.quiet)?;
+    let outcome = engine::run(plan, Some(&dir), live.clone(), args.quiet, metrics.clone())?;
     Ok(Leg {
         label,
         edge_cpu: edge.map(|e| e.cpu_seconds() - edge0.unwrap_or(0.0)),
@@ -276,12 +288,36 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(w) = args.edge_workers {
         edge_args.extend(["--workers".into(), w.to_string()]);
     }
+    if let Some(a) = args.edge_admin {
+        edge_args.extend(["--admin".into(), a.to_string()]);
+    }
+    let live = Arc::new(Live::default());
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let state = Arc::new(std::sync::Mutex::new(crate::metrics::State::default()));
+            let bound = crate::metrics::serve(addr, state.clone(), live.clone())?;
+            eprintln!("m2m-loadgen bench: loadgen metrics on http://{bound}/metrics");
+            Some(state)
+        }
+        None => None,
+    };
+    let shared: Shared = (live, metrics);
     let edge = spawn("edge", &edge_args, false)?;
     wait_listening(edge_addr, "edge")?;
     let result = (|| -> anyhow::Result<Vec<Leg>> {
-        let mut legs = vec![run_leg("edge", &args, edge_addr, &out, &cse, Some(&edge))?];
+        let mut legs = vec![run_leg(
+            "edge",
+            &shared,
+            &args,
+            edge_addr,
+            &out,
+            &cse,
+            Some(&edge),
+        )?];
         if args.direct {
-            legs.push(run_leg("direct", &args, cse_addr, &out, &cse, None)?);
+            legs.push(run_leg(
+                "direct", &shared, &args, cse_addr, &out, &cse, None,
+            )?);
         }
         Ok(legs)
     })();

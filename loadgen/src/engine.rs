@@ -36,12 +36,14 @@ pub struct Outcome {
     pub hlog: Option<PathBuf>,
 }
 
-/// Run the plan to the end. With `out`, the interval log goes to `out/run.hlog` as the run goes.
+/// Run the plan to the end. With `out`, the interval log goes to `out/run.hlog` as the run goes;
+/// with `metrics`, each closed second is also added to the `/metrics` state.
 pub fn run(
     plan: Plan,
     out: Option<&Path>,
     live: Arc<Live>,
     quiet: bool,
+    metrics: Option<Arc<std::sync::Mutex<crate::metrics::State>>>,
 ) -> anyhow::Result<Outcome> {
     let plan = Arc::new(plan);
     let tls = match (&plan.args.ca, plan.target.secure) {
@@ -115,6 +117,11 @@ pub fn run(
         };
         if let Some(l) = log.as_mut() {
             hlog::write_second(l, t, &second)?;
+        }
+        if let Some(m) = &metrics {
+            m.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(&second.interval);
         }
         m.add_second(t, &second);
         progress.update(t, &second, &live);

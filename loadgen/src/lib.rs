@@ -15,6 +15,7 @@ pub mod connect;
 pub mod cse;
 pub mod device;
 pub mod engine;
+pub mod metrics;
 pub mod ops;
 pub mod progress;
 pub mod recorder;

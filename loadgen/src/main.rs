@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use m2m_loadgen::{bench, cpus, cse, default_out, device, engine, report, scenario};
+use m2m_loadgen::{bench, cpus, cse, default_out, device, engine, metrics, report, scenario};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -55,6 +55,9 @@ struct RunArgs {
     /// Validate the scenario, print it as TOML and exit (nothing is contacted).
     #[arg(long)]
     check: bool,
+    /// Serve the loadgen's own Prometheus metrics on this address during the run.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,7 +104,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let live = Arc::new(device::Live::default());
     stop_on_signal(&live);
-    let outcome = engine::run(plan, Some(&out), live, args.quiet)?;
+    let state = match args.metrics {
+        Some(addr) => {
+            let state = Arc::new(std::sync::Mutex::new(metrics::State::default()));
+            let bound = metrics::serve(addr, state.clone(), live.clone())?;
+            eprintln!("m2m-loadgen: metrics on http://{bound}/metrics");
+            Some(state)
+        }
+        None => None,
+    };
+    let outcome = engine::run(plan, Some(&out), live, args.quiet, state)?;
     print!("{}", report::table::render(&outcome.summary));
     Ok(())
 }
@@ -170,7 +182,12 @@ fn parse(args: Vec<std::ffi::OsString>) -> anyhow::Result<Cli> {
             .context("run subcommand")?
             .get_arguments()
             .map(|a| a.get_id().to_string())
-            .filter(|id| !matches!(id.as_str(), "scenario" | "out" | "quiet" | "check"))
+            .filter(|id| {
+                !matches!(
+                    id.as_str(),
+                    "scenario" | "out" | "quiet" | "check" | "metrics"
+                )
+            })
             .collect();
         let values = scenario::read_file(&path, &known)?;
         for sub in ["run", "bench"] {

@@ -64,7 +64,7 @@ fn plan(target: &str, flags: &[&str]) -> Plan {
 }
 
 fn run(plan: Plan, out: &Path) -> Outcome {
-    engine::run(plan, Some(out), Arc::new(Live::default()), true).unwrap()
+    engine::run(plan, Some(out), Arc::new(Live::default()), true, None).unwrap()
 }
 
 fn start_cse() -> cse::Server {
@@ -693,4 +693,210 @@ fn the_example_scenarios_and_the_kubernetes_job_are_valid() {
     for i in 0..n {
         check_scenario(&dir.join("job.toml"), &["--shard", &format!("{i}/{n}")]);
     }
+}
+
+/// Every `expr` of every dashboard panel.
+fn dashboard_exprs() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for name in ["edge.json", "loadgen.json"] {
+        let text = std::fs::read_to_string(repo().join("dashboards").join(name)).unwrap();
+        let d: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            d["templating"]["list"][0]["type"], "datasource",
+            "{name}: datasource variable"
+        );
+        for p in d["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                out.push((name.to_string(), t["expr"].as_str().unwrap().to_string()));
+            }
+            if p["type"] != "row" {
+                assert_eq!(
+                    p["datasource"]["uid"], "${datasource}",
+                    "{name}: {}",
+                    p["title"]
+                );
+            }
+        }
+        for v in d["templating"]["list"].as_array().unwrap() {
+            if let Some(q) = v["query"].as_str() {
+                out.push((name.to_string(), q.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// The metric names (`m2m_…`) an expression uses.
+fn metric_names_in(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = expr[i..].find("m2m_") {
+        let start = i + pos;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        names.push(expr[start..end].to_string());
+        i = end;
+    }
+    names
+}
+
+#[test]
+fn dashboards_name_only_metrics_the_code_defines() {
+    let mut defined = m2m_edge::metric_names();
+    defined.extend(m2m_loadgen::metrics::exposition_names());
+    let exprs = dashboard_exprs();
+    assert!(exprs.len() >= 20, "{} expressions", exprs.len());
+    for (file, expr) in &exprs {
+        let used = metric_names_in(expr);
+        assert!(
+            !used.is_empty() || !expr.contains("rate("),
+            "{file}: {expr} names no metric"
+        );
+        for name in used {
+            assert!(
+                defined.contains(&name),
+                "{file}: {expr} uses {name}, which the code does not define"
+            );
+        }
+    }
+}
+
+/// `GET` on a loopback HTTP server, body as text.
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+fn url_encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The largest value Prometheus holds for `query` over the last five minutes (None: no series).
+fn prom_max(prom: SocketAddr, metric: &str) -> Option<f64> {
+    let q = format!("max(max_over_time({metric}[5m]))");
+    let body = http_get(prom, &format!("/api/v1/query?query={}", url_encode(&q)));
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(v["status"], "success", "{body}");
+    v["data"]["result"].as_array()?.first()?["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_real_prometheus_scrapes_every_dashboard_series_during_a_bench_run() {
+    let prometheus = Path::new("/usr/bin/prometheus");
+    assert!(
+        prometheus.exists(),
+        "scripts/test.sh installs Debian's prometheus"
+    );
+    let dir = temp_dir("prometheus");
+    let (admin, lg_metrics, prom_port) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: m2m-edge\n    static_configs:\n      - targets: ['127.0.0.1:{admin}']\n  - job_name: m2m-loadgen\n    static_configs:\n      - targets: ['127.0.0.1:{lg_metrics}']\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let _prom = Proc(
+        Command::new(prometheus)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let prom: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
+    wait_listening(prom);
+    let out = Command::new(loadgen_bin())
+        .args([
+            "bench",
+            "--devices",
+            "40",
+            "--rate",
+            "200",
+            "--duration",
+            "8s",
+            "--quiet",
+        ])
+        .args([
+            "--edge-admin",
+            &format!("127.0.0.1:{admin}"),
+            "--metrics",
+            &format!("127.0.0.1:{lg_metrics}"),
+        ])
+        .arg("--out")
+        .arg(dir.join("bench"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Give the last scrape a moment to land.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut missing = Vec::new();
+    let mut names: Vec<String> = dashboard_exprs()
+        .iter()
+        .flat_map(|(_, e)| metric_names_in(e))
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in &names {
+        if prom_max(prom, name).is_none() {
+            missing.push(name.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "no series in Prometheus for {missing:?}"
+    );
+    // Plausible values: traffic went through, devices registered, the loadgen saw them connected.
+    let at_least = |metric: &str, min: f64| {
+        let v = prom_max(prom, metric).unwrap();
+        assert!(v >= min, "{metric} = {v}, expected at least {min}");
+    };
+    at_least("m2m_edge_requests_total", 100.0);
+    at_least("m2m_edge_registrations_total", 40.0);
+    at_least("m2m_edge_device_sessions", 20.0);
+    at_least("m2m_edge_resident_memory_bytes", 1e6);
+    at_least("m2m_edge_upstream_rtt_seconds_count", 100.0);
+    at_least("m2m_loadgen_devices_connected", 20.0);
+    at_least("m2m_loadgen_responses_total", 100.0);
+    at_least("m2m_loadgen_request_latency_seconds_count", 100.0);
 }

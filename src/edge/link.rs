@@ -407,6 +407,9 @@ impl EdgeApp {
                         .map(str::to_string)
                 })
             });
+            self.counters
+                .registrations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let s = self.session(sid);
             s.registered = true;
             if s.origin.is_none() {

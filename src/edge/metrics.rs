@@ -22,9 +22,37 @@ pub mod names {
     pub const UPSTREAM_RTT: &str = "m2m_edge_upstream_rtt";
     pub const TUNNELS: &str = "m2m_edge_connect_tunnels";
     pub const ERRORS: &str = "m2m_edge_errors";
-    pub const BYTES: &str = "m2m_edge_bytes";
+    // Exposed as m2m_edge_io_bytes_total (the unit is appended).
+    pub const BYTES: &str = "m2m_edge_io";
     pub const CORE_CONNECTIONS: &str = "m2m_edge_core_connections";
+    pub const SESSIONS_BY_SERIALIZATION: &str = "m2m_edge_device_sessions_by_serialization";
+    pub const REGISTRATIONS: &str = "m2m_edge_registrations";
+    pub const LIMITS: &str = "m2m_edge_limits_hit";
+    pub const TLS_HANDSHAKES: &str = "m2m_edge_tls_handshakes";
+    pub const CORE_LOOP_TURNS: &str = "m2m_edge_core_loop_turns";
+    pub const CORE_BUFFER_EXHAUSTION: &str = "m2m_edge_core_buffer_exhaustion";
+    pub const HANDLING: &str = "m2m_edge_handling";
+    pub const RESIDENT_MEMORY: &str = "m2m_edge_resident_memory";
 }
+
+/// Limits whose hits are counted (`m2m_edge_limits_hit_total{limit}`).
+pub const LIMITS: [&str; 5] = [
+    "handshake_timeout",
+    "idle_timeout",
+    "message_too_big",
+    "device_limit",
+    "queue_full",
+];
+pub const LIMIT_HANDSHAKE_TIMEOUT: usize = 0;
+pub const LIMIT_IDLE_TIMEOUT: usize = 1;
+pub const LIMIT_MESSAGE_TOO_BIG: usize = 2;
+pub const LIMIT_DEVICE_LIMIT: usize = 3;
+pub const LIMIT_QUEUE_FULL: usize = 4;
+/// Upper bounds of the handling-time histogram (one read of input handled), in seconds.
+pub const HANDLING_BUCKETS: [f64; 12] = [
+    0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5,
+    0.001, 0.002, 0.005,
+];
 
 pub const OPS: [&str; 5] = ["create", "retrieve", "update", "delete", "notify"];
 pub const DIRECTIONS: [&str; 2] = ["device_to_cse", "cse_to_device"];
@@ -61,6 +89,18 @@ pub struct CoreCounters {
     pub rtt_buckets: [AtomicU64; 14],
     pub rtt_count: AtomicU64,
     pub rtt_sum_us: AtomicU64,
+    /// Open device sessions by serialization (json, cbor, xml).
+    pub sessions_by_format: [AtomicI64; 3],
+    pub registrations: AtomicU64,
+    pub limits: [AtomicU64; 5],
+    /// TLS handshakes on the device listener: completed, failed.
+    pub tls: [AtomicU64; 2],
+    /// Copied from the runtime's per-core statistics.
+    pub loop_turns: AtomicU64,
+    pub buffer_exhaustion: AtomicU64,
+    pub handling_buckets: [AtomicU64; 12],
+    pub handling_count: AtomicU64,
+    pub handling_sum_ns: AtomicU64,
 }
 
 fn bump(a: &AtomicU64) {
@@ -95,6 +135,19 @@ impl CoreCounters {
     }
     pub fn error(&self, kind: usize) {
         bump(&self.errors[kind]);
+    }
+    pub fn limit(&self, which: usize) {
+        bump(&self.limits[which]);
+    }
+    /// Time spent handling one read of device or CSE input (parse, check, transcode, forward).
+    pub fn handling(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = HANDLING_BUCKETS.iter().position(|&b| s <= b) {
+            bump(&self.handling_buckets[i]);
+        }
+        bump(&self.handling_count);
+        self.handling_sum_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
     pub fn rtt(&self, seconds: f64) {
         let i = RTT_BUCKETS
@@ -136,13 +189,13 @@ impl EncodeMetric for Series {
 }
 
 #[derive(Debug)]
-struct RttHistogram {
+struct Histogram {
     sum: f64,
     count: u64,
     buckets: Vec<(f64, u64)>,
 }
 
-impl EncodeMetric for RttHistogram {
+impl EncodeMetric for Histogram {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
         encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
     }
@@ -153,6 +206,47 @@ impl EncodeMetric for RttHistogram {
 
 fn load(a: &AtomicU64) -> f64 {
     a.load(Ordering::Relaxed) as f64
+}
+
+/// Resident set size of this process, from /proc/self/statm.
+fn resident_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
+}
+
+/// Every series name the edge's exposition has, for checking dashboards against the code.
+pub fn exposition_names() -> Vec<String> {
+    series_names(&render(&[Arc::new(CoreCounters::default())]))
+}
+
+/// The series names of an exposition text, from its `# TYPE` lines, with the suffixes Prometheus
+/// adds: counters `_total`, histograms `_bucket`, `_sum` and `_count`.
+pub fn series_names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut parts = rest.split_whitespace();
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        match kind {
+            "counter" => out.push(format!("{name}_total")),
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    out.push(format!("{name}{suffix}"));
+                }
+            }
+            _ => out.push(name.to_string()),
+        }
+    }
+    out
 }
 
 /// Sum every core and encode the exposition text.
@@ -323,10 +417,112 @@ pub fn render(cores: &[Arc<CoreCounters>]) -> String {
         names::UPSTREAM_RTT,
         "Time from relaying a request to the CSE to its response",
         Unit::Seconds,
-        RttHistogram {
+        Histogram {
             sum: sum(&|c| load(&c.rtt_sum_us)) / 1e6,
             count,
             buckets,
+        },
+    );
+    let mut cumulative = 0u64;
+    let mut buckets = Vec::new();
+    for (i, b) in HANDLING_BUCKETS.iter().enumerate() {
+        cumulative += sum(&|c| load(&c.handling_buckets[i])) as u64;
+        buckets.push((*b, cumulative));
+    }
+    let count = sum(&|c| load(&c.handling_count)) as u64;
+    buckets.push((f64::INFINITY, count));
+    registry.register_with_unit(
+        names::HANDLING,
+        "Time the edge spends on one read of device or CSE input: parse, check, transcode, forward (the latency the edge adds, queueing aside)",
+        Unit::Seconds,
+        Histogram {
+            sum: sum(&|c| load(&c.handling_sum_ns)) / 1e9,
+            count,
+            buckets,
+        },
+    );
+    let by_format = ["json", "cbor", "xml"]
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            (
+                vec![("serialization", f.to_string())],
+                sum(&|c| c.sessions_by_format[i].load(Ordering::Relaxed) as f64),
+            )
+        })
+        .collect();
+    registry.register(
+        names::SESSIONS_BY_SERIALIZATION,
+        "Open device sessions past the handshake, by negotiated serialization",
+        Series {
+            kind: MetricType::Gauge,
+            values: by_format,
+        },
+    );
+    registry.register(
+        names::REGISTRATIONS,
+        "Successful AE registrations relayed",
+        Series {
+            kind: MetricType::Counter,
+            values: vec![(vec![], sum(&|c| load(&c.registrations)))],
+        },
+    );
+    let limits = LIMITS
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (vec![("limit", l.to_string())], sum(&|c| load(&c.limits[i]))))
+        .collect();
+    registry.register(
+        names::LIMITS,
+        "Connections or requests refused or closed by a configured limit",
+        Series {
+            kind: MetricType::Counter,
+            values: limits,
+        },
+    );
+    let tls = ["completed", "failed"]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (vec![("result", r.to_string())], sum(&|c| load(&c.tls[i]))))
+        .collect();
+    registry.register(
+        names::TLS_HANDSHAKES,
+        "TLS handshakes on the device listener, by result",
+        Series {
+            kind: MetricType::Counter,
+            values: tls,
+        },
+    );
+    let per_core = |f: &dyn Fn(&CoreCounters) -> f64| -> Vec<(Vec<(&'static str, String)>, f64)> {
+        cores
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (vec![("core", i.to_string())], f(c)))
+            .collect()
+    };
+    registry.register(
+        names::CORE_LOOP_TURNS,
+        "Event-loop turns per core (its rate against the primitives rate shows batching)",
+        Series {
+            kind: MetricType::Counter,
+            values: per_core(&|c| load(&c.loop_turns)),
+        },
+    );
+    registry.register(
+        names::CORE_BUFFER_EXHAUSTION,
+        "Times the io_uring receive-buffer ring ran empty, per core",
+        Series {
+            kind: MetricType::Counter,
+            values: per_core(&|c| load(&c.buffer_exhaustion)),
+        },
+    );
+    registry.register_with_unit(
+        names::RESIDENT_MEMORY,
+        "Resident memory of the edge process",
+        Unit::Bytes,
+        Series {
+            kind: MetricType::Gauge,
+            values: vec![(vec![], resident_bytes() as f64)],
         },
     );
     let mut out = String::new();

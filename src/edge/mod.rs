@@ -136,6 +136,7 @@ impl App for EdgeApp {
                 ),
             );
             cx.close(conn);
+            self.counters.limit(metrics::LIMIT_DEVICE_LIMIT);
             // Counted as a connection until it closes; no session.
             self.set_role(conn, Role::Admin);
             return;
@@ -167,10 +168,26 @@ impl App for EdgeApp {
         self.counters
             .bytes_out
             .store(stats.bytes_out, Ordering::Relaxed);
+        self.counters
+            .loop_turns
+            .store(stats.loop_turns, Ordering::Relaxed);
+        self.counters
+            .buffer_exhaustion
+            .store(stats.buffer_exhaustion, Ordering::Relaxed);
         match self.role(conn) {
             Some(Role::Admin) => self.admin_data(cx, conn, data),
-            Some(Role::Device(sid)) => self.device_data(cx, sid, data),
-            Some(Role::Upstream(sid)) => self.upstream_data(cx, sid, conn, data),
+            Some(Role::Device(sid)) => {
+                let started = std::time::Instant::now();
+                let used = self.device_data(cx, sid, data);
+                self.counters.handling(started.elapsed());
+                used
+            }
+            Some(Role::Upstream(sid)) => {
+                let started = std::time::Instant::now();
+                let used = self.upstream_data(cx, sid, conn, data);
+                self.counters.handling(started.elapsed());
+                used
+            }
             Some(Role::Tunnel(sid)) => self.tunnel_to_device(cx, sid, data),
             None => data.len(),
         }
@@ -186,6 +203,15 @@ impl App for EdgeApp {
                 self.counters
                     .device_sessions
                     .fetch_sub(1, Ordering::Relaxed);
+                if let Some(session::Device::Open { format, .. }) =
+                    self.sessions[sid].as_ref().map(|s| &s.dev)
+                {
+                    self.counters.sessions_by_format[session::format_index(*format)]
+                        .fetch_sub(1, Ordering::Relaxed);
+                }
+                if matches!(reason, CloseReason::Tls(_)) {
+                    self.counters.tls[1].fetch_add(1, Ordering::Relaxed);
+                }
                 if self.sessions[sid]
                     .as_ref()
                     .is_some_and(|s| s.link.is_open())

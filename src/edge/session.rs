@@ -158,6 +158,9 @@ impl EdgeApp {
             Ok(ok) => ok,
             Err(e) => {
                 self.counters.handshake(3, false);
+                if self.settings.device_tls {
+                    self.counters.tls[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 tracing::debug!(session = sid, error = %e, "device handshake refused");
                 cx.send(device, &error_response(&e));
                 cx.close(device);
@@ -174,14 +177,12 @@ impl EdgeApp {
             6,
         );
         let format = format_of(&n.protocol);
-        self.counters.handshake(
-            match format {
-                Format::Json => 0,
-                Format::Cbor => 1,
-                Format::Xml => 2,
-            },
-            true,
-        );
+        self.counters.sessions_by_format[format_index(format)]
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.settings.device_tls {
+            self.counters.tls[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.counters.handshake(format_index(format), true);
         let s = self.session(sid);
         if let Some(t) = s.handshake_timer.take() {
             cx.cancel_timer(t);
@@ -230,6 +231,9 @@ impl EdgeApp {
                 Ok(None) => return at,
                 Err(e) => {
                     self.counters.error(0);
+                    if e.close_code() == CloseCode::MESSAGE_TOO_BIG {
+                        self.counters.limit(super::metrics::LIMIT_MESSAGE_TOO_BIG);
+                    }
                     close = Some((e.close_code(), e.to_string()))
                 }
             }
@@ -273,6 +277,7 @@ impl EdgeApp {
         if matches!(s.dev, Device::Handshake) {
             tracing::debug!(session = sid, "device handshake timeout");
             cx.abort(s.device);
+            self.counters.limit(super::metrics::LIMIT_HANDSHAKE_TIMEOUT);
         }
     }
 
@@ -480,6 +485,7 @@ impl EdgeApp {
         let max_queued = self.settings.max_queued;
         let s = self.session(sid);
         if s.queue.len() >= max_queued {
+            self.counters.limit(super::metrics::LIMIT_QUEUE_FULL);
             self.reply_error(
                 cx,
                 sid,
@@ -560,6 +566,7 @@ impl EdgeApp {
             return;
         }
         tracing::debug!(session = sid, "device idle timeout");
+        self.counters.limit(super::metrics::LIMIT_IDLE_TIMEOUT);
         self.close_device(cx, sid, CloseCode::GOING_AWAY, "idle timeout");
     }
 
@@ -606,5 +613,14 @@ impl EdgeApp {
         for q in queued {
             self.reply_error(cx, sid, PrimitiveError::new(rsc, why).with_rqi(Some(q.rqi)));
         }
+    }
+}
+
+/// The index of a serialization in the per-serialization counters (json, cbor, xml).
+pub(super) fn format_index(format: Format) -> usize {
+    match format {
+        Format::Json => 0,
+        Format::Cbor => 1,
+        Format::Xml => 2,
     }
 }

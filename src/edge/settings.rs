@@ -69,6 +69,8 @@ pub struct EdgeSettings {
     pub idle_timeout: Option<Duration>,
     /// Device sessions per core; further devices get 503 (0: no limit besides file descriptors).
     pub max_devices_per_core: usize,
+    /// The device listener speaks TLS (for the TLS handshake counters).
+    pub device_tls: bool,
 }
 
 /// The serialization a subprotocol name stands for.
