@@ -10,6 +10,9 @@ use std::io::{Cursor, Read, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+#[path = "support/profiler.rs"]
+mod profiler;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use m2m_ws::frame::write_frame;
 use m2m_ws::mask::{apply_mask, apply_mask_bytewise};
@@ -177,5 +180,9 @@ fn unmask_kernels(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse_and_unmask, unmask_kernels);
+criterion_group! {
+    name = benches;
+    config = profiler::config();
+    targets = parse_and_unmask, unmask_kernels
+}
 criterion_main!(benches);

@@ -4,6 +4,9 @@
 
 use std::hint::black_box;
 
+#[path = "support/profiler.rs"]
+mod profiler;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use m2m_primitive::{Format, RoutingView, cbor, codec, json};
 
@@ -159,5 +162,9 @@ fn cbor_and_xml(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, routing_view_vs_full_decode, cbor_and_xml);
+criterion_group! {
+    name = benches;
+    config = profiler::config();
+    targets = routing_view_vs_full_decode, cbor_and_xml
+}
 criterion_main!(benches);

@@ -313,7 +313,11 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         "edge ready"
     );
     m2m_rt::stop_on_signals(rt.stop_handle())?;
+    #[cfg(feature = "pprof")]
+    let profiling = crate::profiling::start();
     rt.join().context("runtime")?;
+    #[cfg(feature = "pprof")]
+    crate::profiling::finish(profiling);
     tracing::info!("stopped");
     Ok(())
 }

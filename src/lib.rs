@@ -7,6 +7,8 @@ pub mod config;
 mod echo;
 mod edge;
 mod logging;
+#[cfg(feature = "pprof")]
+mod profiling;
 mod tls_files;
 
 /// The edge's Prometheus series names (dashboards are checked against them).

@@ -31,6 +31,7 @@ pub mod names {
     pub const TLS_HANDSHAKES: &str = "m2m_edge_tls_handshakes";
     pub const CORE_LOOP_TURNS: &str = "m2m_edge_core_loop_turns";
     pub const CORE_BUFFER_EXHAUSTION: &str = "m2m_edge_core_buffer_exhaustion";
+    pub const CORE_WAIT: &str = "m2m_edge_core_wait";
     pub const HANDLING: &str = "m2m_edge_handling";
     pub const RESIDENT_MEMORY: &str = "m2m_edge_resident_memory";
 }
@@ -97,6 +98,7 @@ pub struct CoreCounters {
     pub tls: [AtomicU64; 2],
     /// Copied from the runtime's per-core statistics.
     pub loop_turns: AtomicU64,
+    pub wait_ns: AtomicU64,
     pub buffer_exhaustion: AtomicU64,
     pub handling_buckets: [AtomicU64; 12],
     pub handling_count: AtomicU64,
@@ -185,6 +187,24 @@ impl EncodeMetric for Series {
     }
     fn metric_type(&self) -> MetricType {
         self.kind
+    }
+}
+
+/// A counter in seconds (a float), per label set.
+#[derive(Debug)]
+struct SecondsCounter(Vec<(Vec<(&'static str, String)>, f64)>);
+
+impl EncodeMetric for SecondsCounter {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (labels, v) in &self.0 {
+            encoder
+                .encode_family(labels)?
+                .encode_counter::<NoLabelSet, f64, u64>(v, None)?;
+        }
+        Ok(())
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
     }
 }
 
@@ -515,6 +535,12 @@ pub fn render(cores: &[Arc<CoreCounters>]) -> String {
             kind: MetricType::Counter,
             values: per_core(&|c| load(&c.buffer_exhaustion)),
         },
+    );
+    registry.register_with_unit(
+        names::CORE_WAIT,
+        "Time each core's loop spent waiting for I/O or timers; 1 - its rate is the core's utilisation",
+        Unit::Seconds,
+        SecondsCounter(per_core(&|c| load(&c.wait_ns) / 1e9)),
     );
     registry.register_with_unit(
         names::RESIDENT_MEMORY,

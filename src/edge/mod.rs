@@ -172,6 +172,9 @@ impl App for EdgeApp {
             .loop_turns
             .store(stats.loop_turns, Ordering::Relaxed);
         self.counters
+            .wait_ns
+            .store(stats.wait_ns, Ordering::Relaxed);
+        self.counters
             .buffer_exhaustion
             .store(stats.buffer_exhaustion, Ordering::Relaxed);
         match self.role(conn) {

@@ -75,6 +75,9 @@ pub struct CoreStats {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub loop_turns: u64,
+    /// Nanoseconds the loop spent blocked in the kernel waiting for I/O or a timer: the rest of the
+    /// wall time is the core's utilisation.
+    pub wait_ns: u64,
     /// Receive-buffer ring exhaustion events (io_uring) and re-arms they caused.
     pub buffer_exhaustion: u64,
     pub short_writes: u64,

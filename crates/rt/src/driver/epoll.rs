@@ -62,6 +62,7 @@ pub(crate) fn run<A: App>(
         }
         core.st.now = Instant::now();
         core.st.stats.loop_turns += 1;
+        core.st.stats.wait_ns += core.st.now.saturating_duration_since(now).as_nanos() as u64;
         for ev in events.iter() {
             match ev.token() {
                 WAKE => core.drain_inbox(inbox),

@@ -553,6 +553,7 @@ pub(crate) fn run<A: App>(
         }
         d.core.st.now = Instant::now();
         d.core.st.stats.loop_turns += 1;
+        d.core.st.stats.wait_ns += d.core.st.now.saturating_duration_since(now).as_nanos() as u64;
         cqes.clear();
         cqes.extend(
             d.ring
