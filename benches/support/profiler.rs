@@ -1,6 +1,6 @@
 //! Flamegraphs from criterion benchmarks: with `M2M_BENCH_FLAMEGRAPH=1`, `cargo bench --bench NAME --
 //! --profile-time 5` samples each benchmark with `pprof` and writes
-//! `target/criterion/<bench>/profile/flamegraph.svg`. (pprof's own criterion integration targets an
+//! `target/criterion/<group>/<benchmark>/profile/flamegraph.svg`. (pprof's own criterion integration targets an
 //! older criterion, hence this small adapter.)
 
 use std::fs::File;

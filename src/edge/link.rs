@@ -69,10 +69,12 @@ impl EdgeApp {
         };
         match cx.connect(target, tls, self.settings.connect_timeout) {
             Ok(conn) => {
+                self.counters.link(super::metrics::LINK_CONNECTING);
                 self.set_role(conn, ConnRole::Upstream(sid));
                 self.session(sid).link = Link::Connecting(conn);
             }
             Err(e) => {
+                self.counters.link(super::metrics::LINK_FAILED);
                 tracing::warn!(session = sid, error = %e, "cannot open an upstream socket");
                 self.fail_all(
                     cx,
@@ -174,6 +176,7 @@ impl EdgeApp {
             return;
         }
         tracing::info!(session = sid, reason = why, "upstream link lost");
+        self.counters.link(super::metrics::LINK_LOST);
         if s.link.is_open() {
             self.counters
                 .upstream_links
@@ -194,6 +197,7 @@ impl EdgeApp {
 
     /// A link that could not be set up: close it, answer everything waiting with 5103, retry later.
     fn link_failed(&mut self, cx: &mut Cx<'_, ()>, sid: usize, conn: ConnId, why: &str) {
+        self.counters.link(super::metrics::LINK_FAILED);
         self.clear_role(conn);
         cx.close(conn);
         self.session(sid).link = Link::Down;
@@ -271,6 +275,7 @@ impl EdgeApp {
                     self.counters
                         .upstream_links
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.counters.link(super::metrics::LINK_OPEN);
                     tracing::debug!(session = sid, protocol = ?accepted.protocol, "upstream link open");
                     at = len;
                     self.pump(cx, sid);

@@ -32,9 +32,17 @@ pub mod names {
     pub const CORE_LOOP_TURNS: &str = "m2m_edge_core_loop_turns";
     pub const CORE_BUFFER_EXHAUSTION: &str = "m2m_edge_core_buffer_exhaustion";
     pub const CORE_WAIT: &str = "m2m_edge_core_wait";
+    pub const LINK_EVENTS: &str = "m2m_edge_upstream_link_events";
     pub const HANDLING: &str = "m2m_edge_handling";
     pub const RESIDENT_MEMORY: &str = "m2m_edge_resident_memory";
 }
+
+/// Upstream link transitions (`m2m_edge_upstream_link_events_total{event}`).
+pub const LINK_EVENTS: [&str; 4] = ["connecting", "open", "failed", "lost"];
+pub const LINK_CONNECTING: usize = 0;
+pub const LINK_OPEN: usize = 1;
+pub const LINK_FAILED: usize = 2;
+pub const LINK_LOST: usize = 3;
 
 /// Limits whose hits are counted (`m2m_edge_limits_hit_total{limit}`).
 pub const LIMITS: [&str; 5] = [
@@ -93,6 +101,7 @@ pub struct CoreCounters {
     /// Open device sessions by serialization (json, cbor, xml).
     pub sessions_by_format: [AtomicI64; 3],
     pub registrations: AtomicU64,
+    pub link_events: [AtomicU64; 4],
     pub limits: [AtomicU64; 5],
     /// TLS handshakes on the device listener: completed, failed.
     pub tls: [AtomicU64; 2],
@@ -137,6 +146,9 @@ impl CoreCounters {
     }
     pub fn error(&self, kind: usize) {
         bump(&self.errors[kind]);
+    }
+    pub fn link(&self, event: usize) {
+        bump(&self.link_events[event]);
     }
     pub fn limit(&self, which: usize) {
         bump(&self.limits[which]);
@@ -213,6 +225,25 @@ struct Histogram {
     sum: f64,
     count: u64,
     buckets: Vec<(f64, u64)>,
+}
+
+impl Histogram {
+    /// From per-bucket counts (`count_in(i)` for bound `i`, not cumulative: the encoder adds them
+    /// up) and the total; what lies above the last bound goes to `+Inf`.
+    fn new(bounds: &[f64], count_in: impl Fn(usize) -> u64, count: u64, sum: f64) -> Self {
+        let mut buckets: Vec<(f64, u64)> = bounds
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (*b, count_in(i)))
+            .collect();
+        let finite: u64 = buckets.iter().map(|(_, n)| n).sum();
+        buckets.push((f64::INFINITY, count.saturating_sub(finite)));
+        Self {
+            sum,
+            count,
+            buckets,
+        }
+    }
 }
 
 impl EncodeMetric for Histogram {
@@ -425,41 +456,27 @@ pub fn render(cores: &[Arc<CoreCounters>]) -> String {
             values: bytes,
         },
     );
-    let mut cumulative = 0u64;
-    let mut buckets = Vec::new();
-    for (i, b) in RTT_BUCKETS.iter().enumerate() {
-        cumulative += sum(&|c| load(&c.rtt_buckets[i])) as u64;
-        buckets.push((*b, cumulative));
-    }
-    let count = sum(&|c| load(&c.rtt_count)) as u64;
-    buckets.push((f64::INFINITY, count));
     registry.register_with_unit(
         names::UPSTREAM_RTT,
         "Time from relaying a request to the CSE to its response",
         Unit::Seconds,
-        Histogram {
-            sum: sum(&|c| load(&c.rtt_sum_us)) / 1e6,
-            count,
-            buckets,
-        },
+        Histogram::new(
+            &RTT_BUCKETS,
+            |i| sum(&|c| load(&c.rtt_buckets[i])) as u64,
+            sum(&|c| load(&c.rtt_count)) as u64,
+            sum(&|c| load(&c.rtt_sum_us)) / 1e6,
+        ),
     );
-    let mut cumulative = 0u64;
-    let mut buckets = Vec::new();
-    for (i, b) in HANDLING_BUCKETS.iter().enumerate() {
-        cumulative += sum(&|c| load(&c.handling_buckets[i])) as u64;
-        buckets.push((*b, cumulative));
-    }
-    let count = sum(&|c| load(&c.handling_count)) as u64;
-    buckets.push((f64::INFINITY, count));
     registry.register_with_unit(
         names::HANDLING,
         "Time the edge spends on one read of device or CSE input: parse, check, transcode, forward (the latency the edge adds, queueing aside)",
         Unit::Seconds,
-        Histogram {
-            sum: sum(&|c| load(&c.handling_sum_ns)) / 1e9,
-            count,
-            buckets,
-        },
+        Histogram::new(
+            &HANDLING_BUCKETS,
+            |i| sum(&|c| load(&c.handling_buckets[i])) as u64,
+            sum(&|c| load(&c.handling_count)) as u64,
+            sum(&|c| load(&c.handling_sum_ns)) / 1e9,
+        ),
     );
     let by_format = ["json", "cbor", "xml"]
         .iter()
@@ -498,6 +515,24 @@ pub fn render(cores: &[Arc<CoreCounters>]) -> String {
         Series {
             kind: MetricType::Counter,
             values: limits,
+        },
+    );
+    let links = LINK_EVENTS
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            (
+                vec![("event", e.to_string())],
+                sum(&|c| load(&c.link_events[i])),
+            )
+        })
+        .collect();
+    registry.register(
+        names::LINK_EVENTS,
+        "Upstream link transitions: connecting, open, failed (set-up), lost (after open)",
+        Series {
+            kind: MetricType::Counter,
+            values: links,
         },
     );
     let tls = ["completed", "failed"]
@@ -568,6 +603,8 @@ mod tests {
         cores[1].request(0, 0);
         cores[1].response(1, 2001);
         cores[0].rtt(0.003);
+        cores[1].rtt(0.015);
+        cores[1].rtt(30.0);
         cores[0].answer(4103);
         let text = render(&cores);
         assert!(
@@ -579,10 +616,11 @@ mod tests {
                 r#"m2m_edge_responses_total{direction="cse_to_device",rsc_class="2xxx"} 1"#
             )
         );
-        assert!(
-            text.contains("m2m_edge_upstream_rtt_seconds_bucket{le=\"0.005\"} 1"),
-            "{text}"
-        );
+        // Cumulative buckets, each sample counted once.
+        for (le, n) in [("0.005", 1), ("0.02", 2), ("10.0", 2), ("+Inf", 3)] {
+            let line = format!("m2m_edge_upstream_rtt_seconds_bucket{{le=\"{le}\"}} {n}\n");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
         assert!(text.contains(r#"m2m_edge_answers_total{rsc="4103"} 1"#));
         for name in [
             names::DEVICE_SESSIONS,
