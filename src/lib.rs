@@ -12,4 +12,4 @@ mod profiling;
 mod tls_files;
 
 /// The edge's Prometheus series names (dashboards are checked against them).
-pub use edge::metrics::{exposition_names as metric_names, series_names};
+pub use edge::metrics::{Series, exposition_names as metric_names, series_names};

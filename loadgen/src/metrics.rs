@@ -14,6 +14,8 @@ use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+use m2m_edge::Series;
+
 use crate::device::Live;
 use crate::recorder::{Interval, Metric, OpKind};
 
@@ -75,30 +77,6 @@ impl State {
         for (k, v) in &i.errors {
             *self.errors.entry(k.clone()).or_default() += v;
         }
-    }
-}
-
-#[derive(Debug)]
-struct Series {
-    kind: MetricType,
-    values: Vec<(Vec<(&'static str, String)>, f64)>,
-}
-
-impl EncodeMetric for Series {
-    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
-        for (labels, v) in &self.values {
-            let mut e = encoder.encode_family(labels)?;
-            match self.kind {
-                MetricType::Counter => {
-                    e.encode_counter::<NoLabelSet, u64, u64>(&(*v as u64), None)?
-                }
-                _ => e.encode_gauge(&(*v as i64))?,
-            }
-        }
-        Ok(())
-    }
-    fn metric_type(&self) -> MetricType {
-        self.kind
     }
 }
 

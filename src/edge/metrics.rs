@@ -177,11 +177,12 @@ impl CoreCounters {
     }
 }
 
-/// A metric computed at scrape time: labelled series of one type.
+/// A metric computed at scrape time: labelled series of one type (counter or gauge). Also used by
+/// the loadgen's endpoint.
 #[derive(Debug)]
-struct Series {
-    kind: MetricType,
-    values: Vec<(Vec<(&'static str, String)>, f64)>,
+pub struct Series {
+    pub kind: MetricType,
+    pub values: Vec<(Vec<(&'static str, String)>, f64)>,
 }
 
 impl EncodeMetric for Series {
