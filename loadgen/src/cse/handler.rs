@@ -180,6 +180,7 @@ impl Cse {
                     ty: ty::AE,
                     attrs: attrs.clone(),
                     children: Vec::new(),
+                    subscriptions: Vec::new(),
                     owner: aei.clone(),
                 },
             );
@@ -282,14 +283,18 @@ impl Cse {
                 ty: child_ty,
                 attrs: attrs.clone(),
                 children: Vec::new(),
+                subscriptions: Vec::new(),
                 owner,
             },
         );
         if let Some(p) = shard.get_mut(parent_path) {
             p.children.push(rn.clone());
+            if child_ty == ty::SUBSCRIPTION {
+                p.subscriptions.push(rn.clone());
+            }
         }
         if child_ty == ty::CONTENT_INSTANCE {
-            enforce_mni(&mut shard, parent_path, &self.store);
+            cin_added(&mut shard, parent_path, &self.store);
         }
         self.store.index_ri(&ri, &path);
         let rep = wrap(member, attrs);
@@ -378,10 +383,16 @@ impl Cse {
             .get(path)
             .ok_or((Rsc::NOT_FOUND, "not found".to_string()))?;
         check_owner(r, fr)?;
+        let cin_size = (r.ty == ty::CONTENT_INSTANCE).then(|| cin_size(r));
         remove_subtree(&mut shard, path, &self.store);
         if let Some((parent, rn)) = path.rsplit_once('/') {
             if let Some(p) = shard.get_mut(parent) {
                 p.children.retain(|c| c != rn);
+                p.subscriptions.retain(|c| c != rn);
+                if let Some(cs) = cin_size {
+                    add_to_int(&mut p.attrs, "cni", -1);
+                    add_to_int(&mut p.attrs, "cbs", -cs);
+                }
             }
         }
         Ok((Rsc::DELETED, None))
@@ -435,50 +446,63 @@ fn remove_subtree(shard: &mut Shard, path: &str, store: &Store) {
     }
 }
 
-/// Drop the oldest contentInstances beyond the container's `mni`; keep `cni` and `cbs` right.
-fn enforce_mni(shard: &mut Shard, container: &str, store: &Store) {
-    let Some(cnt) = shard.get(container) else {
+fn cin_size(r: &Resource) -> i64 {
+    r.attrs
+        .get("cs")
+        .and_then(Value::as_i64_lenient)
+        .unwrap_or(0)
+}
+
+fn add_to_int(attrs: &mut Map, key: &str, delta: i64) {
+    let v = attrs.get(key).and_then(Value::as_i64_lenient).unwrap_or(0);
+    attrs.insert(key, Value::Int(v + delta));
+}
+
+/// A contentInstance was just added as the container's newest child: count it in `cni`, `cbs`
+/// and `st`, then drop the oldest contentInstances beyond `mni`. Incremental, so a container
+/// without `mni` does not make every create walk all its instances.
+fn cin_added(shard: &mut Shard, container: &str, store: &Store) {
+    let newest = shard
+        .get(container)
+        .and_then(|c| c.children.last())
+        .and_then(|rn| shard.get(&format!("{container}/{rn}")))
+        .map_or(0, cin_size);
+    let Some(cnt) = shard.get_mut(container) else {
         return;
     };
-    let mni = cnt
-        .attrs
-        .get("mni")
-        .and_then(Value::as_i64_lenient)
-        .map(|v| v.max(0) as usize);
-    let cins: Vec<String> = cnt
-        .children
-        .iter()
-        .filter(|rn| {
-            shard
-                .get(&format!("{container}/{rn}"))
-                .is_some_and(|r| r.ty == ty::CONTENT_INSTANCE)
-        })
-        .cloned()
-        .collect();
-    let excess = mni.map_or(0, |m| cins.len().saturating_sub(m));
-    for rn in &cins[..excess] {
-        remove_subtree(shard, &format!("{container}/{rn}"), store);
-    }
-    let kept = &cins[excess..];
-    let cbs: i64 = kept
-        .iter()
-        .filter_map(|rn| shard.get(&format!("{container}/{rn}")))
-        .filter_map(|r| r.attrs.get("cs").and_then(Value::as_i64_lenient))
-        .sum();
-    if let Some(cnt) = shard.get_mut(container) {
-        cnt.children.retain(|c| !cins[..excess].contains(c));
-        cnt.attrs.insert("cni", Value::Int(kept.len() as i64));
-        cnt.attrs.insert("cbs", Value::Int(cbs));
-        cnt.attrs.insert(
-            "st",
-            Value::Int(
-                cnt.attrs
-                    .get("st")
-                    .and_then(Value::as_i64_lenient)
-                    .unwrap_or(0)
-                    + 1,
-            ),
-        );
+    add_to_int(&mut cnt.attrs, "cni", 1);
+    add_to_int(&mut cnt.attrs, "cbs", newest);
+    add_to_int(&mut cnt.attrs, "st", 1);
+    let Some(mni) = cnt.attrs.get("mni").and_then(Value::as_i64_lenient) else {
+        return;
+    };
+    loop {
+        let Some(cnt) = shard.get(container) else {
+            return;
+        };
+        if cnt
+            .attrs
+            .get("cni")
+            .and_then(Value::as_i64_lenient)
+            .unwrap_or(0)
+            <= mni.max(0)
+        {
+            return;
+        }
+        // The oldest contentInstance is the first child that is one.
+        let Some((i, path, cs)) = cnt.children.iter().enumerate().find_map(|(i, rn)| {
+            let path = format!("{container}/{rn}");
+            let r = shard.get(&path).filter(|r| r.ty == ty::CONTENT_INSTANCE)?;
+            Some((i, path, cin_size(r)))
+        }) else {
+            return;
+        };
+        remove_subtree(shard, &path, store);
+        if let Some(cnt) = shard.get_mut(container) {
+            cnt.children.remove(i);
+            add_to_int(&mut cnt.attrs, "cni", -1);
+            add_to_int(&mut cnt.attrs, "cbs", -cs);
+        }
     }
 }
 
@@ -541,7 +565,7 @@ fn notify_subscribers(
     csi: &str,
 ) {
     let Some(p) = shard.get(parent) else { return };
-    for rn in &p.children {
+    for rn in &p.subscriptions {
         let sub_path = format!("{parent}/{rn}");
         let Some(sub) = shard.get(&sub_path).filter(|r| r.ty == ty::SUBSCRIPTION) else {
             continue;

@@ -117,12 +117,10 @@ pub async fn serve(
     Ok((Server { addr, stats }, run))
 }
 
-/// An HTTP refusal of the upgrade (`why` for the reader of this code; the body stays empty, as
-/// fastwebsockets' upgrade response type has no body).
-fn plain(status: StatusCode, why: &'static str) -> HttpResponse<Empty<bytes::Bytes>> {
+/// An HTTP refusal of the upgrade, without a body (fastwebsockets' upgrade response type has none).
+fn refuse(status: StatusCode) -> HttpResponse<Empty<bytes::Bytes>> {
     let mut r = HttpResponse::new(Empty::new());
     *r.status_mut() = status;
-    let _ = why;
     r
 }
 
@@ -131,7 +129,8 @@ async fn upgrade(
     state: Arc<State>,
 ) -> Result<HttpResponse<Empty<bytes::Bytes>>, std::convert::Infallible> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return Ok(plain(StatusCode::UPGRADE_REQUIRED, "WebSocket only"));
+        // WebSocket only.
+        return Ok(refuse(StatusCode::UPGRADE_REQUIRED));
     }
     let offered: Vec<String> = req
         .headers()
@@ -145,10 +144,8 @@ async fn upgrade(
         .iter()
         .find(|(name, _)| offered.iter().any(|o| o == name))
     else {
-        return Ok(plain(
-            StatusCode::BAD_REQUEST,
-            "no supported oneM2M subprotocol",
-        ));
+        // No supported oneM2M subprotocol offered (ACME: 400).
+        return Ok(refuse(StatusCode::BAD_REQUEST));
     };
     let origin = req
         .headers()
@@ -157,7 +154,7 @@ async fn upgrade(
         .map(|v| v.rsplit('/').next().unwrap_or(v).to_string())
         .filter(|v| !v.is_empty());
     let Ok((mut response, fut)) = fastwebsockets::upgrade::upgrade(&mut req) else {
-        return Ok(plain(StatusCode::BAD_REQUEST, "bad WebSocket upgrade"));
+        return Ok(refuse(StatusCode::BAD_REQUEST));
     };
     response.headers_mut().insert(
         "Sec-WebSocket-Protocol",

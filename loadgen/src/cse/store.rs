@@ -19,6 +19,9 @@ pub struct Resource {
     pub attrs: Map,
     /// Child resource names, oldest first.
     pub children: Vec<String>,
+    /// The names of the children that are subscriptions (checked on every child creation, so kept
+    /// apart from the possibly long list of contentInstances).
+    pub subscriptions: Vec<String>,
     /// The AE-ID of the AE this resource lives under (privileges).
     pub owner: String,
 }
@@ -200,6 +203,7 @@ mod tests {
                     ty: *ty,
                     attrs,
                     children: vec![],
+                    subscriptions: vec![],
                     owner: "Cdev".into(),
                 },
             );
