@@ -49,6 +49,9 @@ pub struct RoutingView<'a> {
     /// A malformed request-only member (`ty`, `rqet`): an error only if this turns out to be a
     /// request, since a response may carry such names as unknown members.
     deferred: Option<String>,
+    /// A malformed response-only member (`rsc`): an error only if this turns out to be a response,
+    /// since the model keeps such a member of a request among its unknown members.
+    deferred_response: Option<String>,
 }
 
 impl<'a> RoutingView<'a> {
@@ -63,6 +66,13 @@ impl<'a> RoutingView<'a> {
         match result {
             Ok(()) => {
                 if let (Some(msg), Some(_)) = (&view.deferred, view.op) {
+                    return Err(PrimitiveError::bad_request(format!(
+                        "malformed {} primitive: {msg}",
+                        format.name()
+                    ))
+                    .with_rqi(view.rqi.map(Cow::into_owned)));
+                }
+                if let (Some(msg), None) = (&view.deferred_response, view.op) {
                     return Err(PrimitiveError::bad_request(format!(
                         "malformed {} primitive: {msg}",
                         format.name()
@@ -130,10 +140,13 @@ fn apply<'a>(
     };
     match key {
         b"op" => view.op = Some(op_from(int_or_numeric().ok_or("op must be an integer")?)?),
-        b"rsc" => {
-            let code = int_or_numeric().ok_or("rsc must be an integer")?;
-            view.rsc = Some(Rsc(u16::try_from(code).map_err(|_| "rsc out of range")?));
-        }
+        b"rsc" => match int_or_numeric()
+            .ok_or("rsc must be an integer")
+            .and_then(|code| u16::try_from(code).map_err(|_| "rsc out of range"))
+        {
+            Ok(code) => view.rsc = Some(Rsc(code)),
+            Err(msg) => view.deferred_response = Some(msg.to_string()),
+        },
         b"ty" => match int_or_numeric().and_then(|c| u32::try_from(c).ok()) {
             Some(ty) => view.ty = Some(ty),
             None => view.deferred = Some("ty must be a non-negative integer".into()),
@@ -743,6 +756,24 @@ mod tests {
 
     const CREATE: &str = r#"{"op":1,"to":"cse-in/meter01/readings","fr":"Cmeter01","rqi":"q-0003","rvi":"3","ty":4,
  "pc":{"m2m:cin":{"cnf":"application/json:0","con":"{\"kWh\":12.5, \"x\":[1,{\"a\":\"}\"}]}"}},"rt":{"rtv":1},"rqet":"PT5S"}"#;
+
+    /// Found by the json_primitive fuzz target: a request carrying a non-numeric `rsc` member. The
+    /// model keeps it among the request's unknown members, so the view must accept it too (and its
+    /// re-encoding); in a response the same member is an error for both.
+    #[test]
+    fn a_bad_rsc_is_an_error_only_in_a_response() {
+        let req = br#"{"op":4,"to":"cse-in/x","rsc":"q-000ad","rqi":"q-8","rvi":"3"}"#;
+        let v = RoutingView::parse(Format::Json, req).unwrap();
+        assert_eq!((v.op, v.rsc), (Some(Operation::Delete), None));
+        let p = decode(Format::Json, req).unwrap();
+        let again = encode(&p, Format::Json).unwrap();
+        assert!(RoutingView::parse(Format::Json, &again).is_ok());
+        let rsp = br#"{"rsc":"q-000ad","rqi":"q-8","rvi":"3"}"#;
+        let e = RoutingView::parse(Format::Json, rsp).unwrap_err();
+        assert_eq!((e.rsc.0, e.rqi.as_deref()), (4000, Some("q-8")));
+        assert!(e.dbg.contains("rsc must be an integer"), "{}", e.dbg);
+        assert!(decode(Format::Json, rsp).is_err());
+    }
 
     #[test]
     fn json_view_reads_routing_members_and_skips_pc() {
