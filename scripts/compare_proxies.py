@@ -114,14 +114,98 @@ def start_haproxy(work, cse_port):
     return p, port
 
 
-def start_edge(io, cse_port):
+def start_edge(io, cse_port, tls_dir=None):
     port = free_port()
+    tls = ["--tls-cert", str(tls_dir / "cert.pem"), "--tls-key", str(tls_dir / "key.pem")] if tls_dir else []
     p = subprocess.Popen([str(LOADGEN), "edge", "run", "--listen", f"127.0.0.1:{port}", "--upstream",
                           f"ws://127.0.0.1:{cse_port}/", "--io", io, "--workers", "1", "--max-in-flight", "16",
-                          "--max-queued", "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          "--max-queued", "256", *tls], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          env=dict(os.environ, RUST_LOG="warn"))
     wait_port(port)
     return p, port
+
+
+def fd_count(pid):
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            total += len(os.listdir(f"/proc/{p}/fd"))
+        except OSError:
+            pass
+    return total
+
+
+def warm_up(port, work, tls=False):
+    """A short busy run, so that buffers a proxy allocates once (io_uring receive buffers, nginx and
+    HAProxy pools) are in the baseline and not counted per device."""
+    scheme = "wss" if tls else "ws"
+    cmd = [str(LOADGEN), "run", "--quiet", "--target", f"{scheme}://127.0.0.1:{port}/", "--devices", "50",
+           "--mode", "closed", "--in-flight", "4", "--subscribe", "false", "--duration", "3s", "--ramp", "0",
+           "--origin-prefix", f"Cwarm{time.time_ns()}x", "--out", str(work / f"warm-{time.time_ns()}")]
+    if tls:
+        cmd += ["--ca", str(work / "ca.pem")]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def settled_rss(pid, timeout=20):
+    """RSS once it stopped changing for three one-second samples (closing connections linger, and
+    allocators hand freed memory back a little later)."""
+    end = time.time() + timeout
+    last, same = rss_bytes(pid), 0
+    while time.time() < end and same < 3:
+        time.sleep(1)
+        now = rss_bytes(pid)
+        same = same + 1 if now == last else 0
+        last = now
+    return last
+
+
+def idle_growth(start, counts, work, tls=False):
+    """Proxy RSS with registered idle devices, in steps within one fresh proxy process: warm it up,
+    take its settled RSS, then add devices (each connects and registers: AE and one container
+    create, nothing else, then stays idle) until COUNTS[0], COUNTS[1], ... are connected, taking the
+    settled RSS at each step. Returns [(devices connected, RSS)], baseline first. The growth per device
+    between steps is what another device costs; from the baseline it also carries pools that a
+    proxy fills once."""
+    p, port = start()
+    loadgens = []
+    try:
+        warm_up(port, work, tls)
+        fds0 = fd_count(p.pid)
+        points = [(0, settled_rss(p.pid))]
+        ramp, prev = 2000, 0
+        scheme = "wss" if tls else "ws"
+        for n in counts:
+            cmd = [str(LOADGEN), "run", "--quiet", "--target", f"{scheme}://127.0.0.1:{port}/", "--devices",
+                   str(n - prev), "--ramp", str(ramp), "--containers", "1", "--mni", "1", "--subscribe", "false",
+                   "--rate", "0.001", "--deregister", "false", "--origin-prefix", f"Cidle{time.time_ns()}x",
+                   "--duration", "600s", "--out", str(work / f"idle-{time.time_ns()}")]
+            if tls:
+                cmd += ["--ca", str(work / "ca.pem")]
+            log = work / f"idle-loadgen-{len(loadgens)}.log"
+            loadgens.append(subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT))
+            end = time.time() + (n - prev) / ramp + 25
+            while time.time() < end and fd_count(p.pid) < fds0 + 2 * n:
+                time.sleep(0.2)
+            time.sleep(2)  # registrations follow the connections
+            connected = (fd_count(p.pid) - fds0) // 2
+            points.append((connected, settled_rss(p.pid)))
+            if connected < n:
+                print(f"only {connected} of {n} devices connected; the loadgen said:\n" + log.read_text()[-2000:],
+                      file=sys.stderr)
+                break
+            prev = n
+        return points
+    finally:
+        for lg in loadgens:
+            lg.terminate()
+        for lg in loadgens:
+            lg.wait(timeout=30)
+        p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def run_scenario(port, args, work, kind):
@@ -144,6 +228,11 @@ def main():
     ap.add_argument("--in-flight", type=int, default=8)
     ap.add_argument("--rate", type=float, default=4000)
     ap.add_argument("--only", default="", help="comma-separated subset of rows")
+    ap.add_argument("--idle", default="1000,5000,9000",
+                    help="registered idle device counts for the memory rows ('' to skip); one proxy process holds "
+                         "at most ~9,500 (two sockets per device, hard fd limit 20,000)")
+    ap.add_argument("--idle-rounds", type=int, default=1)
+    ap.add_argument("--skip-load", action="store_true", help="only the idle-memory rows")
     args = ap.parse_args()
     assert LOADGEN.exists(), "cargo build --release -p m2m-loadgen first"
     work = pathlib.Path(tempfile.mkdtemp(prefix="proxies-"))
@@ -153,50 +242,50 @@ def main():
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         procs.append(cse)
         cse_port = int(cse.stdout.readline().split()[1].rsplit(":", 1)[1])
+        starters = {"nginx": lambda: start_nginx(work, cse_port),
+                    "haproxy": lambda: start_haproxy(work, cse_port),
+                    "edge uring": lambda: start_edge("uring", cse_port),
+                    "edge epoll": lambda: start_edge("epoll", cse_port)}
+        chosen = [n for n in starters if not args.only or n in args.only.split(",")]
+        results = {}
         rows = {"direct": (None, cse_port)}
-        for name, start in [("nginx", lambda: start_nginx(work, cse_port)),
-                            ("haproxy", lambda: start_haproxy(work, cse_port)),
-                            ("edge uring", lambda: start_edge("uring", cse_port)),
-                            ("edge epoll", lambda: start_edge("epoll", cse_port))]:
-            if args.only and name not in args.only.split(","):
-                continue
-            p, port = start()
-            procs.append(p)
-            rows[name] = (p, port)
-        results = {(name, kind): [] for name in rows for kind in ("closed", "open")}
-        for r in range(args.rounds):
-            for kind in ("closed", "open"):
-                for name, (p, port) in rows.items():
-                    c0 = cpu_seconds(p.pid) if p else 0.0
-                    s = run_scenario(port, args, work, kind)
-                    cpu = (cpu_seconds(p.pid) - c0) if p else 0.0
-                    ops = s["operations"]
-                    results[(name, kind)].append({
-                        "rps": s["ops_per_s"], "ops": ops, "errors": s["errors_total"],
-                        "p50": s["all_ops"]["p50_us"], "p99": s["all_ops"]["p99_us"], "p999": s["all_ops"]["p999_us"],
-                        "cpu_us_per_op": cpu * 1e6 / max(ops, 1) if p else None,
-                        "rss": rss_bytes(p.pid) if p else None,
-                    })
-            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-        host = subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip()
-        cpu_model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-        print(f"# {time.strftime('%Y-%m-%d')} on {host}, {os.cpu_count()} CPUs ({cpu_model}); loopback; "
-              f"median of {args.rounds} interleaved rounds; {args.seconds} s per run")
-        for kind in ("closed", "open"):
-            label = (f"closed loop, {args.devices} devices x {args.in_flight} in flight" if kind == "closed"
-                     else f"open loop, {args.rate:.0f} requests/s over {args.devices} devices")
-            print(f"\n## {label}")
-            print(f"{'row':<11} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} "
-                  f"{'CPU us/op':>9} {'RSS MiB':>8} {'errors':>6}")
-            med = lambda name, k: statistics.median(x[k] for x in results[(name, kind)]) if results[(name, kind)][0][k] is not None else None
-            base50, base99 = med("direct", "p50"), med("direct", "p99")
-            for name in rows:
-                cpu, rss = med(name, "cpu_us_per_op"), med(name, "rss")
-                print(f"{name:<11} {med(name, 'rps'):>8.0f} {med(name, 'p50') / 1000:>7.2f} {med(name, 'p99') / 1000:>7.2f} "
-                      f"{med(name, 'p999') / 1000:>8.2f} {(med(name, 'p50') - base50) / 1000:>8.2f} "
-                      f"{(med(name, 'p99') - base99) / 1000:>8.2f} "
-                      f"{'-' if cpu is None else f'{cpu:.1f}':>9} {'-' if rss is None else f'{rss / 2**20:.1f}':>8} "
-                      f"{med(name, 'errors'):>6.0f}")
+        if not args.skip_load:
+            for name in chosen:
+                p, port = starters[name]()
+                procs.append(p)
+                rows[name] = (p, port)
+            results = {(name, kind): [] for name in rows for kind in ("closed", "open")}
+            for r in range(args.rounds):
+                for kind in ("closed", "open"):
+                    for name, (p, port) in rows.items():
+                        c0 = cpu_seconds(p.pid) if p else 0.0
+                        s = run_scenario(port, args, work, kind)
+                        cpu = (cpu_seconds(p.pid) - c0) if p else 0.0
+                        ops = s["operations"]
+                        results[(name, kind)].append({
+                            "rps": s["ops_per_s"], "ops": ops, "errors": s["errors_total"],
+                            "p50": s["all_ops"]["p50_us"], "p99": s["all_ops"]["p99_us"],
+                            "p999": s["all_ops"]["p999_us"],
+                            "cpu_us_per_op": cpu * 1e6 / max(ops, 1) if p else None,
+                            "rss": rss_bytes(p.pid) if p else None,
+                        })
+                print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+            for p, _ in rows.values():
+                if p:
+                    p.terminate()
+                    p.wait(timeout=10)
+        idle_counts = [int(x) for x in args.idle.split(",") if x]
+        idle = {}
+        if idle_counts:
+            make_cert(work)
+            idle_rows = {n: (starters[n], False) for n in chosen}
+            if "edge uring" in chosen:
+                idle_rows["edge uring wss"] = (lambda: start_edge("uring", cse_port, work), True)
+            for _ in range(args.idle_rounds):
+                for name, (start, tls) in idle_rows.items():
+                    idle.setdefault(name, []).append(idle_growth(start, idle_counts, work, tls))
+            print("idle rows done", file=sys.stderr)
+        print_report(args, rows, results, idle, idle_counts)
     finally:
         for p in procs:
             p.terminate()
@@ -206,6 +295,76 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def make_cert(work):
+    """A CA (ca.pem) and a server certificate for 127.0.0.1 it signed (cert.pem, key.pem), for the
+    edge's wss idle row."""
+    def ssl(*a):
+        subprocess.run(["openssl", *a], check=True, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ssl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=compare CA", "-keyout", "ca-key.pem", "-out", "ca.pem")
+    ssl("req", *ec, "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "server.csr")
+    (work / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+        "-days", "2", "-extfile", "ext.cnf", "-out", "cert.pem")
+
+
+def print_report(args, rows, results, idle, idle_counts):
+    host = subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip()
+    cpu_model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+                     "?")
+    print(f"# {time.strftime('%Y-%m-%d')} on {host}, {os.cpu_count()} CPUs ({cpu_model}); loopback; "
+          f"median of {args.rounds} interleaved rounds; {args.seconds} s per run")
+    for kind in ("closed", "open") if results else ():
+        label = (f"closed loop, {args.devices} devices x {args.in_flight} in flight" if kind == "closed"
+                 else f"open loop, {args.rate:.0f} requests/s over {args.devices} devices")
+        print(f"\n## {label}\n")
+        print("| row | req/s | p50 ms | p99 ms | p99.9 ms | +p50 ms | +p99 ms | CPU us/op | CPU vs nginx "
+              "| CPU vs HAProxy | RSS MiB | errors |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+        def med(name, k):
+            xs = [x[k] for x in results[(name, kind)]]
+            return statistics.median(xs) if xs[0] is not None else None
+
+        base50, base99 = med("direct", "p50"), med("direct", "p99")
+        ref = {r: med(r, "cpu_us_per_op") for r in ("nginx", "haproxy") if r in rows}
+
+        def ratio(cpu, r):
+            return "-" if cpu is None or r not in ref else f"{cpu / ref[r]:.2f}x"
+
+        for name in rows:
+            cpu, rss = med(name, "cpu_us_per_op"), med(name, "rss")
+            print(f"| {name} | {med(name, 'rps'):.0f} | {med(name, 'p50') / 1000:.2f} | {med(name, 'p99') / 1000:.2f} "
+                  f"| {med(name, 'p999') / 1000:.2f} | {(med(name, 'p50') - base50) / 1000:.2f} "
+                  f"| {(med(name, 'p99') - base99) / 1000:.2f} | {'-' if cpu is None else f'{cpu:.2f}'} "
+                  f"| {ratio(cpu, 'nginx')} | {ratio(cpu, 'haproxy')} "
+                  f"| {'-' if rss is None else f'{rss / 2**20:.1f}'} | {med(name, 'errors'):.0f} |")
+    if idle:
+        first = idle_counts[0]
+        print(f"\n## idle registered devices: proxy RSS growth per device (bytes), median of {args.idle_rounds} "
+              f"round(s)\n")
+        print(f"Each row is one proxy process, warmed up, then devices added in steps. 'from {first}' is "
+              f"what another device costs; 'from 0' also carries pools a proxy fills once.\n")
+        heads = [f"0 to {first}"] + [f"{first} to {n}" for n in idle_counts[1:]]
+        print("| row | " + " | ".join(heads) + " | RSS MiB at the end |")
+        print("|---|" + "---:|" * (len(heads) + 1))
+        for name, rounds in idle.items():
+            cells = []
+            for k in range(1, len(idle_counts) + 1):
+                per = []
+                for pts in rounds:
+                    if len(pts) <= k:
+                        continue
+                    a = pts[0] if k == 1 else pts[1]
+                    b = pts[k]
+                    per.append((b[1] - a[1]) / max(b[0] - a[0], 1))
+                cells.append(f"{statistics.median(per):,.0f}" if per else "n/a")
+            end_rss = statistics.median(pts[-1][1] for pts in rounds) / 2**20
+            held = min(pts[-1][0] for pts in rounds)
+            note = "" if held >= idle_counts[-1] else f" (only {held} connected)"
+            print(f"| {name} | " + " | ".join(cells) + f" | {end_rss:.1f}{note} |")
 
 
 if __name__ == "__main__":

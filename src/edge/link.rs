@@ -26,8 +26,8 @@ pub enum Link {
     },
     Open {
         conn: ConnId,
-        rx: Box<Receiver>,
-        tx: Box<Sender>,
+        rx: Receiver,
+        tx: Sender,
         format: Format,
     },
 }
@@ -268,8 +268,8 @@ impl EdgeApp {
                     );
                     self.session(sid).link = Link::Open {
                         conn,
-                        rx: Box::new(rx),
-                        tx: Box::new(tx),
+                        rx,
+                        tx,
                         format,
                     };
                     self.counters
@@ -386,7 +386,7 @@ impl EdgeApp {
             self.counters.error(2);
             return;
         };
-        let p = s.pending.remove(i);
+        let p = s.take_pending(i);
         cx.cancel_timer(p.timer);
         let rsc = view.rsc.unwrap_or(Rsc(0));
         self.counters.response(1, rsc.0);

@@ -19,8 +19,8 @@ use super::{EdgeApp, TIMER_REQUEST, token};
 pub enum Device {
     Handshake,
     Open {
-        rx: Box<Receiver>,
-        tx: Box<Sender>,
+        rx: Receiver,
+        tx: Sender,
         format: Format,
     },
     /// A CONNECT tunnel to another allow-listed target: bytes are relayed as they are.
@@ -95,6 +95,15 @@ impl Session {
             draining: false,
             identity: None,
         }
+    }
+
+    /// Remove the `i`th request in flight; an idle device keeps no capacity for them.
+    pub fn take_pending(&mut self, i: usize) -> Pending {
+        let p = self.pending.remove(i);
+        if self.pending.is_empty() {
+            self.pending = Vec::new();
+        }
+        p
     }
 
     pub fn cancel_timers(&mut self, cx: &mut Cx<'_, ()>) {
@@ -187,11 +196,7 @@ impl EdgeApp {
         if let Some(t) = s.handshake_timer.take() {
             cx.cancel_timer(t);
         }
-        s.dev = Device::Open {
-            rx: Box::new(rx),
-            tx: Box::new(tx),
-            format,
-        };
+        s.dev = Device::Open { rx, tx, format };
         s.origin = origin;
         s.last_input = cx.now();
         if let Some(idle) = self.settings.idle_timeout {
@@ -503,15 +508,22 @@ impl EdgeApp {
             let left = rqet.resolve(now_wall).saturating_sub(now_wall).max(0) as u64;
             deadline = deadline.min(cx.now() + std::time::Duration::from_millis(left));
         }
-        let s = self.session(sid);
-        s.queue.push_back(Queued {
+        let q = Queued {
             rqi,
             bytes: up,
             deadline,
             registration,
             deregistration,
-        });
-        self.pump(cx, sid);
+        };
+        let max = self.settings.max_in_flight.max(1);
+        let s = self.session(sid);
+        if s.queue.is_empty() && s.link.is_open() && s.pending.len() < max {
+            // The usual case: nothing waits, so the queue is skipped (and stays unallocated).
+            self.dispatch(cx, sid, q);
+        } else {
+            s.queue.push_back(q);
+            self.pump(cx, sid);
+        }
     }
 
     /// Send queued requests while the link is open and below `max_in_flight`.
@@ -523,6 +535,10 @@ impl EdgeApp {
                 return;
             }
             let Some(q) = s.queue.pop_front() else { return };
+            if s.queue.is_empty() {
+                // An idle device keeps no queue capacity (memory per idle device).
+                s.queue = VecDeque::new();
+            }
             if q.deadline <= cx.now() {
                 self.reply_error(
                     cx,
@@ -535,20 +551,25 @@ impl EdgeApp {
                 );
                 continue;
             }
-            let s = self.session(sid);
-            s.seq = s.seq.wrapping_add(1);
-            let seq = s.seq;
-            let timer = cx.set_timer(q.deadline, token(TIMER_REQUEST, sid, seq));
-            s.pending.push(Pending {
-                rqi: q.rqi,
-                seq,
-                timer,
-                registration: q.registration,
-                deregistration: q.deregistration,
-                sent: cx.now(),
-            });
-            self.link_send(cx, sid, &q.bytes);
+            self.dispatch(cx, sid, q);
         }
+    }
+
+    /// Send one request up the open link and wait for its response under a timer.
+    fn dispatch(&mut self, cx: &mut Cx<'_, ()>, sid: usize, q: Queued) {
+        let s = self.session(sid);
+        s.seq = s.seq.wrapping_add(1);
+        let seq = s.seq;
+        let timer = cx.set_timer(q.deadline, token(TIMER_REQUEST, sid, seq));
+        s.pending.push(Pending {
+            rqi: q.rqi,
+            seq,
+            timer,
+            registration: q.registration,
+            deregistration: q.deregistration,
+            sent: cx.now(),
+        });
+        self.link_send(cx, sid, &q.bytes);
     }
 
     /// The idle timer fired: close a device that sent nothing for `idle_timeout`, else re-arm.
@@ -587,7 +608,7 @@ impl EdgeApp {
         let Some(i) = s.pending.iter().position(|p| p.seq == seq) else {
             return;
         };
-        let p = s.pending.remove(i);
+        let p = s.take_pending(i);
         self.reply_error(
             cx,
             sid,

@@ -46,8 +46,6 @@ pub(crate) struct Conn {
     pub sending: bool,
     pub tls: Option<Box<rustls::Connection>>,
     pub connect_timer: Option<TimerId>,
-    /// Remote address for outbound connections (the driver connects to it).
-    pub remote: Option<SocketAddr>,
     /// Driver-private flags (e.g. receive armed, writable interest).
     pub driver_flags: u32,
     pub dirty: bool,
@@ -61,8 +59,8 @@ pub(crate) struct Conn {
 /// Things the driver must do after the app ran.
 #[derive(Debug)]
 pub(crate) enum Action {
-    /// Start connecting `conn` to its remote.
-    Connect(ConnId),
+    /// Start connecting `conn` to this address (kept here, not in every connection).
+    Connect(ConnId, SocketAddr),
     /// Close now (output flushed or dropped).
     Close(ConnId, CloseReason),
 }
@@ -117,6 +115,16 @@ pub struct CoreState<M> {
     /// pending receive).
     pub(crate) closed: Vec<(ConnId, u32)>,
     pub stats: CoreStats,
+}
+
+/// Make room for one more entry in a per-connection table, growing it by a fixed step instead of
+/// doubling: a doubled table of 9,000 connections holds capacity for 16,384, and the allocator may
+/// touch all of it. Reallocation every `STEP` pushes copies little next to what the table holds.
+pub fn reserve_linear<T>(table: &mut Vec<T>) {
+    const STEP: usize = 1024;
+    if table.len() == table.capacity() {
+        table.reserve_exact(STEP);
+    }
 }
 
 /// Buffers kept for reuse per core, and the largest capacity worth keeping.
@@ -177,6 +185,8 @@ impl<M> CoreState<M> {
         let index = match self.free.pop() {
             Some(i) => i as usize,
             None => {
+                reserve_linear(&mut self.slots);
+                reserve_linear(&mut self.generations);
                 self.slots.push(None);
                 self.generations.push(0);
                 self.slots.len() - 1
@@ -193,7 +203,6 @@ impl<M> CoreState<M> {
             sending: false,
             tls: None,
             connect_timer: None,
-            remote: None,
             driver_flags: 0,
             dirty: false,
             close_reason: None,
@@ -374,7 +383,6 @@ impl<M> Cx<'_, M> {
             .timers
             .insert(self.st.now + timeout, TimerKind::ConnectTimeout(id));
         let conn = self.st.conn_mut(id).expect("just inserted");
-        conn.remote = Some(addr);
         conn.connect_timer = Some(timer);
         if let Some(t) = tls {
             let mut client = rustls::ClientConnection::new(t.config, t.server_name)
@@ -383,7 +391,7 @@ impl<M> Cx<'_, M> {
             client.set_buffer_limit(None);
             conn.tls = Some(Box::new(rustls::Connection::Client(client)));
         }
-        self.st.actions.push(Action::Connect(id));
+        self.st.actions.push(Action::Connect(id, addr));
         Ok(id)
     }
 

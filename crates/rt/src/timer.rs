@@ -142,9 +142,14 @@ impl<T: Copy> TimerWheel<T> {
                 false
             });
             if refs.is_empty() {
+                // Freed rather than kept: after a burst (thousands of devices registering) the
+                // slots' capacity would otherwise stay with the process as per-device memory.
                 self.occupied[slot / 64] &= !(1 << (slot % 64));
+                continue;
             }
-            // Keep whichever allocation is larger.
+            if refs.capacity() > 4 * refs.len().max(8) {
+                refs.shrink_to(2 * refs.len());
+            }
             if self.slots[slot].is_empty() {
                 self.slots[slot] = refs;
             } else {

@@ -2,7 +2,8 @@
 //! close frames, masked when we are the client (RFC 6455 §5.1, §5.3).
 //!
 //! Masking keys come from the OS random source (§5.3 asks for a strong source of entropy), drawn 64
-//! keys per system call from a small pool so that a busy client does not pay one syscall per frame.
+//! keys per system call from a small per-thread pool so that a busy client does not pay one syscall
+//! per frame, and an idle one (a proxy holds thousands of client senders) carries no pool of its own.
 
 use crate::close::{CloseCode, close_payload};
 use crate::deflate::Deflater;
@@ -56,27 +57,28 @@ impl MaskSource {
     }
 }
 
-/// The sending half of a WebSocket connection.
+thread_local! {
+    static MASKS: std::cell::RefCell<MaskSource> = std::cell::RefCell::new(MaskSource::new());
+}
+
+/// The sending half of a WebSocket connection. Small on purpose (a proxy keeps two per device):
+/// compression state is boxed and only there when negotiated, masking keys come from the thread's
+/// pool.
 #[derive(Debug)]
 pub struct Sender {
     role: Role,
     config: SenderConfig,
-    deflater: Option<Deflater>,
-    /// Boxed: only clients mask, and the 256-byte pool would otherwise sit in every server-side sender.
-    masks: Option<Box<MaskSource>>,
-    scratch: Vec<u8>,
+    /// The compressor and its output buffer, only when permessage-deflate was negotiated.
+    deflater: Option<Box<(Deflater, Vec<u8>)>>,
 }
 
 impl Sender {
     /// A sender for `role`; with `deflater`, permessage-deflate was negotiated.
     pub fn new(role: Role, config: SenderConfig, deflater: Option<Deflater>) -> Self {
-        let masks = (role == Role::Client).then(|| Box::new(MaskSource::new()));
         Self {
             role,
             config,
-            deflater,
-            masks,
-            scratch: Vec::new(),
+            deflater: deflater.map(|d| Box::new((d, Vec::new()))),
         }
     }
 
@@ -86,7 +88,7 @@ impl Sender {
     }
 
     fn mask(&mut self) -> Option<[u8; 4]> {
-        self.masks.as_mut().map(|m| m.key())
+        (self.role == Role::Client).then(|| MASKS.with(|m| m.borrow_mut().key()))
     }
 
     /// Append a text message.
@@ -102,11 +104,11 @@ impl Sender {
     /// Append a data message (`opcode` Text or Binary), compressed and fragmented per config.
     pub fn message(&mut self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) {
         debug_assert!(matches!(opcode, OpCode::Text | OpCode::Binary));
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let (body, compressed) = match self.deflater.as_mut() {
-            Some(def) if payload.len() >= self.config.compress_min_bytes => {
+        let mut deflate = self.deflater.take();
+        let (body, compressed) = match deflate.as_deref_mut() {
+            Some((def, scratch)) if payload.len() >= self.config.compress_min_bytes => {
                 scratch.clear();
-                def.deflate(payload, &mut scratch);
+                def.deflate(payload, scratch);
                 (scratch.as_slice(), true)
             }
             _ => (payload, false),
@@ -127,7 +129,7 @@ impl Sender {
                 write_frame(out, i + 1 == count, compressed && i == 0, op, mask, chunk);
             }
         }
-        self.scratch = scratch;
+        self.deflater = deflate;
     }
 
     /// Append a ping; the payload is cut to 125 bytes (§5.5).

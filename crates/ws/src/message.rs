@@ -68,7 +68,8 @@ struct InProgress {
 pub struct Receiver {
     role: Role,
     limits: ReceiverLimits,
-    inflater: Option<Inflater>,
+    /// Boxed: most sessions never negotiate permessage-deflate.
+    inflater: Option<Box<Inflater>>,
     message: Option<InProgress>,
     assembly: Vec<u8>,
     utf8: Utf8Validator,
@@ -81,7 +82,7 @@ impl Receiver {
         Self {
             role,
             limits,
-            inflater,
+            inflater: inflater.map(Box::new),
             message: None,
             assembly: Vec::new(),
             utf8: Utf8Validator::default(),

@@ -9,7 +9,7 @@
 #[derive(Debug, Default, Clone)]
 pub struct Utf8Validator {
     pending: [u8; 4],
-    pending_len: usize,
+    pending_len: u8,
 }
 
 /// The input is not UTF-8.
@@ -29,17 +29,18 @@ impl Utf8Validator {
     /// Validate the next piece.
     pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), InvalidUtf8> {
         if self.pending_len > 0 {
-            let need = sequence_len(self.pending[0]) - self.pending_len;
+            let pending_len = usize::from(self.pending_len);
+            let need = sequence_len(self.pending[0]) - pending_len;
             let take = need.min(bytes.len());
             let mut joined = self.pending;
-            joined[self.pending_len..self.pending_len + take].copy_from_slice(&bytes[..take]);
-            let joined_len = self.pending_len + take;
+            joined[pending_len..pending_len + take].copy_from_slice(&bytes[..take]);
+            let joined_len = pending_len + take;
             match std::str::from_utf8(&joined[..joined_len]) {
                 Ok(_) => self.pending_len = 0,
                 Err(e) if e.error_len().is_some() => return Err(InvalidUtf8),
                 Err(_) => {
                     self.pending = joined;
-                    self.pending_len = joined_len;
+                    self.pending_len = joined_len as u8;
                     return Ok(());
                 }
             }
@@ -51,7 +52,8 @@ impl Utf8Validator {
             Err(e) => {
                 let tail = &bytes[e.valid_up_to()..];
                 self.pending[..tail.len()].copy_from_slice(tail);
-                self.pending_len = tail.len();
+                // An incomplete sequence is at most 3 bytes.
+                self.pending_len = tail.len() as u8;
                 Ok(())
             }
         }

@@ -253,7 +253,7 @@ fn apply_actions<A: App>(core: &mut Core<A>, poll: &Poll) {
         let actions = std::mem::take(&mut core.st.actions);
         for action in actions {
             match action {
-                Action::Connect(id) => start_connect(core, poll, id),
+                Action::Connect(id, addr) => start_connect(core, poll, id, addr),
                 Action::Close(id, reason) => {
                     core.close_now(id, reason);
                 }
@@ -262,9 +262,8 @@ fn apply_actions<A: App>(core: &mut Core<A>, poll: &Poll) {
     }
 }
 
-fn start_connect<A: App>(core: &mut Core<A>, poll: &Poll, id: ConnId) {
+fn start_connect<A: App>(core: &mut Core<A>, poll: &Poll, id: ConnId, addr: std::net::SocketAddr) {
     let Some(conn) = core.st.conn(id) else { return };
-    let Some(addr) = conn.remote else { return };
     let fd = conn.fd.as_raw_fd();
     let result = socket2::SockRef::from(&conn.fd).connect(&addr.into());
     match result {

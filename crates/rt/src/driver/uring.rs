@@ -289,11 +289,10 @@ impl<A: App> Driver<'_, A> {
         }
     }
 
-    fn start_connect(&mut self, id: ConnId) {
+    fn start_connect(&mut self, id: ConnId, addr: std::net::SocketAddr) {
         let Some(conn) = self.core.st.conn(id) else {
             return;
         };
-        let Some(addr) = conn.remote else { return };
         let fd = conn.fd.as_raw_fd();
         let sa = socket2::SockAddr::from(addr);
         let mut storage: libc::sockaddr_storage = {
@@ -463,7 +462,7 @@ impl<A: App> Driver<'_, A> {
             let actions = std::mem::take(&mut self.core.st.actions);
             for a in actions {
                 match a {
-                    Action::Connect(id) => self.start_connect(id),
+                    Action::Connect(id, addr) => self.start_connect(id, addr),
                     Action::Close(id, reason) => {
                         self.core.close_now(id, reason);
                     }
