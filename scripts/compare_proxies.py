@@ -114,10 +114,10 @@ def start_haproxy(work, cse_port):
     return p, port
 
 
-def start_edge(io, cse_port, tls_dir=None):
+def start_edge(io, cse_port, tls_dir=None, binary=LOADGEN):
     port = free_port()
     tls = ["--tls-cert", str(tls_dir / "cert.pem"), "--tls-key", str(tls_dir / "key.pem")] if tls_dir else []
-    p = subprocess.Popen([str(LOADGEN), "edge", "run", "--listen", f"127.0.0.1:{port}", "--upstream",
+    p = subprocess.Popen([str(binary), "edge", "run", "--listen", f"127.0.0.1:{port}", "--upstream",
                           f"ws://127.0.0.1:{cse_port}/", "--io", io, "--workers", "1", "--max-in-flight", "16",
                           "--max-queued", "256", *tls], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          env=dict(os.environ, RUST_LOG="warn"))
@@ -147,9 +147,12 @@ def warm_up(port, work, tls=False):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def settled_rss(pid, timeout=20):
+def settled_rss(pid, timeout=20, after_load=False):
     """RSS once it stopped changing for three one-second samples (closing connections linger, and
-    allocators hand freed memory back a little later)."""
+    allocators hand freed memory back a little later). After a busy run, first wait out the edge's
+    10 s request timers: their wheel slots are freed when they come round."""
+    if after_load:
+        time.sleep(11)
     end = time.time() + timeout
     last, same = rss_bytes(pid), 0
     while time.time() < end and same < 3:
@@ -160,11 +163,12 @@ def settled_rss(pid, timeout=20):
     return last
 
 
-def idle_growth(start, counts, work, tls=False):
+def idle_growth(start, counts, work, tls=False, measure=None):
     """Proxy RSS with registered idle devices, in steps within one fresh proxy process: warm it up,
     take its settled RSS, then add devices (each connects and registers: AE and one container
     create, nothing else, then stays idle) until COUNTS[0], COUNTS[1], ... are connected, taking the
-    settled RSS at each step. Returns [(devices connected, RSS)], baseline first. The growth per device
+    settled RSS (or what MEASURE(pid) returns) at each step. Returns [(devices connected, bytes)],
+    baseline first. The growth per device
     between steps is what another device costs; from the baseline it also carries pools that a
     proxy fills once."""
     p, port = start()
@@ -172,7 +176,12 @@ def idle_growth(start, counts, work, tls=False):
     try:
         warm_up(port, work, tls)
         fds0 = fd_count(p.pid)
-        points = [(0, settled_rss(p.pid))]
+        if measure is None:
+            settled_rss(p.pid, after_load=True)
+            measure = settled_rss
+        else:
+            time.sleep(11)
+        points = [(0, measure(p.pid))]
         ramp, prev = 2000, 0
         scheme = "wss" if tls else "ws"
         for n in counts:
@@ -189,7 +198,7 @@ def idle_growth(start, counts, work, tls=False):
                 time.sleep(0.2)
             time.sleep(2)  # registrations follow the connections
             connected = (fd_count(p.pid) - fds0) // 2
-            points.append((connected, settled_rss(p.pid)))
+            points.append((connected, measure(p.pid)))
             if connected < n:
                 print(f"only {connected} of {n} devices connected; the loadgen said:\n" + log.read_text()[-2000:],
                       file=sys.stderr)
@@ -233,6 +242,9 @@ def main():
                          "at most ~9,500 (two sockets per device, hard fd limit 20,000)")
     ap.add_argument("--idle-rounds", type=int, default=1)
     ap.add_argument("--skip-load", action="store_true", help="only the idle-memory rows")
+    ap.add_argument("--json", help="also write every run's figures here")
+    ap.add_argument("--baseline", help="another build's m2m-loadgen binary: adds an 'edge uring (baseline)' row, "
+                                       "for before/after figures of a change in one run")
     args = ap.parse_args()
     assert LOADGEN.exists(), "cargo build --release -p m2m-loadgen first"
     work = pathlib.Path(tempfile.mkdtemp(prefix="proxies-"))
@@ -246,6 +258,8 @@ def main():
                     "haproxy": lambda: start_haproxy(work, cse_port),
                     "edge uring": lambda: start_edge("uring", cse_port),
                     "edge epoll": lambda: start_edge("epoll", cse_port)}
+        if args.baseline:
+            starters["edge uring (baseline)"] = lambda: start_edge("uring", cse_port, binary=args.baseline)
         chosen = [n for n in starters if not args.only or n in args.only.split(",")]
         results = {}
         rows = {"direct": (None, cse_port)}
@@ -286,6 +300,10 @@ def main():
                     idle.setdefault(name, []).append(idle_growth(start, idle_counts, work, tls))
             print("idle rows done", file=sys.stderr)
         print_report(args, rows, results, idle, idle_counts)
+        if args.json:
+            pathlib.Path(args.json).write_text(json.dumps({
+                "load": {f"{name} | {kind}": runs for (name, kind), runs in results.items()},
+                "idle": {"counts": idle_counts, "rows": idle}}, indent=1))
     finally:
         for p in procs:
             p.terminate()

@@ -10,6 +10,7 @@ edge's memory: user space from RSS (and the allocator's view is not needed: RSS 
 pays), kernel from /proc/net/sockstat (TCP buffer pages) and /proc/meminfo (slab), both machine-wide
 and so covering all four sockets a device has on loopback (loadgen, edge x2, CSE). Once all devices
 are up, every device sends one request every --interval seconds for --minutes; then everything stops.
+The edge is warmed up first (a short busy run), so that its receive buffers are in the baseline.
 Prints a table and writes scale.json.
 
     python3 scripts/scale_run.py [--devices 9500] [--minutes 5] [--interval 60]
@@ -26,7 +27,8 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from compare_proxies import LOADGEN, fd_count, free_port, rss_bytes, wait_port  # noqa: E402
+from compare_proxies import (LOADGEN, cpu_seconds, fd_count, free_port, rss_bytes, settled_rss,  # noqa: E402
+                             wait_port, warm_up)
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -112,13 +114,12 @@ def main():
         procs.append(edge)
         wait_port(port)
         wait_port(admin)
-        time.sleep(1)
-        base = {"edge_rss": rss_bytes(edge.pid), **kernel_memory()}
+        warm_up(port, work)
+        base = {"edge_rss": settled_rss(edge.pid, after_load=True), **kernel_memory()}
         hold = args.minutes * 60
         # The last step's devices run for `hold`; earlier steps run until the same moment.
         started, snaps, prev = time.time(), [], 0
         for i, n in enumerate(steps):
-            remaining = len(steps) - i - 1
             # Time still to come: settling of later steps (generous) plus the hold.
             later = sum((steps[j] - steps[j - 1]) / args.ramp + 15 for j in range(i + 1, len(steps)))
             duration = (n - prev) / args.ramp + 15 + later + hold
@@ -129,34 +130,45 @@ def main():
             loadgens.append(subprocess.Popen(cmd, stdout=open(work / f"loadgen{i}.log", "w"),
                                              stderr=subprocess.STDOUT))
             wait_registered(admin, n, (n - prev) / args.ramp + 60)
-            time.sleep(5)
+            settled_rss(edge.pid)
             snaps.append(snapshot(edge, base, n))
             print(f"{n} devices up after {time.time() - started:.0f} s: "
                   f"{snaps[-1]['user_per_device']:.0f} B/device user space", file=sys.stderr)
             prev = n
-            del remaining
         hold_start = time.time()
-        for lg in loadgens:
-            lg.wait(timeout=hold + 600)
-        held = time.time() - hold_start
+        # The last snapshot while every device is still up, shortly before the first loadgen ends.
+        time.sleep(max(hold - 20, 0))
         final = snapshot(edge, base, args.devices)
         metrics = scrape(admin)
+        cpu = cpu_seconds(edge.pid)
+        loadgens[-1].wait(timeout=hold + 600)
+        held = time.time() - hold_start
+        for lg in loadgens:
+            lg.wait(timeout=600)
         summaries = [json.loads((out_dir / f"step{i}" / "summary.json").read_text()) for i in range(len(steps))]
         ops = sum(s["operations"] for s in summaries)
         errors = sum(s["errors_total"] for s in summaries)
         result = {"devices": args.devices, "held_s": held, "operations": ops, "errors": errors, "steps": snaps,
-                  "final": final, "edge_cpu_s": None,
+                  "final": final, "edge_cpu_s": cpu,
                   "edge_sessions_at_end": metrics.get("m2m_edge_device_sessions"),
                   "p99_us": max(s["all_ops"]["p99_us"] for s in summaries)}
         (out_dir / "scale.json").write_text(json.dumps(result, indent=2))
         print(f"# {time.strftime('%Y-%m-%d')}: {args.devices} registered devices through one edge ({args.io}), "
               f"one request per device every {args.interval:.0f} s, {held / 60:.1f} min with all devices up")
-        print(f"operations {ops}, errors {errors}, worst shard p99 {result['p99_us'] / 1000:.2f} ms\n")
-        print("| devices | edge RSS MiB | edge fds | user B/device | TCP buffers B/device* | slab B/device* |")
-        print("|---:|---:|---:|---:|---:|---:|")
+        print(f"operations {ops}, errors {errors}, worst shard p99 {result['p99_us'] / 1000:.2f} ms, "
+              f"edge CPU {cpu:.1f} s in all, edge sessions near the end {result['edge_sessions_at_end']:.0f}\n")
+        print("| devices | edge RSS MiB | edge fds | user B/device from empty | user B/device since previous step "
+              "| TCP buffers B/device* | slab B/device* |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        prev_snap = None
         for s in snaps + [dict(final, devices=f"{args.devices} (end)")]:
+            n = int(str(s["devices"]).split()[0])
+            step = "-"
+            if prev_snap is not None and n > prev_snap[0]:
+                step = f"{(s['edge_rss'] - prev_snap[1]) / (n - prev_snap[0]):.0f}"
             print(f"| {s['devices']} | {s['edge_rss'] / 2**20:.1f} | {s['edge_fds']} | {s['user_per_device']:.0f} "
-                  f"| {s['tcp_buffers_per_device']:.0f} | {s['slab_per_device']:.0f} |")
+                  f"| {step} | {s['tcp_buffers_per_device']:.0f} | {s['slab_per_device']:.0f} |")
+            prev_snap = (n, s["edge_rss"])
         print("\n* machine-wide, so per device it covers all four loopback sockets (loadgen, edge x2, CSE)")
         if errors:
             sys.exit(1)

@@ -7,9 +7,9 @@
 use m2m_primitive::{Format, Primitive, RoutingView, Rsc, Value};
 use m2m_rt::{ConnId, Cx};
 use m2m_ws::handshake::client::{ClientHandshake, ClientOptions};
-use m2m_ws::{Event, Receiver, Role, Sender, SenderConfig, endpoint};
+use m2m_ws::{Event, OpCode, Receiver, Role, Sender, SenderConfig, endpoint};
 
-use super::session::Device;
+use super::session::{Device, InputSpan, Payload};
 use super::settings::{OriginHeader, format_of};
 use super::{EdgeApp, Role as ConnRole, TIMER_RELINK, token};
 
@@ -213,14 +213,13 @@ impl EdgeApp {
         else {
             return;
         };
-        let mut out = Vec::with_capacity(bytes.len() + 14);
-        if *format == Format::Cbor {
-            tx.binary(bytes, &mut out);
+        // Bytes for a text link are JSON or XML that passed the routing view or came from our encoder.
+        let opcode = if *format == Format::Cbor {
+            OpCode::Binary
         } else {
-            tx.text(std::str::from_utf8(bytes).unwrap_or_default(), &mut out);
-        }
-        let conn = *conn;
-        cx.send(conn, &out);
+            OpCode::Text
+        };
+        cx.send_with(*conn, |out| tx.message(opcode, bytes, out));
     }
 
     pub(super) fn upstream_data(
@@ -292,6 +291,7 @@ impl EdgeApp {
                 }
             }
         }
+        let input = InputSpan::of(data);
         loop {
             let s = self.session(sid);
             let Link::Open { rx, tx, format, .. } = &mut s.link else {
@@ -305,8 +305,8 @@ impl EdgeApp {
                 Ok(Some((event, used))) => {
                     at += used;
                     match event {
-                        Event::Text(t) => message = Some(t.as_bytes().to_vec()),
-                        Event::Binary(b) => message = Some(b.to_vec()),
+                        Event::Text(t) => message = Some(input.payload(t.as_bytes())),
+                        Event::Binary(b) => message = Some(input.payload(b)),
                         Event::Ping(p) => tx.pong(p, &mut reply),
                         Event::Close(f) => {
                             tx.close(f.code.unwrap_or(m2m_ws::CloseCode::NORMAL), "", &mut reply);
@@ -328,8 +328,12 @@ impl EdgeApp {
                 cx.close(conn);
                 return data.len();
             }
-            if let Some(bytes) = message {
-                self.handle_upstream(cx, sid, format, bytes);
+            match message {
+                Some(Payload::InPlace(range)) => {
+                    self.handle_upstream(cx, sid, format, &data[range])
+                }
+                Some(Payload::Owned(bytes)) => self.handle_upstream(cx, sid, format, &bytes),
+                None => {}
             }
         }
     }
@@ -339,9 +343,9 @@ impl EdgeApp {
         cx: &mut Cx<'_, ()>,
         sid: usize,
         up_format: Format,
-        bytes: Vec<u8>,
+        bytes: &[u8],
     ) {
-        let view = match RoutingView::parse(up_format, &bytes) {
+        let view = match RoutingView::parse(up_format, bytes) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(session = sid, error = %e, "undecodable primitive from the CSE");
@@ -357,7 +361,7 @@ impl EdgeApp {
         // every response cost 12 % of the edge's CPU on the relay path (flamegraph, DESIGN.md).
         let needs_model = dev_format != up_format;
         let primitive = if needs_model {
-            match m2m_primitive::decode(up_format, &bytes) {
+            match m2m_primitive::decode(up_format, bytes) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     tracing::warn!(session = sid, error = %e, "undecodable primitive from the CSE");
@@ -375,7 +379,7 @@ impl EdgeApp {
             // through `handle_device`.
             match primitive {
                 Some(p) => self.send_to_device(cx, sid, &p),
-                None => self.send_raw_to_device(cx, sid, &bytes),
+                None => self.send_raw_to_device(cx, sid, bytes),
             }
             return;
         }
@@ -405,7 +409,7 @@ impl EdgeApp {
                 .and_then(Value::as_str)
                 .map(str::to_string);
             let aei = aei.or_else(|| {
-                m2m_primitive::decode(up_format, &bytes).ok().and_then(|p| {
+                m2m_primitive::decode(up_format, bytes).ok().and_then(|p| {
                     p.pc()?
                         .as_object()?
                         .get("m2m:ae")?
@@ -432,7 +436,7 @@ impl EdgeApp {
         }
         match primitive {
             Some(p) if dev_format != up_format => self.send_to_device(cx, sid, &p),
-            _ => self.send_raw_to_device(cx, sid, &bytes),
+            _ => self.send_raw_to_device(cx, sid, bytes),
         }
         if relink {
             self.relink_with_origin(cx, sid);

@@ -2,13 +2,14 @@
 //! (TS-0020 clause 6.4), checks on every primitive, the queue toward the upstream link (bounded, at
 //! most `max_in_flight` outstanding, in order) and correlation of responses by `rqi`.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use m2m_primitive::{Format, Operation, Primitive, PrimitiveError, RoutingView, Rsc};
 use m2m_rt::{ConnId, Cx, TimerId};
 use m2m_ws::handshake::{error_response, parse_request, server};
-use m2m_ws::{CloseCode, Event, Receiver, Role, Sender, SenderConfig, endpoint};
+use m2m_ws::{CloseCode, Event, OpCode, Receiver, Role, Sender, SenderConfig, endpoint};
 
 use super::link::Link;
 use super::settings::format_of;
@@ -32,14 +33,53 @@ pub enum Device {
     Closing,
 }
 
-/// A request waiting for the upstream link.
+/// What the edge keeps about a request it relays.
 #[derive(Debug)]
-pub struct Queued {
+pub struct RequestMeta {
     pub rqi: String,
-    pub bytes: Vec<u8>,
     pub deadline: Instant,
     pub registration: bool,
     pub deregistration: bool,
+}
+
+/// A request waiting for the upstream link (the only case where the edge copies a primitive).
+#[derive(Debug)]
+pub struct Queued {
+    pub request: RequestMeta,
+    pub bytes: Vec<u8>,
+}
+
+/// Where a received message's payload is: in place in the input just read (unmasked there), or
+/// reassembled by the receiver from fragments or inflated, then copied out.
+pub(super) enum Payload {
+    InPlace(std::ops::Range<usize>),
+    Owned(Vec<u8>),
+}
+
+/// The input buffer of one `on_data` call, to tell whether a payload lies inside it.
+#[derive(Clone, Copy)]
+pub(super) struct InputSpan {
+    start: usize,
+    len: usize,
+}
+
+impl InputSpan {
+    pub(super) fn of(data: &[u8]) -> Self {
+        Self {
+            start: data.as_ptr() as usize,
+            len: data.len(),
+        }
+    }
+
+    /// The payload's range in the input, or a copy when it lives elsewhere.
+    pub(super) fn payload(self, part: &[u8]) -> Payload {
+        let at = (part.as_ptr() as usize).wrapping_sub(self.start);
+        if at <= self.len && part.len() <= self.len - at {
+            Payload::InPlace(at..at + part.len())
+        } else {
+            Payload::Owned(part.to_vec())
+        }
+    }
 }
 
 /// A request sent upstream and not yet answered.
@@ -211,6 +251,7 @@ impl EdgeApp {
     fn device_frames(&mut self, cx: &mut Cx<'_, ()>, sid: usize, data: &mut [u8]) -> usize {
         self.session(sid).last_input = cx.now();
         let mut at = 0;
+        let input = InputSpan::of(data);
         loop {
             let s = self.sessions[sid].as_mut().expect("live session");
             let device = s.device;
@@ -218,14 +259,14 @@ impl EdgeApp {
                 return data.len();
             };
             let mut reply = Vec::new();
-            let mut message: Option<(Vec<u8>, bool)> = None;
+            let mut message: Option<Payload> = None;
             let mut close: Option<(CloseCode, String)> = None;
             match rx.read(&mut data[at..]) {
                 Ok(Some((event, used))) => {
                     at += used;
                     match event {
-                        Event::Text(t) => message = Some((t.as_bytes().to_vec(), true)),
-                        Event::Binary(b) => message = Some((b.to_vec(), false)),
+                        Event::Text(t) => message = Some(input.payload(t.as_bytes())),
+                        Event::Binary(b) => message = Some(input.payload(b)),
                         Event::Ping(p) => tx.pong(p, &mut reply),
                         Event::Close(f) => {
                             close = Some((f.code.unwrap_or(CloseCode::NORMAL), String::new()))
@@ -249,8 +290,10 @@ impl EdgeApp {
                 self.close_device(cx, sid, code, &why);
                 return data.len();
             }
-            if let Some((bytes, text)) = message {
-                self.handle_device(cx, sid, bytes, text);
+            match message {
+                Some(Payload::InPlace(range)) => self.handle_device(cx, sid, &data[range]),
+                Some(Payload::Owned(bytes)) => self.handle_device(cx, sid, &bytes),
+                None => {}
             }
         }
     }
@@ -312,12 +355,11 @@ impl EdgeApp {
         let Device::Open { tx, format, .. } = &mut s.dev else {
             return;
         };
-        let mut out = Vec::with_capacity(bytes.len() + 10);
-        match (*format, std::str::from_utf8(bytes)) {
-            (Format::Cbor, _) | (_, Err(_)) => tx.binary(bytes, &mut out),
-            (_, Ok(text)) => tx.text(text, &mut out),
-        }
-        cx.send(device, &out);
+        let binary = *format == Format::Cbor || std::str::from_utf8(bytes).is_err();
+        cx.send_with(device, |out| {
+            let opcode = if binary { OpCode::Binary } else { OpCode::Text };
+            tx.message(opcode, bytes, out);
+        });
     }
 
     /// An error response from the edge itself.
@@ -336,12 +378,12 @@ impl EdgeApp {
     }
 
     /// One primitive from the device.
-    fn handle_device(&mut self, cx: &mut Cx<'_, ()>, sid: usize, bytes: Vec<u8>, _text: bool) {
+    fn handle_device(&mut self, cx: &mut Cx<'_, ()>, sid: usize, bytes: &[u8]) {
         let dev_format = self.device_format(sid);
-        let view = match RoutingView::parse(dev_format, &bytes) {
+        let view = match RoutingView::parse(dev_format, bytes) {
             Ok(v) => v,
             Err(mut e) => {
-                if let Some(other) = Format::sniff(&bytes).filter(|&f| f != dev_format) {
+                if let Some(other) = Format::sniff(bytes).filter(|&f| f != dev_format) {
                     e = PrimitiveError::new(
                         Rsc::UNSUPPORTED_MEDIA_TYPE,
                         format!(
@@ -350,7 +392,7 @@ impl EdgeApp {
                             dev_format.name()
                         ),
                     )
-                    .with_rqi(m2m_primitive::view::extract_rqi(other, &bytes));
+                    .with_rqi(m2m_primitive::view::extract_rqi(other, bytes));
                 }
                 self.counters.error(1);
                 self.reply_error(cx, sid, e);
@@ -366,12 +408,12 @@ impl EdgeApp {
         if view.op.is_none() {
             // The device answers a request of the CSE (NOTIFY, verification): straight up.
             let up = if dev_format == up_format && !view.wrapped {
-                bytes.clone()
+                Cow::Borrowed(bytes)
             } else {
-                match m2m_primitive::decode(dev_format, &bytes)
+                match m2m_primitive::decode(dev_format, bytes)
                     .and_then(|p| m2m_primitive::encode(&p, up_format))
                 {
-                    Ok(b) => b,
+                    Ok(b) => Cow::Owned(b),
                     Err(e) => {
                         tracing::debug!(session = sid, error = %e, "undeliverable device response");
                         return;
@@ -384,10 +426,11 @@ impl EdgeApp {
         let rqi = view.rqi.as_deref().unwrap_or_default().to_string();
         let op = view.op.expect("request");
         let registration = op == Operation::Create && matches!(view.ty, Some(2) | Some(16));
-        let fr = view.fr.as_deref().map(str::to_string);
+        let fr = view.fr.as_deref();
         let view_rqet = view.rqet;
-        let to = view.to.as_deref().unwrap_or_default().to_string();
-        let now_wall = m2m_primitive::time::now_millis();
+        let to = view.to.as_deref().unwrap_or_default();
+        // The wall clock only for requests that carry an expiry.
+        let now_wall = view.rqet.map_or(0, |_| m2m_primitive::time::now_millis());
         if let Some(rqet) = view.rqet
             && rqet.resolve(now_wall) < now_wall
         {
@@ -406,7 +449,7 @@ impl EdgeApp {
                 self.session(sid).identity = Some(id);
             }
             let identity = self.session(sid).identity.clone().flatten();
-            match (&identity, fr.as_deref()) {
+            match (&identity, fr) {
                 (None, _) => {
                     self.reply_error(
                         cx,
@@ -447,7 +490,7 @@ impl EdgeApp {
         // answer on a link bound to that AE-ID decides.
         let s = self.session(sid);
         if !s.registered && s.origin.is_none() && !registration {
-            match fr.as_deref() {
+            match fr {
                 Some(f) if !f.is_empty() => {
                     s.origin = Some(f.to_string());
                     self.relink_with_origin(cx, sid);
@@ -462,24 +505,22 @@ impl EdgeApp {
             && self.session(sid).origin.is_none()
             && self.settings.origin_header == super::settings::OriginHeader::Always
         {
-            if let Some(f) = fr.as_deref().filter(|f| f.len() > 1) {
+            if let Some(f) = fr.filter(|f| f.len() > 1) {
                 self.session(sid).origin = Some(f.to_string());
                 self.relink_with_origin(cx, sid);
             }
         }
         let deregistration = op == Operation::Delete
-            && self
-                .session(sid)
-                .origin
-                .as_deref()
-                .is_some_and(|o| to.ends_with(&format!("/{o}")) || to == o);
+            && self.session(sid).origin.as_deref().is_some_and(|o| {
+                to == o || to.strip_suffix(o).is_some_and(|head| head.ends_with('/'))
+            });
         let up = if dev_format == up_format && !view.wrapped {
-            bytes
+            Cow::Borrowed(bytes)
         } else {
-            match m2m_primitive::decode(dev_format, &bytes)
+            match m2m_primitive::decode(dev_format, bytes)
                 .and_then(|p| m2m_primitive::encode(&p, up_format))
             {
-                Ok(b) => b,
+                Ok(b) => Cow::Owned(b),
                 Err(e) => {
                     self.reply_error(cx, sid, e.with_rqi(Some(rqi)));
                     return;
@@ -508,9 +549,8 @@ impl EdgeApp {
             let left = rqet.resolve(now_wall).saturating_sub(now_wall).max(0) as u64;
             deadline = deadline.min(cx.now() + std::time::Duration::from_millis(left));
         }
-        let q = Queued {
+        let request = RequestMeta {
             rqi,
-            bytes: up,
             deadline,
             registration,
             deregistration,
@@ -518,10 +558,14 @@ impl EdgeApp {
         let max = self.settings.max_in_flight.max(1);
         let s = self.session(sid);
         if s.queue.is_empty() && s.link.is_open() && s.pending.len() < max {
-            // The usual case: nothing waits, so the queue is skipped (and stays unallocated).
-            self.dispatch(cx, sid, q);
+            // The usual case: nothing waits, so the queue is skipped (and stays unallocated) and the
+            // primitive is framed straight from the device's input into the link's output.
+            self.dispatch(cx, sid, request, &up);
         } else {
-            s.queue.push_back(q);
+            s.queue.push_back(Queued {
+                request,
+                bytes: up.into_owned(),
+            });
             self.pump(cx, sid);
         }
     }
@@ -539,7 +583,7 @@ impl EdgeApp {
                 // An idle device keeps no queue capacity (memory per idle device).
                 s.queue = VecDeque::new();
             }
-            if q.deadline <= cx.now() {
+            if q.request.deadline <= cx.now() {
                 self.reply_error(
                     cx,
                     sid,
@@ -547,29 +591,29 @@ impl EdgeApp {
                         Rsc::REQUEST_TIMEOUT,
                         "no upstream link within the request timeout",
                     )
-                    .with_rqi(Some(q.rqi)),
+                    .with_rqi(Some(q.request.rqi)),
                 );
                 continue;
             }
-            self.dispatch(cx, sid, q);
+            self.dispatch(cx, sid, q.request, &q.bytes);
         }
     }
 
     /// Send one request up the open link and wait for its response under a timer.
-    fn dispatch(&mut self, cx: &mut Cx<'_, ()>, sid: usize, q: Queued) {
+    fn dispatch(&mut self, cx: &mut Cx<'_, ()>, sid: usize, request: RequestMeta, bytes: &[u8]) {
         let s = self.session(sid);
         s.seq = s.seq.wrapping_add(1);
         let seq = s.seq;
-        let timer = cx.set_timer(q.deadline, token(TIMER_REQUEST, sid, seq));
+        let timer = cx.set_timer(request.deadline, token(TIMER_REQUEST, sid, seq));
         s.pending.push(Pending {
-            rqi: q.rqi,
+            rqi: request.rqi,
             seq,
             timer,
-            registration: q.registration,
-            deregistration: q.deregistration,
+            registration: request.registration,
+            deregistration: request.deregistration,
             sent: cx.now(),
         });
-        self.link_send(cx, sid, &q.bytes);
+        self.link_send(cx, sid, bytes);
     }
 
     /// The idle timer fired: close a device that sent nothing for `idle_timeout`, else re-arm.
@@ -632,7 +676,11 @@ impl EdgeApp {
             self.reply_error(cx, sid, PrimitiveError::new(rsc, why).with_rqi(Some(p.rqi)));
         }
         for q in queued {
-            self.reply_error(cx, sid, PrimitiveError::new(rsc, why).with_rqi(Some(q.rqi)));
+            self.reply_error(
+                cx,
+                sid,
+                PrimitiveError::new(rsc, why).with_rqi(Some(q.request.rqi)),
+            );
         }
     }
 }
@@ -643,5 +691,33 @@ pub(super) fn format_index(format: Format) -> usize {
         Format::Json => 0,
         Format::Cbor => 1,
         Format::Xml => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{InputSpan, Payload};
+
+    #[test]
+    fn a_payload_inside_the_input_is_a_range_and_one_elsewhere_is_copied() {
+        let input = b"\x81\x05hello\x81\x02ok".to_vec();
+        let span = InputSpan::of(&input);
+        match span.payload(&input[2..7]) {
+            Payload::InPlace(r) => assert_eq!(&input[r], b"hello"),
+            Payload::Owned(_) => panic!("payload inside the input was copied"),
+        }
+        match span.payload(&input[9..]) {
+            Payload::InPlace(r) => assert_eq!(r, 9..11),
+            Payload::Owned(_) => panic!("payload at the end of the input was copied"),
+        }
+        let reassembled = b"hello".to_vec();
+        match span.payload(&reassembled) {
+            Payload::Owned(bytes) => assert_eq!(bytes, b"hello"),
+            Payload::InPlace(_) => panic!("a buffer outside the input taken as in place"),
+        }
+        match span.payload(&input[11..]) {
+            Payload::InPlace(r) => assert!(r.is_empty()),
+            Payload::Owned(bytes) => assert!(bytes.is_empty()),
+        }
     }
 }

@@ -250,6 +250,32 @@ impl<M> CoreState<M> {
         self.pool.push(buf);
     }
 
+    /// Let `write` append to a connection's output directly (plain connections), or to a pooled
+    /// buffer that is then encrypted (TLS): the caller's encoder writes where the bytes will be sent
+    /// from, with no buffer of its own to copy from.
+    fn queue_output_with(&mut self, id: ConnId, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let Some(index) = self.conn(id).map(|_| id.index()) else {
+            return false;
+        };
+        if self.slots[index].as_ref().is_some_and(|c| c.tls.is_some()) {
+            let mut plain = self.take_buffer();
+            write(&mut plain);
+            let ok = self.queue_output(id, &plain);
+            self.recycle(plain);
+            return ok;
+        }
+        if self.slots[index]
+            .as_ref()
+            .is_some_and(|c| c.output.capacity() == 0)
+        {
+            let buf = self.take_buffer();
+            self.slots[index].as_mut().expect("checked").output = buf;
+        }
+        write(&mut self.slots[index].as_mut().expect("checked").output);
+        self.mark_dirty(id);
+        true
+    }
+
     /// Append to a connection's output (through TLS when present).
     fn queue_output(&mut self, id: ConnId, bytes: &[u8]) -> bool {
         let Some(index) = self.conn(id).map(|_| id.index()) else {
@@ -326,6 +352,15 @@ impl<M> Cx<'_, M> {
             .conn(conn)
             .is_some_and(|c| c.state != ConnState::Closing)
             && self.st.queue_output(conn, bytes)
+    }
+
+    /// Like [`Cx::send`], but `write` appends the bytes itself, straight into the connection's
+    /// output buffer (an encoder framing a message writes once, where it is sent from).
+    pub fn send_with(&mut self, conn: ConnId, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+        self.st
+            .conn(conn)
+            .is_some_and(|c| c.state != ConnState::Closing)
+            && self.st.queue_output_with(conn, write)
     }
 
     /// Bytes queued on `conn` and not yet written (for backpressure decisions).
