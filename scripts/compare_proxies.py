@@ -7,13 +7,13 @@ system services), nginx and HAProxy relaying WebSockets to it, and the edge with
 Then, round after round and interleaved so that machine drift hits every row alike, runs the same
 m2m-loadgen scenarios through each and straight to the CSE:
   - closed loop: DEVICES devices x IN_FLIGHT requests in flight;
-  - open loop: a fixed total rate.
+  - open loop at fixed total rates (by default a light one and about half the edge's maximum).
 For each row: requests/s, p50/p99/p99.9 (corrected), latency added over direct, and the proxy's CPU
 microseconds per relayed operation (utime+stime of its processes from /proc, before and after,
 divided by the operations; each operation is two primitives, request and response).
 Prints the median of the rounds.
 
-    python3 scripts/compare_proxies.py [--rounds 3] [--seconds 10] [--rate 4000]
+    python3 scripts/compare_proxies.py [--rounds 3] [--seconds 10] [--rates 4000,45000] [--idle 1000,5000,9000]
 Needs `cargo build --release -p m2m-loadgen`; installs nginx and haproxy with apt-get if missing.
 """
 import argparse
@@ -91,10 +91,17 @@ def ensure(binary, package):
                               env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
 
 
-def start_nginx(work, cse_port):
+def start_cse(host):
+    """The simulated CSE on `host` (a free port); returns the process and its address."""
+    cse = subprocess.Popen([str(LOADGEN), "cse", "--listen", f"{host}:0", "--workers", "1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return cse, cse.stdout.readline().split()[1]
+
+
+def start_nginx(work, cse):
     ensure("nginx", "nginx")
     port = free_port()
-    conf = (CONF / "nginx.conf").read_text().replace("@PORT@", str(port)).replace("@CSE@", str(cse_port)) \
+    conf = (CONF / "nginx.conf").read_text().replace("@PORT@", str(port)).replace("@CSE@", cse) \
         .replace("@DIR@", str(work))
     (work / "nginx.conf").write_text(conf)
     p = subprocess.Popen(["nginx", "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
@@ -103,10 +110,10 @@ def start_nginx(work, cse_port):
     return p, port
 
 
-def start_haproxy(work, cse_port):
+def start_haproxy(work, cse):
     ensure("haproxy", "haproxy")
     port = free_port()
-    conf = (CONF / "haproxy.cfg").read_text().replace("@PORT@", str(port)).replace("@CSE@", str(cse_port))
+    conf = (CONF / "haproxy.cfg").read_text().replace("@PORT@", str(port)).replace("@CSE@", cse)
     (work / "haproxy.cfg").write_text(conf)
     p = subprocess.Popen(["haproxy", "-f", str(work / "haproxy.cfg"), "-db"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -114,11 +121,11 @@ def start_haproxy(work, cse_port):
     return p, port
 
 
-def start_edge(io, cse_port, tls_dir=None, binary=LOADGEN):
+def start_edge(io, cse, tls_dir=None, binary=LOADGEN):
     port = free_port()
     tls = ["--tls-cert", str(tls_dir / "cert.pem"), "--tls-key", str(tls_dir / "key.pem")] if tls_dir else []
     p = subprocess.Popen([str(binary), "edge", "run", "--listen", f"127.0.0.1:{port}", "--upstream",
-                          f"ws://127.0.0.1:{cse_port}/", "--io", io, "--workers", "1", "--max-in-flight", "16",
+                          f"ws://{cse}/", "--io", io, "--workers", "1", "--max-in-flight", "16",
                           "--max-queued", "256", *tls], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          env=dict(os.environ, RUST_LOG="warn"))
     wait_port(port)
@@ -224,7 +231,7 @@ def run_scenario(port, args, work, kind):
     if kind == "closed":
         cmd += ["--devices", str(args.devices), "--mode", "closed", "--in-flight", str(args.in_flight)]
     else:
-        cmd += ["--devices", str(args.devices), "--rate", str(args.rate)]
+        cmd += ["--devices", str(args.devices), "--rate", kind.split(":")[1]]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads((out / "summary.json").read_text())
 
@@ -235,7 +242,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--in-flight", type=int, default=8)
-    ap.add_argument("--rate", type=float, default=4000)
+    ap.add_argument("--rates", default="4000,45000",
+                    help="open-loop total rates; the second default is about half the edge's closed-loop maximum "
+                         "here, where the goal on added p99 is set")
     ap.add_argument("--only", default="", help="comma-separated subset of rows")
     ap.add_argument("--idle", default="1000,5000,9000",
                     help="registered idle device counts for the memory rows ('' to skip); one proxy process holds "
@@ -250,27 +259,27 @@ def main():
     work = pathlib.Path(tempfile.mkdtemp(prefix="proxies-"))
     procs = []
     try:
-        cse = subprocess.Popen([str(LOADGEN), "cse", "--listen", "127.0.0.1:0", "--workers", "1"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        cse, cse_addr = start_cse("127.0.0.1")
         procs.append(cse)
-        cse_port = int(cse.stdout.readline().split()[1].rsplit(":", 1)[1])
-        starters = {"nginx": lambda: start_nginx(work, cse_port),
-                    "haproxy": lambda: start_haproxy(work, cse_port),
-                    "edge uring": lambda: start_edge("uring", cse_port),
-                    "edge epoll": lambda: start_edge("epoll", cse_port)}
+        cse_port = int(cse_addr.rsplit(":", 1)[1])
+        starters = {"nginx": lambda c: start_nginx(work, c),
+                    "haproxy": lambda c: start_haproxy(work, c),
+                    "edge uring": lambda c: start_edge("uring", c),
+                    "edge epoll": lambda c: start_edge("epoll", c)}
         if args.baseline:
-            starters["edge uring (baseline)"] = lambda: start_edge("uring", cse_port, binary=args.baseline)
+            starters["edge uring (baseline)"] = lambda c: start_edge("uring", c, binary=args.baseline)
         chosen = [n for n in starters if not args.only or n in args.only.split(",")]
         results = {}
         rows = {"direct": (None, cse_port)}
         if not args.skip_load:
             for name in chosen:
-                p, port = starters[name]()
+                p, port = starters[name](cse_addr)
                 procs.append(p)
                 rows[name] = (p, port)
-            results = {(name, kind): [] for name in rows for kind in ("closed", "open")}
+            kinds = ["closed"] + [f"open:{r}" for r in args.rates.split(",") if r]
+            results = {(name, kind): [] for name in rows for kind in kinds}
             for r in range(args.rounds):
-                for kind in ("closed", "open"):
+                for kind in kinds:
                     for name, (p, port) in rows.items():
                         c0 = cpu_seconds(p.pid) if p else 0.0
                         s = run_scenario(port, args, work, kind)
@@ -294,16 +303,31 @@ def main():
             make_cert(work)
             idle_rows = {n: (starters[n], False) for n in chosen}
             if "edge uring" in chosen:
-                idle_rows["edge uring wss"] = (lambda: start_edge("uring", cse_port, work), True)
+                idle_rows["edge uring wss"] = (lambda c: start_edge("uring", c, work), True)
+            rows_done = 0
             for _ in range(args.idle_rounds):
                 for name, (start, tls) in idle_rows.items():
-                    idle.setdefault(name, []).append(idle_growth(start, idle_counts, work, tls))
+                    # A fresh simulated CSE on its own loopback address per row: every proxy link is a
+                    # connection to the CSE, and the links a previous row closed sit in TIME_WAIT for a
+                    # minute holding their local ports (about 28,000 per destination address).
+                    rows_done += 1
+                    row_cse, row_addr = start_cse(f"127.0.0.{10 + rows_done % 240}")
+                    try:
+                        idle.setdefault(name, []).append(
+                            idle_growth(lambda: start(row_addr), idle_counts, work, tls))
+                    finally:
+                        row_cse.terminate()
+                        row_cse.wait(timeout=10)
             print("idle rows done", file=sys.stderr)
         print_report(args, rows, results, idle, idle_counts)
         if args.json:
             pathlib.Path(args.json).write_text(json.dumps({
                 "load": {f"{name} | {kind}": runs for (name, kind), runs in results.items()},
                 "idle": {"counts": idle_counts, "rows": idle}}, indent=1))
+        failed = [f"{name} {kind}" for (name, kind), runs in results.items() if any(x["errors"] for x in runs)]
+        failed += [f"{name} idle" for name, rounds in idle.items() if any(pts[-1][0] < idle_counts[-1] for pts in rounds)]
+        if failed:
+            sys.exit("errors or devices missing in: " + ", ".join(failed))
     finally:
         for p in procs:
             p.terminate()
@@ -332,15 +356,15 @@ def print_report(args, rows, results, idle, idle_counts):
     host = subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip()
     cpu_model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
                      "?")
-    print(f"# {time.strftime('%Y-%m-%d')} on {host}, {os.cpu_count()} CPUs ({cpu_model}); loopback; "
-          f"median of {args.rounds} interleaved rounds; {args.seconds} s per run")
-    for kind in ("closed", "open") if results else ():
+    load = f"median of {args.rounds} interleaved rounds; {args.seconds} s per run" if results else "idle rows only"
+    print(f"# {time.strftime('%Y-%m-%d')} on {host}, {os.cpu_count()} CPUs ({cpu_model}); loopback; {load}")
+    for kind in dict.fromkeys(k for _, k in results):
         label = (f"closed loop, {args.devices} devices x {args.in_flight} in flight" if kind == "closed"
-                 else f"open loop, {args.rate:.0f} requests/s over {args.devices} devices")
+                 else f"open loop, {kind.split(':')[1]} requests/s over {args.devices} devices")
         print(f"\n## {label}\n")
-        print("| row | req/s | p50 ms | p99 ms | p99.9 ms | +p50 ms | +p99 ms | CPU us/op | CPU vs nginx "
-              "| CPU vs HAProxy | RSS MiB | errors |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| row | req/s | p50 ms | p99 ms | p99.9 ms | +p50 ms | +p99 ms | +p99 vs nginx | CPU us/op "
+              "| CPU vs nginx | CPU vs HAProxy | RSS MiB | errors |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
         def med(name, k):
             xs = [x[k] for x in results[(name, kind)]]
@@ -352,11 +376,18 @@ def print_report(args, rows, results, idle, idle_counts):
         def ratio(cpu, r):
             return "-" if cpu is None or r not in ref else f"{cpu / ref[r]:.2f}x"
 
+        nginx_added = med("nginx", "p99") - base99 if "nginx" in rows else None
+
+        def added_ratio(name):
+            if nginx_added is None or name == "direct" or nginx_added <= 0:
+                return "-"
+            return f"{(med(name, 'p99') - base99) / nginx_added:.2f}x"
+
         for name in rows:
             cpu, rss = med(name, "cpu_us_per_op"), med(name, "rss")
             print(f"| {name} | {med(name, 'rps'):.0f} | {med(name, 'p50') / 1000:.2f} | {med(name, 'p99') / 1000:.2f} "
                   f"| {med(name, 'p999') / 1000:.2f} | {(med(name, 'p50') - base50) / 1000:.2f} "
-                  f"| {(med(name, 'p99') - base99) / 1000:.2f} | {'-' if cpu is None else f'{cpu:.2f}'} "
+                  f"| {(med(name, 'p99') - base99) / 1000:.2f} | {added_ratio(name)} | {'-' if cpu is None else f'{cpu:.2f}'} "
                   f"| {ratio(cpu, 'nginx')} | {ratio(cpu, 'haproxy')} "
                   f"| {'-' if rss is None else f'{rss / 2**20:.1f}'} | {med(name, 'errors'):.0f} |")
     if idle:
