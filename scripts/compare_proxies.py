@@ -86,9 +86,14 @@ def rss_bytes(pid):
 
 
 def ensure(binary, package):
-    if shutil.which(binary) is None:
-        subprocess.check_call(["apt-get", "install", "-y", "-qq", package],
-                              env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    """Install a Debian package when its binary is missing (package lists refreshed if needed)."""
+    if shutil.which(binary) is not None:
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-qq", package]
+    if subprocess.call(install, env=env) != 0:
+        subprocess.check_call(["apt-get", "update", "-qq"], env=env)
+        subprocess.check_call(install, env=env)
 
 
 def start_cse(host):
