@@ -196,6 +196,19 @@ fn devices_through_the_edge_to_acme() {
             Rsc::UNSUPPORTED_MEDIA_TYPE,
             "{io}: CBOR on a JSON session"
         );
+        // JSON in a binary frame goes up as text, so it must be UTF-8 (the edge relays it unparsed).
+        c.send_raw(
+            b"{\"op\":2,\"to\":\"cse-in\",\"fr\":\"Cx\",\"rqi\":\"u8\",\"rvi\":\"3\",\"pc\":\"\xff\"}",
+            false,
+        );
+        let Primitive::Response(r) = c.recv() else {
+            panic!("response expected")
+        };
+        assert_eq!(
+            (r.rsc, r.rqi.as_deref()),
+            (Rsc::BAD_REQUEST, Some("u8")),
+            "{io}: a JSON primitive that is not UTF-8, in a binary frame"
+        );
         // The draft's wrapped JSON with string enums is normalised before it goes up.
         let ae = unique("Cdraft");
         let wrapped = format!(

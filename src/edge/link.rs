@@ -9,7 +9,7 @@ use m2m_rt::{ConnId, Cx};
 use m2m_ws::handshake::client::{ClientHandshake, ClientOptions};
 use m2m_ws::{Event, OpCode, Receiver, Role, Sender, SenderConfig, endpoint};
 
-use super::session::{Device, InputSpan, Payload};
+use super::session::{Device, InputSpan, Message, Payload};
 use super::settings::{OriginHeader, format_of};
 use super::{EdgeApp, Role as ConnRole, TIMER_RELINK, token};
 
@@ -304,9 +304,9 @@ impl EdgeApp {
             match rx.read(&mut data[at..]) {
                 Ok(Some((event, used))) => {
                     at += used;
+                    message = input.message(&event);
                     match event {
-                        Event::Text(t) => message = Some(input.payload(t.as_bytes())),
-                        Event::Binary(b) => message = Some(input.payload(b)),
+                        Event::Text(_) | Event::Binary(_) => {}
                         Event::Ping(p) => tx.pong(p, &mut reply),
                         Event::Close(f) => {
                             tx.close(f.code.unwrap_or(m2m_ws::CloseCode::NORMAL), "", &mut reply);
@@ -329,10 +329,14 @@ impl EdgeApp {
                 return data.len();
             }
             match message {
-                Some(Payload::InPlace(range)) => {
-                    self.handle_upstream(cx, sid, format, &data[range])
-                }
-                Some(Payload::Owned(bytes)) => self.handle_upstream(cx, sid, format, &bytes),
+                Some(Message {
+                    payload: Payload::InPlace(range),
+                    text,
+                }) => self.handle_upstream(cx, sid, format, &data[range], text),
+                Some(Message {
+                    payload: Payload::Owned(bytes),
+                    text,
+                }) => self.handle_upstream(cx, sid, format, &bytes, text),
                 None => {}
             }
         }
@@ -344,6 +348,7 @@ impl EdgeApp {
         sid: usize,
         up_format: Format,
         bytes: &[u8],
+        text: bool,
     ) {
         let view = match RoutingView::parse(up_format, bytes) {
             Ok(v) => v,
@@ -379,7 +384,7 @@ impl EdgeApp {
             // through `handle_device`.
             match primitive {
                 Some(p) => self.send_to_device(cx, sid, &p),
-                None => self.send_raw_to_device(cx, sid, bytes),
+                None => self.send_raw_to_device(cx, sid, bytes, text),
             }
             return;
         }
@@ -436,7 +441,7 @@ impl EdgeApp {
         }
         match primitive {
             Some(p) if dev_format != up_format => self.send_to_device(cx, sid, &p),
-            _ => self.send_raw_to_device(cx, sid, bytes),
+            _ => self.send_raw_to_device(cx, sid, bytes, text),
         }
         if relink {
             self.relink_with_origin(cx, sid);

@@ -56,6 +56,13 @@ pub(super) enum Payload {
     Owned(Vec<u8>),
 }
 
+/// A received data message: where its payload is, and whether it came as text (then the receiver
+/// has already checked that it is UTF-8).
+pub(super) struct Message {
+    pub payload: Payload,
+    pub text: bool,
+}
+
 /// The input buffer of one `on_data` call, to tell whether a payload lies inside it.
 #[derive(Clone, Copy)]
 pub(super) struct InputSpan {
@@ -78,6 +85,21 @@ impl InputSpan {
             Payload::InPlace(at..at + part.len())
         } else {
             Payload::Owned(part.to_vec())
+        }
+    }
+
+    /// A data message event as a [`Message`], or `None` for control frames and fragments.
+    pub(super) fn message(self, event: &Event<'_>) -> Option<Message> {
+        match event {
+            Event::Text(t) => Some(Message {
+                payload: self.payload(t.as_bytes()),
+                text: true,
+            }),
+            Event::Binary(b) => Some(Message {
+                payload: self.payload(b),
+                text: false,
+            }),
+            _ => None,
         }
     }
 }
@@ -259,14 +281,14 @@ impl EdgeApp {
                 return data.len();
             };
             let mut reply = Vec::new();
-            let mut message: Option<Payload> = None;
+            let mut message: Option<Message> = None;
             let mut close: Option<(CloseCode, String)> = None;
             match rx.read(&mut data[at..]) {
                 Ok(Some((event, used))) => {
                     at += used;
+                    message = input.message(&event);
                     match event {
-                        Event::Text(t) => message = Some(input.payload(t.as_bytes())),
-                        Event::Binary(b) => message = Some(input.payload(b)),
+                        Event::Text(_) | Event::Binary(_) => {}
                         Event::Ping(p) => tx.pong(p, &mut reply),
                         Event::Close(f) => {
                             close = Some((f.code.unwrap_or(CloseCode::NORMAL), String::new()))
@@ -291,8 +313,14 @@ impl EdgeApp {
                 return data.len();
             }
             match message {
-                Some(Payload::InPlace(range)) => self.handle_device(cx, sid, &data[range]),
-                Some(Payload::Owned(bytes)) => self.handle_device(cx, sid, &bytes),
+                Some(Message {
+                    payload: Payload::InPlace(range),
+                    text,
+                }) => self.handle_device(cx, sid, &data[range], text),
+                Some(Message {
+                    payload: Payload::Owned(bytes),
+                    text,
+                }) => self.handle_device(cx, sid, &bytes, text),
                 None => {}
             }
         }
@@ -348,14 +376,21 @@ impl EdgeApp {
         cx.send(device, &out);
     }
 
-    /// Bytes of a primitive, already in the device's serialization.
-    pub(super) fn send_raw_to_device(&mut self, cx: &mut Cx<'_, ()>, sid: usize, bytes: &[u8]) {
+    /// Bytes of a primitive, already in the device's serialization; `text`: they came in a text
+    /// frame, so they are known to be UTF-8.
+    pub(super) fn send_raw_to_device(
+        &mut self,
+        cx: &mut Cx<'_, ()>,
+        sid: usize,
+        bytes: &[u8],
+        text: bool,
+    ) {
         let s = self.session(sid);
         let device = s.device;
         let Device::Open { tx, format, .. } = &mut s.dev else {
             return;
         };
-        let binary = *format == Format::Cbor || std::str::from_utf8(bytes).is_err();
+        let binary = *format == Format::Cbor || (!text && std::str::from_utf8(bytes).is_err());
         cx.send_with(device, |out| {
             let opcode = if binary { OpCode::Binary } else { OpCode::Text };
             tx.message(opcode, bytes, out);
@@ -378,7 +413,7 @@ impl EdgeApp {
     }
 
     /// One primitive from the device.
-    fn handle_device(&mut self, cx: &mut Cx<'_, ()>, sid: usize, bytes: &[u8]) {
+    fn handle_device(&mut self, cx: &mut Cx<'_, ()>, sid: usize, bytes: &[u8], text: bool) {
         let dev_format = self.device_format(sid);
         let view = match RoutingView::parse(dev_format, bytes) {
             Ok(v) => v,
@@ -399,6 +434,20 @@ impl EdgeApp {
                 return;
             }
         };
+        // JSON and XML go up the link as text frames: a binary frame's bytes must be UTF-8 too.
+        if !text && dev_format != Format::Cbor && std::str::from_utf8(bytes).is_err() {
+            self.counters.error(1);
+            self.reply_error(
+                cx,
+                sid,
+                PrimitiveError::new(
+                    Rsc::BAD_REQUEST,
+                    format!("a {} primitive that is not UTF-8", dev_format.name()),
+                )
+                .with_rqi(m2m_primitive::view::extract_rqi(dev_format, bytes)),
+            );
+            return;
+        }
         match (view.op, view.rsc) {
             (Some(op), _) => self.counters.request(0, op as usize - 1),
             (None, Some(rsc)) => self.counters.response(0, rsc.0),
