@@ -87,6 +87,10 @@ struct RunArgs {
     /// Reach the CSE through this HTTP proxy (CONNECT host:port).
     #[arg(long)]
     upstream_proxy: Option<SocketAddr>,
+    /// Local addresses upstream links connect from, round robin (a.b.c.d-a.b.c.e): about 28,000
+    /// links per address can reach one CSE address
+    #[arg(long)]
+    upstream_source_addrs: Option<String>,
     /// Subprotocols offered to the CSE, in order (the device's serialization first when listed).
     #[arg(
         long,
@@ -239,6 +243,15 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         upstream_path: up.path.clone(),
         upstream_tls,
         upstream_proxy: args.upstream_proxy,
+        upstream_sources: args
+            .upstream_source_addrs
+            .as_deref()
+            .map(crate::config::parse_source_range)
+            .transpose()?
+            .unwrap_or_default()
+            .into_iter()
+            .map(std::net::IpAddr::V4)
+            .collect(),
         upstream_protocols: args.upstream_protocols.clone(),
         origin_header: args.origin_header,
         head: m2m_ws::handshake::HeadLimits {

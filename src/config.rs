@@ -20,6 +20,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("upstream", "url", "upstream"),
     ("upstream", "ca", "upstream_ca"),
     ("upstream", "proxy", "upstream_proxy"),
+    ("upstream", "source_addrs", "upstream_source_addrs"),
     ("upstream", "protocols", "upstream_protocols"),
     ("upstream", "origin_header", "origin_header"),
     ("upstream", "max_in_flight", "max_in_flight"),
@@ -39,6 +40,26 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("runtime", "drain_ms", "drain_ms"),
     ("admin", "address", "admin"),
 ];
+
+/// `a.b.c.d-a.b.c.e` (inclusive), or one address: local addresses to connect from, so that many
+/// connections to one destination are not limited to one address's ephemeral ports.
+pub fn parse_source_range(text: &str) -> anyhow::Result<Vec<std::net::Ipv4Addr>> {
+    use std::net::Ipv4Addr;
+    let (a, b) = text.split_once('-').unwrap_or((text, text));
+    let a: Ipv4Addr = a
+        .trim()
+        .parse()
+        .with_context(|| format!("source address {a:?}"))?;
+    let b: Ipv4Addr = b
+        .trim()
+        .parse()
+        .with_context(|| format!("source address {b:?}"))?;
+    let (lo, hi) = (u32::from(a), u32::from(b));
+    if hi < lo || hi - lo > 1 << 20 {
+        bail!("source range {text:?}: empty or too large");
+    }
+    Ok((lo..=hi).map(Ipv4Addr::from).collect())
+}
 
 /// The option value a TOML value stands for.
 pub fn flag_value(section: &str, key: &str, v: &toml::Value) -> anyhow::Result<String> {

@@ -241,23 +241,8 @@ pub fn shard_range(devices: usize, i: usize, n: usize) -> std::ops::Range<usize>
     start..start + per + usize::from(i < extra)
 }
 
-/// `a.b.c.d-a.b.c.e` (inclusive).
-pub fn parse_source_range(text: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
-    let (a, b) = text.split_once('-').unwrap_or((text, text));
-    let a: Ipv4Addr = a
-        .trim()
-        .parse()
-        .with_context(|| format!("source address {a:?}"))?;
-    let b: Ipv4Addr = b
-        .trim()
-        .parse()
-        .with_context(|| format!("source address {b:?}"))?;
-    let (lo, hi) = (u32::from(a), u32::from(b));
-    if hi < lo || hi - lo > 1 << 20 {
-        bail!("source range {text:?}: empty or too large");
-    }
-    Ok((lo..=hi).map(Ipv4Addr::from).collect())
-}
+/// `a.b.c.d-a.b.c.e` (inclusive); shared with the edge's `--upstream-source-addrs`.
+pub use m2m_edge::config::parse_source_range;
 
 /// The operation mix: cumulative weights.
 #[derive(Debug, Clone, PartialEq)]

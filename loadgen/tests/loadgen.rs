@@ -389,6 +389,36 @@ fn through_the_edge_over_wss_with_client_certificates_and_as_a_connect_proxy() {
             "{ip} not among {peers:?}"
         );
     }
+    // The edge's upstream links from a source range (past ~28,000 links one address runs out of
+    // ports toward one CSE address): the CSE sees every address of the range.
+    let (_edge, edge) = start_edge(
+        cse.addr,
+        &["--upstream-source-addrs", "127.0.0.5-127.0.0.7"],
+    );
+    let o = run(
+        plan(
+            &format!("ws://{edge}/"),
+            &[
+                "--devices",
+                "6",
+                "--rate",
+                "60",
+                "--duration",
+                "1s",
+                "--origin-prefix",
+                "Cupsourced",
+            ],
+        ),
+        &dir.join("edge-sources"),
+    );
+    assert_eq!(o.summary.errors_total, 0, "{}", errors_of(&o));
+    let peers = cse.stats.peers.lock().unwrap().clone();
+    for ip in ["127.0.0.5", "127.0.0.6", "127.0.0.7"] {
+        assert!(
+            peers.contains(&ip.parse().unwrap()),
+            "edge upstream source {ip} not among {peers:?}"
+        );
+    }
 }
 
 #[test]

@@ -67,7 +67,11 @@ impl EdgeApp {
             Some(proxy) => (proxy, None),
             None => (self.settings.upstream, self.settings.upstream_tls.clone()),
         };
-        match cx.connect(target, tls, self.settings.connect_timeout) {
+        let source = (!self.settings.upstream_sources.is_empty()).then(|| {
+            self.next_source = (self.next_source + 1) % self.settings.upstream_sources.len();
+            self.settings.upstream_sources[self.next_source]
+        });
+        match cx.connect_from(target, source, tls, self.settings.connect_timeout) {
             Ok(conn) => {
                 self.counters.link(super::metrics::LINK_CONNECTING);
                 self.set_role(conn, ConnRole::Upstream(sid));

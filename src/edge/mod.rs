@@ -65,6 +65,8 @@ pub struct EdgeApp {
     free: Vec<usize>,
     /// Armed from the first device session on.
     housekeeping: bool,
+    /// The upstream source address used last (round robin).
+    next_source: usize,
 }
 
 impl EdgeApp {
@@ -82,6 +84,7 @@ impl EdgeApp {
             sessions: Vec::new(),
             free: Vec::new(),
             housekeeping: false,
+            next_source: 0,
         }
     }
 

@@ -43,6 +43,8 @@ pub struct EdgeSettings {
     pub upstream_tls: Option<m2m_rt::ClientTls>,
     /// Reach the CSE through this HTTP proxy (CONNECT).
     pub upstream_proxy: Option<SocketAddr>,
+    /// Local addresses upstream links connect from, round robin (empty: the kernel's choice).
+    pub upstream_sources: Vec<std::net::IpAddr>,
     pub upstream_path: String,
     /// Subprotocols offered upstream, in order; the device's own serialization is offered first when
     /// it is in the list.

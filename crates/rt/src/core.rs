@@ -403,6 +403,19 @@ impl<M> Cx<'_, M> {
         tls: Option<ClientTls>,
         timeout: Duration,
     ) -> io::Result<ConnId> {
+        self.connect_from(addr, None, tls, timeout)
+    }
+
+    /// [`Cx::connect`] from the local address `source` (any free port on it). The port is chosen at
+    /// connect time (`IP_BIND_ADDRESS_NO_PORT`), so one source address serves ~28,000 connections to
+    /// each destination rather than ~28,000 in all.
+    pub fn connect_from(
+        &mut self,
+        addr: SocketAddr,
+        source: Option<std::net::IpAddr>,
+        tls: Option<ClientTls>,
+        timeout: Duration,
+    ) -> io::Result<ConnId> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM,
@@ -410,6 +423,10 @@ impl<M> Cx<'_, M> {
         )?;
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;
+        if let Some(ip) = source {
+            crate::net::bind_address_no_port(&socket)?;
+            socket.bind(&SocketAddr::new(ip, 0).into())?;
+        }
         socket.set_cloexec(true)?;
         let fd: OwnedFd = socket.into();
         let id = self.st.insert(fd, ConnState::Connecting);
