@@ -363,62 +363,40 @@ fn through_the_edge_over_wss_with_client_certificates_and_as_a_connect_proxy() {
     assert_eq!(o.summary.errors_total, 0, "{}", errors_of(&o));
     assert!(o.summary.operations > 50);
     // Straight to the CSE from the range: the CSE sees those source addresses.
-    let o = run(
-        plan(
-            &format!("ws://{}/", cse.addr),
-            &[
-                "--devices",
-                "6",
-                "--rate",
-                "60",
-                "--duration",
-                "1s",
-                "--source-addrs",
-                "127.0.0.2-127.0.0.4",
-                "--origin-prefix",
-                "Csourced",
-            ],
-        ),
-        &dir.join("sources"),
+    let sourced = |target: SocketAddr, extra: &[&str], out: &str| {
+        let mut args = vec!["--devices", "6", "--rate", "60", "--duration", "1s"];
+        args.extend_from_slice(extra);
+        let o = run(plan(&format!("ws://{target}/"), &args), &dir.join(out));
+        assert_eq!(o.summary.errors_total, 0, "{out}: {}", errors_of(&o));
+    };
+    let cse_saw = |ips: &[&str]| {
+        let peers = cse.stats.peers.lock().unwrap().clone();
+        for ip in ips {
+            assert!(
+                peers.contains(&ip.parse().unwrap()),
+                "{ip} not among {peers:?}"
+            );
+        }
+    };
+    sourced(
+        cse.addr,
+        &[
+            "--source-addrs",
+            "127.0.0.2-127.0.0.4",
+            "--origin-prefix",
+            "Csourced",
+        ],
+        "sources",
     );
-    assert_eq!(o.summary.errors_total, 0, "{}", errors_of(&o));
-    let peers = cse.stats.peers.lock().unwrap().clone();
-    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
-        assert!(
-            peers.contains(&ip.parse().unwrap()),
-            "{ip} not among {peers:?}"
-        );
-    }
+    cse_saw(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
     // The edge's upstream links from a source range (past ~28,000 links one address runs out of
     // ports toward one CSE address): the CSE sees every address of the range.
     let (_edge, edge) = start_edge(
         cse.addr,
         &["--upstream-source-addrs", "127.0.0.5-127.0.0.7"],
     );
-    let o = run(
-        plan(
-            &format!("ws://{edge}/"),
-            &[
-                "--devices",
-                "6",
-                "--rate",
-                "60",
-                "--duration",
-                "1s",
-                "--origin-prefix",
-                "Cupsourced",
-            ],
-        ),
-        &dir.join("edge-sources"),
-    );
-    assert_eq!(o.summary.errors_total, 0, "{}", errors_of(&o));
-    let peers = cse.stats.peers.lock().unwrap().clone();
-    for ip in ["127.0.0.5", "127.0.0.6", "127.0.0.7"] {
-        assert!(
-            peers.contains(&ip.parse().unwrap()),
-            "edge upstream source {ip} not among {peers:?}"
-        );
-    }
+    sourced(edge, &["--origin-prefix", "Cupsourced"], "edge-sources");
+    cse_saw(&["127.0.0.5", "127.0.0.6", "127.0.0.7"]);
 }
 
 #[test]
