@@ -9,7 +9,7 @@ use m2m_rt::{ConnId, Cx};
 use m2m_ws::handshake::client::{ClientHandshake, ClientOptions};
 use m2m_ws::{Event, OpCode, Receiver, Role, Sender, SenderConfig, endpoint};
 
-use super::session::{Device, InputSpan, Message, Payload};
+use super::session::{Device, InputSpan};
 use super::settings::{OriginHeader, format_of};
 use super::{EdgeApp, Role as ConnRole, TIMER_RELINK, token};
 
@@ -332,16 +332,8 @@ impl EdgeApp {
                 cx.close(conn);
                 return data.len();
             }
-            match message {
-                Some(Message {
-                    payload: Payload::InPlace(range),
-                    text,
-                }) => self.handle_upstream(cx, sid, format, &data[range], text),
-                Some(Message {
-                    payload: Payload::Owned(bytes),
-                    text,
-                }) => self.handle_upstream(cx, sid, format, &bytes, text),
-                None => {}
+            if let Some(m) = message {
+                self.handle_upstream(cx, sid, format, m.bytes(data), m.text);
             }
         }
     }

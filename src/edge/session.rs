@@ -63,6 +63,16 @@ pub(super) struct Message {
     pub text: bool,
 }
 
+impl Message {
+    /// The payload's bytes, given the input it was read from.
+    pub(super) fn bytes<'a>(&'a self, input: &'a [u8]) -> &'a [u8] {
+        match &self.payload {
+            Payload::InPlace(range) => &input[range.clone()],
+            Payload::Owned(bytes) => bytes,
+        }
+    }
+}
+
 /// The input buffer of one `on_data` call, to tell whether a payload lies inside it.
 #[derive(Clone, Copy)]
 pub(super) struct InputSpan {
@@ -312,16 +322,8 @@ impl EdgeApp {
                 self.close_device(cx, sid, code, &why);
                 return data.len();
             }
-            match message {
-                Some(Message {
-                    payload: Payload::InPlace(range),
-                    text,
-                }) => self.handle_device(cx, sid, &data[range], text),
-                Some(Message {
-                    payload: Payload::Owned(bytes),
-                    text,
-                }) => self.handle_device(cx, sid, &bytes, text),
-                None => {}
+            if let Some(m) = message {
+                self.handle_device(cx, sid, m.bytes(data), m.text);
             }
         }
     }

@@ -250,6 +250,19 @@ impl<M> CoreState<M> {
         self.pool.push(buf);
     }
 
+    /// The connection at `index` (live, checked by the caller) with an output buffer: an idle
+    /// connection owns none, so one comes from the pool.
+    fn with_output(&mut self, index: usize) -> &mut Conn {
+        if self.slots[index]
+            .as_ref()
+            .is_some_and(|c| c.output.capacity() == 0)
+        {
+            let buf = self.take_buffer();
+            self.slots[index].as_mut().expect("checked").output = buf;
+        }
+        self.slots[index].as_mut().expect("checked")
+    }
+
     /// Let `write` append to a connection's output directly (plain connections), or to a pooled
     /// buffer that is then encrypted (TLS): the caller's encoder writes where the bytes will be sent
     /// from, with no buffer of its own to copy from.
@@ -264,14 +277,7 @@ impl<M> CoreState<M> {
             self.recycle(plain);
             return ok;
         }
-        if self.slots[index]
-            .as_ref()
-            .is_some_and(|c| c.output.capacity() == 0)
-        {
-            let buf = self.take_buffer();
-            self.slots[index].as_mut().expect("checked").output = buf;
-        }
-        write(&mut self.slots[index].as_mut().expect("checked").output);
+        write(&mut self.with_output(index).output);
         self.mark_dirty(id);
         true
     }
@@ -281,18 +287,7 @@ impl<M> CoreState<M> {
         let Some(index) = self.conn(id).map(|_| id.index()) else {
             return false;
         };
-        let fresh = if self.slots[index]
-            .as_ref()
-            .is_some_and(|c| c.output.capacity() == 0)
-        {
-            Some(self.take_buffer())
-        } else {
-            None
-        };
-        let conn = self.slots[index].as_mut().expect("checked");
-        if let Some(buf) = fresh {
-            conn.output = buf;
-        }
+        let conn = self.with_output(index);
         match conn.tls.as_mut() {
             Some(t) => {
                 if let Err(e) = tls::send(t, bytes, &mut conn.output) {
