@@ -126,12 +126,12 @@ def start_haproxy(work, cse):
     return p, port
 
 
-def start_edge(io, cse, tls_dir=None, binary=LOADGEN):
+def start_edge(io, cse, tls_dir=None, binary=LOADGEN, extra=()):
     port = free_port()
     tls = ["--tls-cert", str(tls_dir / "cert.pem"), "--tls-key", str(tls_dir / "key.pem")] if tls_dir else []
     p = subprocess.Popen([str(binary), "edge", "run", "--listen", f"127.0.0.1:{port}", "--upstream",
                           f"ws://{cse}/", "--io", io, "--workers", "1", "--max-in-flight", "16",
-                          "--max-queued", "256", *tls], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          "--max-queued", "256", *tls, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          env=dict(os.environ, RUST_LOG="warn"))
     wait_port(port)
     return p, port
@@ -270,7 +270,12 @@ def main():
         starters = {"nginx": lambda c: start_nginx(work, c),
                     "haproxy": lambda c: start_haproxy(work, c),
                     "edge uring": lambda c: start_edge("uring", c),
-                    "edge epoll": lambda c: start_edge("epoll", c)}
+                    "edge epoll": lambda c: start_edge("epoll", c),
+                    # All devices on one shared link (the CSE holds one socket for the edge).
+                    "edge uring multiplex": lambda c: start_edge(
+                        "uring", c, extra=("--upstream-mode", "multiplex", "--max-in-flight", "1024")),
+                    "edge epoll multiplex": lambda c: start_edge(
+                        "epoll", c, extra=("--upstream-mode", "multiplex", "--max-in-flight", "1024"))}
         if args.baseline:
             starters["edge uring (baseline)"] = lambda c: start_edge("uring", c, binary=args.baseline)
         chosen = [n for n in starters if not args.only or n in args.only.split(",")]

@@ -101,6 +101,21 @@ struct RunArgs {
     /// When the upstream link carries X-M2M-Origin: auto, always or never.
     #[arg(long, default_value = "auto")]
     origin_header: edge::settings::OriginHeader,
+    /// How devices reach the CSE: passthrough (one upstream link per device, bound to its AE-ID) or
+    /// multiplex (--upstream-links links per core, opened with --edge-origin, shared by all devices).
+    #[arg(long, default_value = "passthrough")]
+    upstream_mode: edge::settings::UpstreamMode,
+    /// Multiplex: upstream links per core (each device is pinned to one).
+    #[arg(long, default_value_t = 1)]
+    upstream_links: usize,
+    /// Multiplex: the stem of the X-M2M-Origin the edge's links are opened with, as
+    /// <stem>-<core>-<link> (CSEs differ in which originators they accept).
+    #[arg(long, default_value = "Cm2m-edge")]
+    edge_origin: String,
+    /// Unsent bytes a device connection may hold before it is closed (it stopped reading); an
+    /// upstream link above it takes no new requests until it drains.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_output_bytes: usize,
     /// Requests outstanding per upstream link (ACME loses back-to-back frames: keep 1 for it).
     #[arg(long, default_value_t = 1)]
     max_in_flight: usize,
@@ -236,22 +251,17 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         None
     };
     let echo_settings = echo::EchoSettings::new(&args.limits, false);
-    let settings = edge::EdgeSettings {
-        upstream,
+    let relay = edge::settings::RelaySettings {
+        mode: args.upstream_mode,
+        upstream_links: args.upstream_links.max(1),
+        edge_origin: args.edge_origin.clone(),
         upstream_host: up.authority.clone(),
         upstream_host_only: up.host.clone(),
+        upstream_port: upstream.port(),
+        upstream_addr: upstream,
         upstream_path: up.path.clone(),
-        upstream_tls,
-        upstream_proxy: args.upstream_proxy,
-        upstream_sources: args
-            .upstream_source_addrs
-            .as_deref()
-            .map(crate::config::parse_source_range)
-            .transpose()?
-            .unwrap_or_default()
-            .into_iter()
-            .map(std::net::IpAddr::V4)
-            .collect(),
+        upstream_tls: upstream_tls.is_some(),
+        upstream_proxy: args.upstream_proxy.is_some(),
         upstream_protocols: args.upstream_protocols.clone(),
         origin_header: args.origin_header,
         head: m2m_ws::handshake::HeadLimits {
@@ -267,6 +277,7 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         relink_backoff: Duration::from_millis(args.relink_backoff_ms),
         max_in_flight: args.max_in_flight,
         max_queued: args.max_queued,
+        max_output_bytes: args.max_output_bytes,
         rvi: "3".into(),
         connect_allow: args.connect_allow.clone(),
         bind_identity: args.bind_identity,
@@ -274,6 +285,21 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
             .then(|| Duration::from_millis(args.limits.idle_timeout_ms)),
         max_devices_per_core: args.max_devices_per_core,
         device_tls: args.tls_cert.is_some(),
+    };
+    let settings = edge::EdgeSettings {
+        relay,
+        upstream,
+        upstream_tls,
+        upstream_proxy: args.upstream_proxy,
+        upstream_sources: args
+            .upstream_source_addrs
+            .as_deref()
+            .map(crate::config::parse_source_range)
+            .transpose()?
+            .unwrap_or_default()
+            .into_iter()
+            .map(std::net::IpAddr::V4)
+            .collect(),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_files::server_config(

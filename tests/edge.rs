@@ -12,7 +12,7 @@ use crate::support::acme::start_acme;
 use crate::support::ws_client::WsClient;
 use crate::support::{Proc, drivers, edge_bin, free_port, wait_listening};
 
-fn start_edge(io: &str, upstream: SocketAddr, extra: &[&str]) -> Proc {
+pub(crate) fn start_edge(io: &str, upstream: SocketAddr, extra: &[&str]) -> Proc {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut child = Command::new(edge_bin())
         .args([
@@ -38,11 +38,11 @@ fn start_edge(io: &str, upstream: SocketAddr, extra: &[&str]) -> Proc {
     Proc { child, addr }
 }
 
-fn req(json: &str) -> Primitive {
+pub(crate) fn req(json: &str) -> Primitive {
     m2m_primitive::decode(Format::Json, json.as_bytes()).unwrap()
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -50,7 +50,7 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{}x{n}", std::process::id())
 }
 
-fn expect(rsp: &m2m_primitive::Response, rsc: u16, what: &str) {
+pub(crate) fn expect(rsp: &m2m_primitive::Response, rsc: u16, what: &str) {
     Validator::default().response(rsp).unwrap();
     assert_eq!(rsp.rsc, Rsc(rsc), "{what}: {rsp:?}");
 }

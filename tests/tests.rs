@@ -4,4 +4,5 @@
 mod acme_direct;
 mod echo;
 mod edge;
+mod multiplex;
 mod support;

@@ -1,72 +1,133 @@
-//! The edge in passthrough mode: each device WebSocket session gets its own upstream WebSocket to the
-//! IN-CSE, on the same core, carrying the device's AE-ID in `X-M2M-Origin` once it is known.
+//! The edge on the runtime: a thin adapter that gives each core's [`m2m_relay::Engine`] its events
+//! and carries out what the engine asks for through the core's [`Cx`]. Everything the edge decides
+//! (handshake policy, gate, queue, correlation, links in passthrough or multiplex mode, the edge's own
+//! answers, drain) lives in the engine, which does no I/O and is tested in memory.
 //!
 //! ```text
-//! device ─ws─► handshake (oneM2M policy) ─► frames ─► routing view ─► gate ─► queue ─► upstream link ─► CSE
-//!   ◄── responses matched by rqi, NOTIFYs from the CSE, error responses from the edge (4000/4015/4103/4008/5103)
+//! runtime ──on_accept/on_data/on_close/on_connect/on_timer──► EdgeApp ──events──► Engine
+//!    ▲                                                                              │
+//!    └──── Cx::send_with / close / abort / connect_from / set_timer ◄── CxIo ◄── Io calls
 //! ```
 //!
-//! Modules: [`settings`] (what the CLI resolves), [`session`] (device side: gate, queue, correlation),
-//! [`link`] (upstream side: connect, handshake with origin binding, relink).
-//! Not yet here (see the closing note of the runtime issue): wss/mTLS on the device side, CONNECT,
-//! the admin listener and metrics, the TOML config.
+//! Modules: [`settings`] (what the CLI resolves), [`conns`] (connection ⇄ engine peer), [`identity`]
+//! (client certificates), [`admin`] (metrics, health), [`metrics`] (exposition).
 
 pub mod admin;
+pub mod conns;
 pub mod identity;
-pub mod link;
 pub mod metrics;
-pub mod session;
 pub mod settings;
-pub mod tunnel;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
+use m2m_relay::{DeviceId, Engine, Io, LinkId, Peer, Target, Timer};
 use m2m_rt::{App, CloseReason, ConnId, Cx};
 
-use session::Session;
+use conns::{ConnMap, Role};
 pub use settings::EdgeSettings;
 
-/// Timer token kinds (top byte of the token).
-const TIMER_HANDSHAKE: u64 = 1;
-const TIMER_REQUEST: u64 = 2;
-const TIMER_RELINK: u64 = 3;
-const TIMER_IDLE: u64 = 4;
-const TIMER_HOUSEKEEPING: u64 = 5;
+/// Timer tokens of the adapter itself (the engine's kinds are small numbers).
+const TIMER_HOUSEKEEPING: u64 = 0xff << 56;
 
 /// How often a core hands memory freed since the last time back to the allocator's OS side.
 const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn token(kind: u64, session: usize, seq: u32) -> u64 {
-    (kind << 56) | ((session as u64 & 0xff_ffff) << 32) | u64::from(seq)
-}
-
-/// What a connection is to the edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Device(usize),
-    Upstream(usize),
-    /// The target side of a CONNECT tunnel.
-    Tunnel(usize),
-    /// A connection to the admin listener.
-    Admin,
-}
-
-/// One core's sessions.
+/// One core's edge.
 #[derive(Debug)]
 pub struct EdgeApp {
     settings: EdgeSettings,
+    engine: Engine,
     /// Every core's counters (for scrapes) and this core's own.
     all_counters: Arc<Vec<Arc<metrics::CoreCounters>>>,
     counters: Arc<metrics::CoreCounters>,
-    roles: Vec<Option<(ConnId, Role)>>,
-    sessions: Vec<Option<Session>>,
-    free: Vec<usize>,
+    conns: ConnMap,
     /// Armed from the first device session on.
     housekeeping: bool,
     /// The upstream source address used last (round robin).
     next_source: usize,
+}
+
+/// The engine's [`Io`] on a core's [`Cx`].
+struct CxIo<'a, 'c> {
+    cx: &'a mut Cx<'c, ()>,
+    conns: &'a mut ConnMap,
+    settings: &'a EdgeSettings,
+    next_source: &'a mut usize,
+}
+
+impl Io for CxIo<'_, '_> {
+    fn send_with(&mut self, to: Peer, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+        self.conns
+            .conn(to)
+            .is_some_and(|conn| self.cx.send_with(conn, write))
+    }
+
+    fn unsent(&self, to: Peer) -> usize {
+        self.conns
+            .conn(to)
+            .map_or(0, |conn| self.cx.pending_output(conn))
+    }
+
+    fn close(&mut self, to: Peer) {
+        if let Some(conn) = self.conns.detach(to) {
+            self.cx.close(conn);
+        }
+    }
+
+    fn abort(&mut self, to: Peer) {
+        if let Some(conn) = self.conns.detach(to) {
+            self.cx.abort(conn);
+        }
+    }
+
+    fn connect(&mut self, peer: Peer, target: Target) -> std::io::Result<()> {
+        let timeout = self.settings.relay.connect_timeout;
+        let conn = match target {
+            Target::Upstream => {
+                // Through a proxy the TCP connection goes to the proxy and TLS starts after CONNECT.
+                let (addr, tls) = match self.settings.upstream_proxy {
+                    Some(proxy) => (proxy, None),
+                    None => (self.settings.upstream, self.settings.upstream_tls.clone()),
+                };
+                let sources = &self.settings.upstream_sources;
+                let source = (!sources.is_empty()).then(|| {
+                    *self.next_source = (*self.next_source + 1) % sources.len();
+                    sources[*self.next_source]
+                });
+                self.cx.connect_from(addr, source, tls, timeout)?
+            }
+            Target::Tunnel(addr) => self.cx.connect(addr, None, timeout)?,
+        };
+        self.conns.bind(peer, conn);
+        Ok(())
+    }
+
+    fn start_tls(&mut self, link: LinkId) -> std::io::Result<()> {
+        let (Some(conn), Some(tls)) = (
+            self.conns.conn(Peer::Link(link)),
+            self.settings.upstream_tls.clone(),
+        ) else {
+            return Ok(());
+        };
+        self.cx.start_tls(conn, tls)
+    }
+
+    fn set_timer(&mut self, at: Instant, timer: Timer) {
+        self.cx.set_timer(at, timer.0);
+    }
+
+    fn client_identity(&mut self, device: DeviceId) -> Option<String> {
+        let conn = self.conns.conn(Peer::Device(device))?;
+        identity::certificate_identity(self.cx, conn)
+    }
+
+    fn resolve(&mut self, authority: &str) -> Option<SocketAddr> {
+        // Allow-listed names only, once per tunnel (blocking, like the CLI's own resolution).
+        authority.to_socket_addrs().ok()?.next()
+    }
 }
 
 impl EdgeApp {
@@ -77,39 +138,27 @@ impl EdgeApp {
     ) -> Self {
         let counters = all_counters[core].clone();
         Self {
+            engine: Engine::new(settings.relay.clone(), counters.clone()).on_core(core),
             settings,
             all_counters,
             counters,
-            roles: Vec::new(),
-            sessions: Vec::new(),
-            free: Vec::new(),
+            conns: ConnMap::default(),
             housekeeping: false,
             next_source: 0,
         }
     }
 
-    fn role(&self, conn: ConnId) -> Option<Role> {
-        self.roles
-            .get(conn.slot())?
-            .filter(|(id, _)| *id == conn)
-            .map(|(_, r)| r)
-    }
-
-    fn set_role(&mut self, conn: ConnId, role: Role) {
-        let slot = conn.slot();
-        while self.roles.len() <= slot {
-            m2m_rt::core::reserve_linear(&mut self.roles);
-            self.roles.push(None);
-        }
-        self.roles[slot] = Some((conn, role));
-    }
-
-    fn clear_role(&mut self, conn: ConnId) {
-        if let Some(r) = self.roles.get_mut(conn.slot())
-            && r.is_some_and(|(id, _)| id == conn)
-        {
-            *r = None;
-        }
+    /// The engine and its Io for one callback.
+    fn split<'a, 'c>(&'a mut self, cx: &'a mut Cx<'c, ()>) -> (&'a mut Engine, CxIo<'a, 'c>) {
+        (
+            &mut self.engine,
+            CxIo {
+                cx,
+                conns: &mut self.conns,
+                settings: &self.settings,
+                next_source: &mut self.next_source,
+            },
+        )
     }
 
     /// Return memory freed since the last turn (a burst of registrations, a closed wave of
@@ -122,15 +171,19 @@ impl EdgeApp {
         unsafe { libmimalloc_sys::mi_collect(true) };
         // Kept going once started: memory is also freed after the last connection closed (request
         // timers expiring, lingering closes), and one wake-up every two seconds costs nothing.
-        cx.set_timer(
-            cx.now() + HOUSEKEEPING_EVERY,
-            token(TIMER_HOUSEKEEPING, 0, 0),
-        );
+        cx.set_timer(cx.now() + HOUSEKEEPING_EVERY, TIMER_HOUSEKEEPING);
     }
 
-    fn free_session(&mut self, sid: usize) {
-        self.sessions[sid] = None;
-        self.free.push(sid);
+    /// Copy the runtime's per-core statistics into the exported counters.
+    fn copy_stats(&self, cx: &Cx<'_, ()>) {
+        let stats = cx.stats();
+        let c = &self.counters;
+        c.bytes_in.store(stats.bytes_in, Ordering::Relaxed);
+        c.bytes_out.store(stats.bytes_out, Ordering::Relaxed);
+        c.loop_turns.store(stats.loop_turns, Ordering::Relaxed);
+        c.wait_ns.store(stats.wait_ns, Ordering::Relaxed);
+        c.buffer_exhaustion
+            .store(stats.buffer_exhaustion, Ordering::Relaxed);
     }
 }
 
@@ -140,207 +193,98 @@ impl App for EdgeApp {
     fn on_accept(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, listener: usize, peer: SocketAddr) {
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
         if listener == 1 {
-            self.set_role(conn, Role::Admin);
+            self.conns.set_admin(conn);
             return;
         }
         if cx.shutting_down() {
             cx.abort(conn);
             return;
         }
-        let live = self.sessions.len() - self.free.len();
-        if self.settings.max_devices_per_core > 0 && live >= self.settings.max_devices_per_core {
-            tracing::warn!(
-                core = cx.core(),
-                limit = self.settings.max_devices_per_core,
-                "device limit reached"
-            );
-            cx.send(
-                conn,
-                &m2m_ws::handshake::http_error(
-                    503,
-                    &[("Retry-After", "5")],
-                    "device limit of this edge reached",
-                ),
-            );
-            cx.close(conn);
-            self.counters.limit(metrics::LIMIT_DEVICE_LIMIT);
-            // Counted as a connection until it closes; no session.
-            self.set_role(conn, Role::Admin);
-            return;
-        }
-        self.counters
-            .device_sessions
-            .fetch_add(1, Ordering::Relaxed);
         if !self.housekeeping {
             self.housekeeping = true;
-            cx.set_timer(
-                cx.now() + HOUSEKEEPING_EVERY,
-                token(TIMER_HOUSEKEEPING, 0, 0),
-            );
+            cx.set_timer(cx.now() + HOUSEKEEPING_EVERY, TIMER_HOUSEKEEPING);
         }
-        let sid = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                m2m_rt::core::reserve_linear(&mut self.sessions);
-                self.sessions.push(None);
-                self.sessions.len() - 1
-            }
-        };
-        let timer = cx.set_timer(
-            cx.now() + self.settings.handshake_timeout,
-            token(TIMER_HANDSHAKE, sid, 0),
-        );
-        self.sessions[sid] = Some(Session::new(conn, timer));
-        self.set_role(conn, Role::Device(sid));
-        tracing::debug!(conn = conn.raw(), %peer, session = sid, "device connected");
+        let now = cx.now();
+        let d = self.engine.new_device(now);
+        self.conns.bind(Peer::Device(d), conn);
+        let (engine, mut io) = self.split(cx);
+        engine.device_accepted(&mut io, now, d);
+        tracing::debug!(conn = conn.raw(), %peer, device = d.index, "device connected");
     }
 
     fn on_data(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, data: &mut [u8]) -> usize {
-        let stats = cx.stats();
-        self.counters
-            .bytes_in
-            .store(stats.bytes_in, Ordering::Relaxed);
-        self.counters
-            .bytes_out
-            .store(stats.bytes_out, Ordering::Relaxed);
-        self.counters
-            .loop_turns
-            .store(stats.loop_turns, Ordering::Relaxed);
-        self.counters
-            .wait_ns
-            .store(stats.wait_ns, Ordering::Relaxed);
-        self.counters
-            .buffer_exhaustion
-            .store(stats.buffer_exhaustion, Ordering::Relaxed);
-        match self.role(conn) {
-            Some(Role::Admin) => self.admin_data(cx, conn, data),
-            Some(Role::Device(sid)) => {
-                let started = std::time::Instant::now();
-                let used = self.device_data(cx, sid, data);
-                self.counters.handling(started.elapsed());
-                used
+        self.copy_stats(cx);
+        let now = cx.now();
+        let started = Instant::now();
+        let used = match self.conns.role(conn) {
+            Some(Role::Admin) => return self.admin_data(cx, conn, data),
+            None => return data.len(),
+            Some(Role::Peer(peer)) => {
+                let (engine, mut io) = self.split(cx);
+                match peer {
+                    Peer::Device(d) => engine.device_data(&mut io, now, d, data),
+                    Peer::Link(l) => engine.link_data(&mut io, now, l, data),
+                    Peer::Tunnel(d) => return engine.tunnel_data(&mut io, d, data),
+                }
             }
-            Some(Role::Upstream(sid)) => {
-                let started = std::time::Instant::now();
-                let used = self.upstream_data(cx, sid, conn, data);
-                self.counters.handling(started.elapsed());
-                used
-            }
-            Some(Role::Tunnel(sid)) => self.tunnel_to_device(cx, sid, data),
-            None => data.len(),
-        }
+        };
+        self.counters.handling(started.elapsed());
+        used
     }
 
     fn on_close(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, reason: CloseReason) {
-        let role = self.role(conn);
-        self.clear_role(conn);
         self.counters.connections.fetch_sub(1, Ordering::Relaxed);
-        match role {
-            Some(Role::Admin) => {}
-            Some(Role::Device(sid)) => {
-                self.counters
-                    .device_sessions
-                    .fetch_sub(1, Ordering::Relaxed);
-                if let Some(session::Device::Open { format, .. }) =
-                    self.sessions[sid].as_ref().map(|s| &s.dev)
-                {
-                    self.counters.sessions_by_format[session::format_index(*format)]
-                        .fetch_sub(1, Ordering::Relaxed);
-                }
-                if matches!(reason, CloseReason::Tls(_)) {
-                    self.counters.tls[1].fetch_add(1, Ordering::Relaxed);
-                }
-                if self.sessions[sid]
-                    .as_ref()
-                    .is_some_and(|s| s.link.is_open())
-                {
-                    self.counters.upstream_links.fetch_sub(1, Ordering::Relaxed);
-                }
-                tracing::debug!(conn = conn.raw(), session = sid, ?reason, "device gone");
-                if let Some(link) = self.sessions[sid].as_mut().and_then(|s| s.link.conn()) {
-                    self.clear_role(link);
-                    cx.abort(link);
-                }
-                if let Some(session::Device::Tunnel { peer, .. }) =
-                    self.sessions[sid].as_ref().map(|s| &s.dev)
-                {
-                    let peer = *peer;
-                    self.clear_role(peer);
-                    cx.close(peer);
-                }
-                if let Some(s) = self.sessions[sid].as_mut() {
-                    s.cancel_timers(cx);
-                }
-                self.free_session(sid);
+        let Some(Role::Peer(peer)) = self.conns.take(conn) else {
+            return;
+        };
+        let now = cx.now();
+        let (engine, mut io) = self.split(cx);
+        match peer {
+            Peer::Device(d) => {
+                engine.device_closed(&mut io, d, matches!(reason, CloseReason::Tls(_)));
             }
-            Some(Role::Upstream(sid)) => self.link_lost(cx, sid, conn, &format!("{reason:?}")),
-            Some(Role::Tunnel(sid)) => {
-                if let Some(s) = self.sessions[sid].as_ref() {
-                    let device = s.device;
-                    cx.close(device);
-                }
-            }
-            None => {}
+            Peer::Link(l) => engine.link_closed(&mut io, now, l, &format!("{reason:?}")),
+            Peer::Tunnel(d) => engine.tunnel_closed(&mut io, d),
         }
     }
 
     fn on_connect(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, result: std::io::Result<()>) {
-        if result.is_ok() && matches!(self.role(conn), Some(Role::Tunnel(_) | Role::Upstream(_))) {
+        if result.is_ok() {
+            // Counted until its on_close, whoever it belongs to by then.
             self.counters.connections.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(Role::Tunnel(sid)) = self.role(conn) {
-            self.tunnel_connected(cx, sid, conn, result);
+        let role = match &result {
+            Ok(()) => self.conns.role(conn),
+            // No on_close follows a failed connect.
+            Err(_) => self.conns.take(conn),
+        };
+        let Some(Role::Peer(peer)) = role else {
             return;
-        }
-        if let Some(Role::Upstream(sid)) = self.role(conn) {
-            match result {
-                Ok(()) => self.link_connected(cx, sid, conn),
-                Err(e) => {
-                    self.clear_role(conn);
-                    self.link_lost(cx, sid, conn, &format!("connect failed: {e}"));
-                }
+        };
+        let now = cx.now();
+        let (engine, mut io) = self.split(cx);
+        match peer {
+            Peer::Link(l) => {
+                engine.link_connected(&mut io, now, l, result.map_err(|e| e.to_string()));
             }
+            Peer::Tunnel(d) => engine.tunnel_connected(&mut io, d, result.map_err(|e| e.kind())),
+            Peer::Device(_) => {}
         }
     }
 
     fn on_timer(&mut self, cx: &mut Cx<'_, ()>, token: u64) {
-        let kind = token >> 56;
-        let sid = ((token >> 32) & 0xff_ffff) as usize;
-        let seq = token as u32;
-        if kind == TIMER_HOUSEKEEPING {
+        if token == TIMER_HOUSEKEEPING {
             self.housekeep(cx);
             return;
         }
-        if self.sessions.get(sid).and_then(Option::as_ref).is_none() {
-            return;
-        }
-        match kind {
-            TIMER_HANDSHAKE => self.handshake_timeout(cx, sid),
-            TIMER_REQUEST => self.request_timeout(cx, sid, seq),
-            TIMER_IDLE => self.idle_timeout(cx, sid),
-            TIMER_RELINK => {
-                if let Some(s) = self.sessions[sid].as_mut() {
-                    s.relink_timer = None;
-                }
-                self.open_link(cx, sid);
-            }
-            _ => {}
-        }
+        let now = cx.now();
+        let (engine, mut io) = self.split(cx);
+        engine.timer(&mut io, now, Timer(token));
     }
 
     fn on_shutdown(&mut self, cx: &mut Cx<'_, ()>) {
-        // Stop taking new work; each device is closed with 1001 once its in-flight and queued
-        // requests are answered (the runtime closes what is left at the drain deadline).
-        for sid in 0..self.sessions.len() {
-            if let Some(s) = self.sessions[sid].as_mut() {
-                s.draining = true;
-                if matches!(s.dev, session::Device::Open { .. }) {
-                    self.close_if_drained(cx, sid);
-                } else {
-                    let device = s.device;
-                    cx.close(device);
-                }
-            }
-        }
+        let now = cx.now();
+        let (engine, mut io) = self.split(cx);
+        engine.shutdown(&mut io, now);
     }
 }

@@ -13,7 +13,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::app::{App, CloseReason, ConnId};
-use crate::core::{Action, ConnState, Core};
+use crate::core::{ConnState, Core};
 use crate::mailbox::Inbox;
 use crate::{RunShared, driver};
 
@@ -94,12 +94,7 @@ pub(crate) fn run<A: App>(
             }
         }
         core.run_timers();
-        apply_actions(core, &poll);
-        core.take_dirty(&mut dirty);
-        for id in dirty.drain(..) {
-            flush(core, &poll, id);
-        }
-        apply_actions(core, &poll);
+        driver::settle(&mut EpollTurn { core, poll: &poll }, &mut dirty);
         core.st.closed.clear();
 
         if shared.stop_requested() && !core.st.shutting_down {
@@ -112,11 +107,7 @@ pub(crate) fn run<A: App>(
             }
             core.begin_shutdown();
             drain_deadline = Some(core.st.now + shared.drain);
-            core.take_dirty(&mut dirty);
-            for id in dirty.drain(..) {
-                flush(core, &poll, id);
-            }
-            apply_actions(core, &poll);
+            driver::settle(&mut EpollTurn { core, poll: &poll }, &mut dirty);
         }
         if let Some(deadline) = drain_deadline
             && (core.st.live == 0 || Instant::now() >= deadline)
@@ -248,17 +239,21 @@ fn flush<A: App>(core: &mut Core<A>, poll: &Poll, id: ConnId) {
     core.close_if_flushed(id);
 }
 
-fn apply_actions<A: App>(core: &mut Core<A>, poll: &Poll) {
-    while !core.st.actions.is_empty() {
-        let actions = std::mem::take(&mut core.st.actions);
-        for action in actions {
-            match action {
-                Action::Connect(id, addr) => start_connect(core, poll, id, addr),
-                Action::Close(id, reason) => {
-                    core.close_now(id, reason);
-                }
-            }
-        }
+/// The epoll side of the shared end of a loop turn.
+struct EpollTurn<'a, A: App> {
+    core: &'a mut Core<A>,
+    poll: &'a Poll,
+}
+
+impl<A: App> driver::Turn<A> for EpollTurn<'_, A> {
+    fn core(&mut self) -> &mut Core<A> {
+        self.core
+    }
+    fn start_connect(&mut self, id: ConnId, addr: std::net::SocketAddr) {
+        start_connect(self.core, self.poll, id, addr);
+    }
+    fn flush(&mut self, id: ConnId) {
+        flush(self.core, self.poll, id);
     }
 }
 

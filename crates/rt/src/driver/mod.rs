@@ -12,7 +12,11 @@
 pub(crate) mod epoll;
 pub(crate) mod uring;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use crate::app::{App, ConnId};
+use crate::core::{Action, Core};
 
 /// How long to sleep: until the next timer, the drain deadline, or at most a second.
 pub(crate) fn sleep_for(
@@ -25,4 +29,39 @@ pub(crate) fn sleep_for(
         until = until.min(d);
     }
     until.saturating_duration_since(now)
+}
+
+/// What a driver provides to the end of a loop turn.
+pub(crate) trait Turn<A: App> {
+    fn core(&mut self) -> &mut Core<A>;
+    /// Start connecting `id` to `addr`.
+    fn start_connect(&mut self, id: ConnId, addr: SocketAddr);
+    /// Write (or submit) `id`'s output, and close it if it is closing and flushed.
+    fn flush(&mut self, id: ConnId);
+}
+
+/// The end of every loop turn, the same for both drivers: carry out the app's actions and write
+/// every dirty connection's output until neither is left. Closing a connection calls the app, which
+/// may queue more output (5103 answers after a lost link, a close frame): that output leaves in
+/// this turn, not after the next wake-up.
+pub(crate) fn settle<A: App>(t: &mut impl Turn<A>, dirty: &mut Vec<ConnId>) {
+    loop {
+        let actions = std::mem::take(&mut t.core().st.actions);
+        for action in actions {
+            match action {
+                Action::Connect(id, addr) => t.start_connect(id, addr),
+                Action::Close(id, reason) => {
+                    t.core().close_now(id, reason);
+                }
+            }
+        }
+        t.core().take_dirty(dirty);
+        for id in dirty.drain(..) {
+            t.flush(id);
+        }
+        let st = &t.core().st;
+        if st.actions.is_empty() && st.dirty.is_empty() {
+            return;
+        }
+    }
 }

@@ -26,7 +26,7 @@ use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
 use crate::app::{App, CloseReason, ConnId};
-use crate::core::{Action, ConnState, Core};
+use crate::core::{ConnState, Core};
 use crate::mailbox::Inbox;
 use crate::{RunShared, driver};
 
@@ -456,29 +456,12 @@ impl<A: App> Driver<'_, A> {
         }
     }
 
-    /// After the turn's callbacks: actions, sends, closes, re-arms, returned buffers.
+    /// After the turn's callbacks: actions, sends, closes (the shared [`driver::settle`]), then
+    /// re-arms and returned buffers.
     fn settle(&mut self) {
-        loop {
-            let actions = std::mem::take(&mut self.core.st.actions);
-            for a in actions {
-                match a {
-                    Action::Connect(id, addr) => self.start_connect(id, addr),
-                    Action::Close(id, reason) => {
-                        self.core.close_now(id, reason);
-                    }
-                }
-            }
-            let mut dirty = std::mem::take(&mut self.dirty);
-            self.core.take_dirty(&mut dirty);
-            for &id in &dirty {
-                self.submit_send(id);
-                self.core.close_if_flushed(id);
-            }
-            self.dirty = dirty;
-            if self.core.st.actions.is_empty() && self.core.st.dirty.is_empty() {
-                break;
-            }
-        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        driver::settle(self, &mut dirty);
+        self.dirty = dirty;
         let closed = std::mem::take(&mut self.core.st.closed);
         for &(id, flags) in &closed {
             if flags & RECV_ARMED != 0 {
@@ -493,6 +476,19 @@ impl<A: App> Driver<'_, A> {
         for id in std::mem::take(&mut self.rearm) {
             self.arm_recv(id);
         }
+    }
+}
+
+impl<A: App> driver::Turn<A> for Driver<'_, A> {
+    fn core(&mut self) -> &mut Core<A> {
+        self.core
+    }
+    fn start_connect(&mut self, id: ConnId, addr: std::net::SocketAddr) {
+        Driver::start_connect(self, id, addr);
+    }
+    fn flush(&mut self, id: ConnId) {
+        self.submit_send(id);
+        self.core.close_if_flushed(id);
     }
 }
 

@@ -1,0 +1,539 @@
+//! The device side of a session: the WebSocket handshake with the oneM2M policy, frames, and every
+//! primitive's first checks (routing view, serialization, UTF-8). Requests then go through the gate
+//! and the queue (`relay`); the device's answers to the CSE's requests go straight up.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use m2m_primitive::{Format, Primitive, PrimitiveError, RoutingView, Rsc};
+use m2m_ws::handshake::{error_response, http_error, parse_request, server};
+use m2m_ws::{CloseCode, Event, OpCode, Receiver, Role, Sender, SenderConfig, endpoint};
+
+use crate::counters::{LIMIT_DEVICE_LIMIT, LIMIT_HANDSHAKE_TIMEOUT, LIMIT_IDLE_TIMEOUT};
+use crate::counters::{LIMIT_MESSAGE_TOO_BIG, LIMIT_OUTPUT_BOUND};
+use crate::engine::{Engine, T_HANDSHAKE, T_IDLE, timer};
+use crate::message::{InputSpan, Message};
+use crate::relay::Queued;
+use crate::settings::{format_index, format_of};
+use crate::{DeviceId, Io, LinkId, Peer};
+
+/// The device connection's protocol state.
+#[derive(Debug)]
+pub(crate) enum DeviceState {
+    Handshake,
+    Open {
+        rx: Receiver,
+        tx: Sender,
+        format: Format,
+    },
+    /// A CONNECT tunnel to another allow-listed target: bytes are relayed as they are.
+    Tunnel {
+        open: bool,
+        early: Vec<u8>,
+    },
+}
+
+/// One device session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub state: DeviceState,
+    pub accepted: Instant,
+    /// The originator bound to this session (handshake `X-M2M-Origin`, registration, or `fr`).
+    pub origin: Option<Box<str>>,
+    pub registered: bool,
+    /// The upstream link: its own (passthrough) or the shared one it is pinned to (multiplex).
+    pub link: Option<LinkId>,
+    /// Requests waiting for the link (in device order), and whether the device is on the link's
+    /// waiting list.
+    pub queue: VecDeque<Queued>,
+    pub waiting: bool,
+    /// Requests sent up and not yet answered.
+    pub in_flight: u32,
+    /// Multiplex: the CSE's requests delivered to this device, with the link their answers go up.
+    pub owed: Vec<(Box<str>, LinkId)>,
+    pub last_input: Instant,
+    /// Shutting down: close with 1001 once nothing is queued or in flight.
+    pub draining: bool,
+    /// The client certificate's identity, looked up once (`None` until then).
+    pub identity: Option<Option<String>>,
+}
+
+/// At most this many of the CSE's requests are remembered per device for routing its answers.
+const MAX_OWED: usize = 64;
+
+impl Session {
+    fn new(now: Instant) -> Self {
+        Self {
+            state: DeviceState::Handshake,
+            accepted: now,
+            origin: None,
+            registered: false,
+            link: None,
+            queue: VecDeque::new(),
+            waiting: false,
+            in_flight: 0,
+            owed: Vec::new(),
+            last_input: now,
+            draining: false,
+            identity: None,
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.state, DeviceState::Open { .. })
+    }
+
+    pub(crate) fn format(&self) -> Option<Format> {
+        match self.state {
+            DeviceState::Open { format, .. } => Some(format),
+            _ => None,
+        }
+    }
+
+    /// Remember that the answer to the CSE's request `rqi` goes up `link`.
+    pub(crate) fn owe(&mut self, rqi: &str, link: LinkId) {
+        if self.owed.len() >= MAX_OWED {
+            self.owed.remove(0);
+        }
+        self.owed.push((rqi.into(), link));
+    }
+}
+
+impl Engine {
+    /// A session for a connection just accepted: its id, so that the caller can map its
+    /// connection before [`Engine::device_accepted`] acts on it.
+    pub fn new_device(&mut self, now: Instant) -> DeviceId {
+        let (index, generation) = self.devices.insert(Session::new(now));
+        DeviceId { index, generation }
+    }
+
+    /// Start the session of `new_device`. Over the per-core device limit, or while draining, the
+    /// device is answered 503 and closed.
+    pub fn device_accepted(&mut self, io: &mut impl Io, now: Instant, d: DeviceId) {
+        let limit = self.s.max_devices_per_core;
+        if self.draining || (limit > 0 && self.devices.len() > limit) {
+            if !self.draining {
+                tracing::warn!(limit, "device limit reached");
+                self.counters.limit(LIMIT_DEVICE_LIMIT);
+            }
+            let body = if self.draining {
+                "edge shutting down"
+            } else {
+                "device limit of this edge reached"
+            };
+            io.send(
+                Peer::Device(d),
+                &http_error(503, &[("Retry-After", "5")], body),
+            );
+            io.close(Peer::Device(d));
+            self.devices.remove(d.index, d.generation);
+            return;
+        }
+        self.counters
+            .device_sessions
+            .fetch_add(1, Ordering::Relaxed);
+        io.set_timer(
+            now + self.s.handshake_timeout,
+            timer(T_HANDSHAKE, d.index, d.generation),
+        );
+    }
+
+    /// Bytes from a device; returns how many were consumed.
+    pub fn device_data(
+        &mut self,
+        io: &mut impl Io,
+        now: Instant,
+        d: DeviceId,
+        data: &mut [u8],
+    ) -> usize {
+        let Some(s) = self.session_mut(d) else {
+            return data.len();
+        };
+        s.last_input = now;
+        match s.state {
+            DeviceState::Handshake => self.device_handshake(io, now, d, data),
+            DeviceState::Open { .. } => self.device_frames(io, now, d, data),
+            DeviceState::Tunnel { .. } => self.tunnel_from_device(io, d, data),
+        }
+    }
+
+    /// The device went away (or its TLS failed).
+    pub fn device_closed(&mut self, io: &mut impl Io, d: DeviceId, tls_failed: bool) {
+        if tls_failed && self.session(d).is_some() {
+            self.counters.tls[1].fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(device = d.index, "device gone");
+        self.drop_device(io, d, false);
+    }
+
+    /// Forget a session: its own link (passthrough) or tunnel is aborted, its place in routing
+    /// tables removed. `close`: also close the device connection.
+    pub(crate) fn drop_device(&mut self, io: &mut impl Io, d: DeviceId, close: bool) {
+        let Some(s) = self.devices.remove(d.index, d.generation) else {
+            return;
+        };
+        self.counters
+            .device_sessions
+            .fetch_sub(1, Ordering::Relaxed);
+        if let Some(format) = s.format() {
+            self.counters.sessions_by_format[format_index(format)].fetch_sub(1, Ordering::Relaxed);
+        }
+        if close {
+            io.close(Peer::Device(d));
+        }
+        if matches!(s.state, DeviceState::Tunnel { .. }) {
+            io.close(Peer::Tunnel(d));
+        }
+        if let Some(o) = &s.origin
+            && self.by_origin.get(o) == Some(&d)
+        {
+            self.by_origin.remove(o);
+        }
+        if let Some(l) = s.link
+            && !self.multiplex()
+        {
+            self.remove_link(io, l);
+        }
+    }
+
+    fn device_handshake(
+        &mut self,
+        io: &mut impl Io,
+        now: Instant,
+        d: DeviceId,
+        data: &mut [u8],
+    ) -> usize {
+        let (req, head_len) = match parse_request(data, self.s.head) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return 0,
+            Err(e) => {
+                io.send(Peer::Device(d), &error_response(&e));
+                self.drop_device(io, d, true);
+                return data.len();
+            }
+        };
+        if req.method == "CONNECT" {
+            let target = m2m_ws::handshake::connect::parse_connect(&req)
+                .map(|t| (t.host.to_string(), t.port, t.authority.to_string()));
+            return self.device_connect(io, now, d, target, head_len, data);
+        }
+        let negotiated = server::validate_upgrade(&req).and_then(|up| {
+            let origin = up.m2m_origin.map(Box::<str>::from);
+            server::negotiate(&up, &self.s.policy, self.s.deflate.as_ref()).map(|n| (n, origin))
+        });
+        let (n, origin) = match negotiated {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.counters.handshake(3, false);
+                self.count_tls_handshake();
+                tracing::debug!(device = d.index, error = %e, "device handshake refused");
+                io.send(Peer::Device(d), &error_response(&e));
+                self.drop_device(io, d, true);
+                return data.len();
+            }
+        };
+        io.send(Peer::Device(d), &n.response);
+        let (rx, tx) = endpoint(
+            Role::Server,
+            n.deflate,
+            self.s.frames,
+            SenderConfig::default(),
+            6,
+        );
+        let format = format_of(&n.protocol);
+        self.counters.sessions_by_format[format_index(format)].fetch_add(1, Ordering::Relaxed);
+        self.count_tls_handshake();
+        self.counters.handshake(format_index(format), true);
+        let s = self.session_mut(d).expect("live session");
+        s.state = DeviceState::Open { rx, tx, format };
+        if let Some(idle) = self.s.idle_timeout {
+            io.set_timer(now + idle, timer(T_IDLE, d.index, d.generation));
+        }
+        if let Some(o) = origin {
+            self.bind_origin(d, o);
+        }
+        self.attach_link(io, now, d);
+        head_len + self.device_frames(io, now, d, &mut data[head_len..])
+    }
+
+    fn count_tls_handshake(&self) {
+        if self.s.device_tls {
+            self.counters.tls[0].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Give a newly open session its upstream link: its own (passthrough) or a shared one.
+    fn attach_link(&mut self, io: &mut impl Io, now: Instant, d: DeviceId) {
+        let l = if self.multiplex() {
+            self.pin(io, now)
+        } else {
+            let l = self.new_link(Some(d));
+            self.session_mut(d).expect("live session").link = Some(l);
+            self.open_link(io, now, l);
+            return;
+        };
+        self.session_mut(d).expect("live session").link = Some(l);
+    }
+
+    /// Bind the session to an originator (and route the CSE's requests for it here).
+    pub(crate) fn bind_origin(&mut self, d: DeviceId, origin: Box<str>) {
+        self.by_origin.insert(origin.clone(), d);
+        if let Some(s) = self.session_mut(d) {
+            s.origin = Some(origin);
+        }
+    }
+
+    fn device_frames(
+        &mut self,
+        io: &mut impl Io,
+        now: Instant,
+        d: DeviceId,
+        data: &mut [u8],
+    ) -> usize {
+        let mut at = 0;
+        let input = InputSpan::of(data);
+        loop {
+            let Some(s) = self.session_mut(d) else {
+                return data.len();
+            };
+            let DeviceState::Open { rx, tx, .. } = &mut s.state else {
+                return data.len();
+            };
+            let mut message: Option<Message> = None;
+            let mut close: Option<(CloseCode, String)> = None;
+            match rx.read(&mut data[at..]) {
+                Ok(Some((event, used))) => {
+                    at += used;
+                    message = input.message(&event);
+                    match event {
+                        Event::Ping(p) => {
+                            io.send_with(Peer::Device(d), |out| tx.pong(p, out));
+                        }
+                        Event::Close(f) => {
+                            close = Some((f.code.unwrap_or(CloseCode::NORMAL), String::new()))
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(None) => return at,
+                Err(e) => {
+                    self.counters.error(0);
+                    if e.close_code() == CloseCode::MESSAGE_TOO_BIG {
+                        self.counters.limit(LIMIT_MESSAGE_TOO_BIG);
+                    }
+                    close = Some((e.close_code(), e.to_string()))
+                }
+            }
+            if let Some((code, why)) = close {
+                self.close_device(io, d, code, &why);
+                return data.len();
+            }
+            if let Some(m) = message {
+                self.device_message(io, now, d, m.bytes(data), m.text);
+            }
+        }
+    }
+
+    /// One primitive from the device: checked, then relayed (request) or sent up (answer).
+    fn device_message(
+        &mut self,
+        io: &mut impl Io,
+        now: Instant,
+        d: DeviceId,
+        bytes: &[u8],
+        text: bool,
+    ) {
+        let Some(format) = self.session(d).and_then(Session::format) else {
+            return;
+        };
+        let view = match self.device_view(format, bytes, text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.counters.error(1);
+                self.reply_error(io, d, e);
+                return;
+            }
+        };
+        match (view.op, view.rsc) {
+            (Some(op), _) => self.counters.request(0, op as usize - 1),
+            (None, Some(rsc)) => self.counters.response(0, rsc.0),
+            _ => {}
+        }
+        if view.op.is_none() {
+            self.device_answer(io, d, bytes, &view, format);
+            return;
+        }
+        self.device_request(io, now, d, bytes, &view, format);
+    }
+
+    /// The routing view of a device primitive, or the error to answer: 4015 for a primitive in
+    /// another serialization than the session's, 4000 for a malformed one or JSON/XML that is not
+    /// UTF-8 (it goes up as text).
+    fn device_view<'a>(
+        &self,
+        format: Format,
+        bytes: &'a [u8],
+        text: bool,
+    ) -> Result<RoutingView<'a>, PrimitiveError> {
+        let view = RoutingView::parse(format, bytes).map_err(|e| {
+            match Format::sniff(bytes).filter(|&f| f != format) {
+                Some(other) => PrimitiveError::new(
+                    Rsc::UNSUPPORTED_MEDIA_TYPE,
+                    format!(
+                        "a {} primitive on a {} session",
+                        other.name(),
+                        format.name()
+                    ),
+                )
+                .with_rqi(m2m_primitive::view::extract_rqi(other, bytes)),
+                None => e,
+            }
+        })?;
+        if !text && format != Format::Cbor && std::str::from_utf8(bytes).is_err() {
+            return Err(PrimitiveError::new(
+                Rsc::BAD_REQUEST,
+                format!("a {} primitive that is not UTF-8", format.name()),
+            )
+            .with_rqi(view.rqi.as_deref().map(str::to_string)));
+        }
+        Ok(view)
+    }
+
+    /// The device answers a request of the CSE (NOTIFY, verification): up the link it came on.
+    fn device_answer(
+        &mut self,
+        io: &mut impl Io,
+        d: DeviceId,
+        bytes: &[u8],
+        view: &RoutingView<'_>,
+        format: Format,
+    ) {
+        let Some(s) = self.session_mut(d) else { return };
+        let rqi = view.rqi.as_deref().unwrap_or_default();
+        let link = match s.owed.iter().position(|(r, _)| &**r == rqi) {
+            Some(i) => Some(s.owed.remove(i).1),
+            None => s.link,
+        };
+        let Some(l) = link else { return };
+        self.send_on_link(
+            io,
+            l,
+            crate::relay::Body {
+                bytes,
+                format,
+                wrapped: view.wrapped,
+            },
+        );
+    }
+
+    /// Send a primitive to the device in its serialization.
+    pub(crate) fn send_to_device(&mut self, io: &mut impl Io, d: DeviceId, p: &Primitive) {
+        let Some(format) = self.session(d).and_then(Session::format) else {
+            return;
+        };
+        let Ok(bytes) = m2m_primitive::encode(p, format) else {
+            return;
+        };
+        self.send_raw_to_device(io, d, &bytes, format != Format::Cbor);
+    }
+
+    /// Bytes of a primitive already in the device's serialization; `text`: known to be UTF-8.
+    pub(crate) fn send_raw_to_device(
+        &mut self,
+        io: &mut impl Io,
+        d: DeviceId,
+        bytes: &[u8],
+        text: bool,
+    ) {
+        let Some(s) = self.session_mut(d) else { return };
+        let DeviceState::Open { tx, format, .. } = &mut s.state else {
+            return;
+        };
+        let binary = *format == Format::Cbor || (!text && std::str::from_utf8(bytes).is_err());
+        let opcode = if binary { OpCode::Binary } else { OpCode::Text };
+        io.send_with(Peer::Device(d), |out| tx.message(opcode, bytes, out));
+        self.check_output_bound(io, d);
+    }
+
+    /// A device that stopped reading must not hold the edge's memory: past `max_output_bytes`
+    /// of unsent output it is closed (its close frame would not be read either).
+    fn check_output_bound(&mut self, io: &mut impl Io, d: DeviceId) {
+        let unsent = io.unsent(Peer::Device(d));
+        if unsent > self.s.max_output_bytes {
+            tracing::warn!(
+                device = d.index,
+                unsent,
+                limit = self.s.max_output_bytes,
+                "device does not read its output: closed"
+            );
+            self.counters.limit(LIMIT_OUTPUT_BOUND);
+            io.abort(Peer::Device(d));
+            self.drop_device(io, d, false);
+        }
+    }
+
+    /// An error response from the edge itself.
+    pub(crate) fn reply_error(&mut self, io: &mut impl Io, d: DeviceId, err: PrimitiveError) {
+        tracing::debug!(device = d.index, rsc = err.rsc.0, dbg = %err.dbg, "edge answers");
+        self.counters.answer(err.rsc.0);
+        let rsp = err.to_response(&self.s.rvi);
+        self.send_to_device(io, d, &Primitive::Response(rsp));
+    }
+
+    /// Send a close frame to the device and close it; the session ends here.
+    pub(crate) fn close_device(
+        &mut self,
+        io: &mut impl Io,
+        d: DeviceId,
+        code: CloseCode,
+        why: &str,
+    ) {
+        if let Some(Session {
+            state: DeviceState::Open { tx, .. },
+            ..
+        }) = self.session_mut(d)
+        {
+            io.send_with(Peer::Device(d), |out| tx.close(code, why, out));
+        }
+        self.drop_device(io, d, true);
+    }
+
+    pub(crate) fn handshake_timeout(&mut self, io: &mut impl Io, now: Instant, d: DeviceId) {
+        let due = self.session(d).is_some_and(|s| {
+            matches!(s.state, DeviceState::Handshake)
+                && now >= s.accepted + self.s.handshake_timeout
+        });
+        if due {
+            tracing::debug!(device = d.index, "device handshake timeout");
+            self.counters.limit(LIMIT_HANDSHAKE_TIMEOUT);
+            io.abort(Peer::Device(d));
+            self.drop_device(io, d, false);
+        }
+    }
+
+    /// Close a device that sent nothing for `idle_timeout`, else re-arm for its last input.
+    pub(crate) fn idle_timeout(&mut self, io: &mut impl Io, now: Instant, d: DeviceId) {
+        let (Some(idle), Some(s)) = (self.s.idle_timeout, self.session(d)) else {
+            return;
+        };
+        let at = s.last_input + idle;
+        if now < at {
+            io.set_timer(at, timer(T_IDLE, d.index, d.generation));
+            return;
+        }
+        tracing::debug!(device = d.index, "device idle timeout");
+        self.counters.limit(LIMIT_IDLE_TIMEOUT);
+        self.close_device(io, d, CloseCode::GOING_AWAY, "idle timeout");
+    }
+
+    /// During shutdown: close the device with 1001 once nothing is queued or in flight.
+    pub(crate) fn close_if_drained(&mut self, io: &mut impl Io, _now: Instant, d: DeviceId) {
+        let done = self
+            .session(d)
+            .is_some_and(|s| s.draining && s.in_flight == 0 && s.queue.is_empty() && s.is_open());
+        if done {
+            self.close_device(io, d, CloseCode::GOING_AWAY, "edge shutting down");
+        }
+    }
+}

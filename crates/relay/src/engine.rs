@@ -1,0 +1,164 @@
+//! The engine of one core: its device sessions and upstream links, the events that drive them, and
+//! the timers they arm. Each event method takes the [`Io`] to act through and the loop turn's `now`.
+//!
+//! Ids: devices and links live in generation-checked tables, so an event or timer for a session or
+//! link that is gone is ignored. Once the engine closes or aborts a connection it forgets it (the
+//! adapter detaches it; no event follows), so a `*_closed` event always means the peer went away.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::counters::CoreCounters;
+use crate::device::Session;
+use crate::link::Link;
+use crate::settings::{RelaySettings, UpstreamMode};
+use crate::slab::Slab;
+use crate::{DeviceId, Io, LinkId, Timer};
+
+/// Timer kinds (top byte of the token); the rest is the slot (24 bits) and generation (32 bits).
+pub(crate) const T_HANDSHAKE: u64 = 1;
+pub(crate) const T_IDLE: u64 = 2;
+pub(crate) const T_REQUESTS: u64 = 3;
+pub(crate) const T_LINK_SETUP: u64 = 4;
+pub(crate) const T_RELINK: u64 = 5;
+
+pub(crate) fn timer(kind: u64, index: u32, generation: u32) -> Timer {
+    Timer((kind << 56) | ((u64::from(index) & 0xff_ffff) << 32) | u64::from(generation))
+}
+
+/// One core's relay.
+#[derive(Debug)]
+pub struct Engine {
+    pub(crate) s: RelaySettings,
+    pub(crate) counters: Arc<CoreCounters>,
+    pub(crate) devices: Slab<Session>,
+    pub(crate) links: Slab<Link>,
+    /// Multiplex: this core's links, opened with the first device; devices are pinned round robin.
+    pub(crate) shared: Vec<LinkId>,
+    next_pin: usize,
+    /// Devices by originator (AE-ID or CSE-ID), to route the CSE's requests on a shared link.
+    pub(crate) by_origin: HashMap<Box<str>, DeviceId>,
+    pub(crate) draining: bool,
+    /// Counter for rewritten `rqi`s on shared links.
+    pub(crate) rewrites: u64,
+    /// This engine's core (part of its shared links' originators).
+    pub(crate) core: usize,
+}
+
+impl Engine {
+    pub fn new(settings: RelaySettings, counters: Arc<CoreCounters>) -> Self {
+        Self {
+            s: settings,
+            counters,
+            devices: Slab::default(),
+            links: Slab::default(),
+            shared: Vec::new(),
+            next_pin: 0,
+            by_origin: HashMap::new(),
+            draining: false,
+            rewrites: 0,
+            core: 0,
+        }
+    }
+
+    /// The engine of core `core` (its shared links are named after it).
+    pub fn on_core(mut self, core: usize) -> Self {
+        self.core = core;
+        self
+    }
+
+    /// The `X-M2M-Origin` of shared link number `i` of this core: one originator per link, since a
+    /// CSE like ACME closes the older connection when a new one names the same originator.
+    pub(crate) fn shared_origin(&self, l: LinkId) -> String {
+        let i = self.shared.iter().position(|&s| s == l).unwrap_or(0);
+        format!("{}-{}-{i}", self.s.edge_origin, self.core)
+    }
+
+    pub fn settings(&self) -> &RelaySettings {
+        &self.s
+    }
+
+    /// Device sessions alive (any state).
+    pub fn devices(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Upstream links (any state, including down and waiting to re-open).
+    pub fn links(&self) -> usize {
+        self.links.len()
+    }
+
+    pub(crate) fn session(&self, d: DeviceId) -> Option<&Session> {
+        self.devices.get(d.index, d.generation)
+    }
+
+    pub(crate) fn session_mut(&mut self, d: DeviceId) -> Option<&mut Session> {
+        self.devices.get_mut(d.index, d.generation)
+    }
+
+    pub(crate) fn link(&self, l: LinkId) -> Option<&Link> {
+        self.links.get(l.index, l.generation)
+    }
+
+    pub(crate) fn link_mut(&mut self, l: LinkId) -> Option<&mut Link> {
+        self.links.get_mut(l.index, l.generation)
+    }
+
+    /// The link a new multiplex device is pinned to (the core's links are opened on first use).
+    pub(crate) fn pin(&mut self, io: &mut impl Io, now: Instant) -> LinkId {
+        if self.shared.is_empty() {
+            for _ in 0..self.s.upstream_links.max(1) {
+                let l = self.new_link(None);
+                self.shared.push(l);
+                self.open_link(io, now, l);
+            }
+        }
+        self.next_pin = (self.next_pin + 1) % self.shared.len();
+        self.shared[self.next_pin]
+    }
+
+    /// A timer armed earlier fired.
+    pub fn timer(&mut self, io: &mut impl Io, now: Instant, t: Timer) {
+        let kind = t.0 >> 56;
+        let index = ((t.0 >> 32) & 0xff_ffff) as u32;
+        let generation = t.0 as u32;
+        let d = DeviceId { index, generation };
+        let l = LinkId { index, generation };
+        match kind {
+            T_HANDSHAKE => self.handshake_timeout(io, now, d),
+            T_IDLE => self.idle_timeout(io, now, d),
+            T_REQUESTS => self.requests_timeout(io, now, l),
+            T_LINK_SETUP => self.link_setup_timeout(io, now, l),
+            T_RELINK => self.relink_due(io, now, l),
+            _ => {}
+        }
+    }
+
+    /// Shutdown: take no new work; close each device with 1001 once everything it sent is answered
+    /// (the runtime closes what is left at its drain deadline).
+    pub fn shutdown(&mut self, io: &mut impl Io, now: Instant) {
+        self.draining = true;
+        for (index, generation) in self.devices.ids() {
+            let d = DeviceId { index, generation };
+            if let Some(s) = self.session_mut(d) {
+                s.draining = true;
+            }
+            if self.session(d).is_some_and(Session::is_open) {
+                self.close_if_drained(io, now, d);
+            } else {
+                self.drop_device(io, d, true);
+            }
+        }
+    }
+
+    /// Whether the engine is draining for shutdown (new devices are refused).
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Multiplex mode?
+    pub(crate) fn multiplex(&self) -> bool {
+        self.s.mode == UpstreamMode::Multiplex
+    }
+}

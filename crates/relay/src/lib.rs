@@ -1,0 +1,123 @@
+//! m2m-relay: the edge's behaviour as a state machine that does no I/O. Device bytes, link bytes,
+//! connect results, timer expiry and `now` go in; what to send to which connection, which link to
+//! open, what to close and which timer to arm come out through the [`Io`] the caller passes with
+//! each event (in the style of quinn-proto's `Connection`, with the effects as calls instead of a
+//! returned queue so that frames are encoded straight into the connection's output buffer).
+//!
+//! ```text
+//!             ┌──────────────────────── Engine (one per core) ───────────────────────────┐
+//! device ──►  │ device: handshake ─► frames ─► routing view ─► gate ─► queue ─┐          │
+//!  bytes      │                                                          pin ▼          │ ──► Io::send_with(Link)
+//!             │ link (passthrough: one per device │ multiplex: N per core) ─► pending(rqi)│
+//! link   ──►  │ link: CONNECT? ─► handshake ─► frames ─► response ─► rqi ─► device    ────│ ──► Io::send_with(Device)
+//!  bytes      │                                      └─► CSE request ─► route by `to`     │
+//!             └──────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! What it does not do: sockets, TLS records, timers' storage, DNS (the runtime adapter in the
+//! m2m-edge crate executes the [`Io`] calls). It depends on no runtime crate, so everything here is
+//! tested in memory with a fake clock (`testing`, `tests`).
+//!
+//! Modules: [`settings`] (what the engine needs to know), [`counters`] (what it counts), [`engine`]
+//! (ids, tables, events), `device` (device side), `link` (upstream side), `relay` (queue, dispatch,
+//! correlation, the edge's answers), `tunnel` (CONNECT), [`message`] (payloads in place).
+#![forbid(unsafe_code)]
+
+pub mod counters;
+mod device;
+pub mod engine;
+mod link;
+pub mod message;
+mod relay;
+pub mod settings;
+mod slab;
+mod tunnel;
+
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+pub use engine::Engine;
+pub use settings::{OriginHeader, RelaySettings, UpstreamMode};
+
+/// A device session of one engine: slot and generation (a stale id of a closed session is ignored).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct DeviceId {
+    pub index: u32,
+    pub generation: u32,
+}
+
+/// An upstream link of one engine.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct LinkId {
+    pub index: u32,
+    pub generation: u32,
+}
+
+/// A connection the engine talks to: a device, an upstream link, or the target of a device's
+/// CONNECT tunnel.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Peer {
+    Device(DeviceId),
+    Link(LinkId),
+    Tunnel(DeviceId),
+}
+
+/// Where a new connection goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Target {
+    /// The CSE (or the configured HTTP proxy in front of it): the adapter knows the address, the
+    /// source address to use and the TLS settings.
+    Upstream,
+    /// An allow-listed CONNECT target, resolved.
+    Tunnel(SocketAddr),
+}
+
+/// A timer the engine armed; handed back through [`Engine::timer`]. Timers are never cancelled:
+/// each carries a generation and a stale one is ignored when it fires, which spares a cancel per
+/// relayed request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Timer(pub u64);
+
+/// The effects of an event, carried out by the caller (the runtime adapter, or the in-memory test
+/// harness). Output is batched by the caller: everything sent to one connection during one loop turn
+/// goes out in one write.
+pub trait Io {
+    /// Append bytes to `to`'s output; `write` encodes straight into the buffer they are sent from.
+    /// False when the connection is gone or closing.
+    fn send_with(&mut self, to: Peer, write: impl FnOnce(&mut Vec<u8>)) -> bool;
+
+    /// Append `bytes` to `to`'s output.
+    fn send(&mut self, to: Peer, bytes: &[u8]) -> bool {
+        self.send_with(to, |out| out.extend_from_slice(bytes))
+    }
+
+    /// Bytes queued for `to` and not yet taken by the kernel.
+    fn unsent(&self, to: Peer) -> usize;
+
+    /// Close `to` once its output is written; the matching `*_closed` event follows.
+    fn close(&mut self, to: Peer);
+
+    /// Close `to` now, dropping its output; no event follows (the engine has forgotten it).
+    fn abort(&mut self, to: Peer);
+
+    /// Open a connection for `peer` (a link or a tunnel); `link_connected` / `tunnel_connected`
+    /// reports the result. An error here means no event follows.
+    fn connect(&mut self, peer: Peer, target: Target) -> std::io::Result<()>;
+
+    /// Start TLS as a client on an open link (a wss:// CSE after the proxy's CONNECT answer).
+    fn start_tls(&mut self, link: LinkId) -> std::io::Result<()>;
+
+    /// Call [`Engine::timer`] with `timer` at or after `at`.
+    fn set_timer(&mut self, at: Instant, timer: Timer);
+
+    /// The identity of the device's TLS client certificate (CN, else first SAN), if any.
+    fn client_identity(&mut self, device: DeviceId) -> Option<String>;
+
+    /// Resolve an allow-listed CONNECT target name (`host:port`).
+    fn resolve(&mut self, authority: &str) -> Option<SocketAddr>;
+}

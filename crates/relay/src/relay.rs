@@ -1,0 +1,662 @@
+//! Requests from devices to the CSE and their answers: the session gate (TS-0020 clause 6.4) and
+//! the other admission checks, the per-device queue, dispatch on the link with flow control
+//! (`max_in_flight`, the link's unsent output), `rqi` correlation (rewritten on a shared link when
+//! two devices use the same one), timeouts, and the edge's own answers.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use m2m_primitive::{Format, Operation, Primitive, PrimitiveError, RoutingView, Rsc, Value};
+
+use crate::counters::LIMIT_QUEUE_FULL;
+use crate::device::Session;
+use crate::engine::{Engine, T_REQUESTS, timer};
+use crate::settings::OriginHeader;
+use crate::{DeviceId, Io, LinkId, Peer};
+
+/// What the edge keeps about a request it relays.
+#[derive(Debug)]
+pub(crate) struct RequestMeta {
+    pub rqi: String,
+    pub deadline: Instant,
+    pub registration: bool,
+    pub deregistration: bool,
+}
+
+/// A request waiting for its link (the only case where the edge copies a primitive), in the
+/// device's serialization.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub meta: RequestMeta,
+    pub bytes: Vec<u8>,
+    pub format: Format,
+    pub wrapped: bool,
+}
+
+/// A request sent up a link and not yet answered, keyed by the `rqi` it carries on the link.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub device: DeviceId,
+    /// The device's own `rqi` when the edge rewrote it on the link.
+    pub device_rqi: Option<Box<str>>,
+    pub registration: bool,
+    pub deregistration: bool,
+    pub sent: Instant,
+    pub deadline: Instant,
+}
+
+/// A request's bytes, serialization and whether it came in the draft's `m2m:rqp` wrapper.
+#[derive(Clone, Copy)]
+pub(crate) struct Body<'a> {
+    pub bytes: &'a [u8],
+    pub format: Format,
+    pub wrapped: bool,
+}
+
+fn error(rsc: Rsc, why: impl Into<String>, rqi: &str) -> PrimitiveError {
+    PrimitiveError::new(rsc, why).with_rqi(Some(rqi.to_string()))
+}
+
+impl Engine {
+    /// A request from the device: admitted (or answered by the edge), then queued or sent.
+    pub(crate) fn device_request(
+        &mut self,
+        io: &mut impl Io,
+        now: Instant,
+        d: DeviceId,
+        bytes: &[u8],
+        view: &RoutingView<'_>,
+        format: Format,
+    ) {
+        let Some(meta) = self.admit(io, now, d, view) else {
+            return;
+        };
+        let body = Body {
+            bytes,
+            format,
+            wrapped: view.wrapped,
+        };
+        self.submit(io, now, d, meta, body);
+    }
+
+    /// The checks a request passes before it goes up; `None` when the edge answered it.
+    fn admit(
+        &mut self,
+        io: &mut impl Io,
+        now: Instant,
+        d: DeviceId,
+        view: &RoutingView<'_>,
+    ) -> Option<RequestMeta> {
+        let rqi = view.rqi.as_deref().unwrap_or_default();
+        let op = view.op?;
+        let registration = op == Operation::Create && matches!(view.ty, Some(2) | Some(16));
+        let fr = view.fr.as_deref().filter(|f| !f.is_empty());
+        // The wall clock only for requests that carry an expiry.
+        let now_wall = view.rqet.map_or(0, |_| m2m_primitive::time::now_millis());
+        let left_ms = view.rqet.map(|t| t.resolve(now_wall) - now_wall);
+        if left_ms.is_some_and(|left| left < 0) {
+            let e = error(
+                Rsc::REQUEST_TIMEOUT,
+                "request expired (rqet in the past)",
+                rqi,
+            );
+            self.reply_error(io, d, e);
+            return None;
+        }
+        if let Err(e) = self.check_identity(io, d, fr, registration, rqi) {
+            self.reply_error(io, d, e);
+            return None;
+        }
+        if let Err(e) = self.pass_gate(io, now, d, fr, registration, rqi) {
+            self.reply_error(io, d, e);
+            return None;
+        }
+        let s = self.session(d)?;
+        let to = view.to.as_deref().unwrap_or_default();
+        let deregistration = op == Operation::Delete
+            && s.origin.as_deref().is_some_and(|o| {
+                to == o || to.strip_suffix(o).is_some_and(|head| head.ends_with('/'))
+            });
+        // The request's own expiry caps the edge's wait (TS-0004 §7.3.2.6).
+        let mut deadline = now + self.s.request_timeout;
+        if let Some(left) = left_ms {
+            deadline = deadline.min(now + Duration::from_millis(left.max(0) as u64));
+        }
+        Some(RequestMeta {
+            rqi: rqi.to_string(),
+            deadline,
+            registration,
+            deregistration,
+        })
+    }
+
+    /// With `bind_identity`, `fr` must be the client certificate's identity (a registration may use
+    /// `C`/`S` to ask the CSE for an id).
+    fn check_identity(
+        &mut self,
+        io: &mut impl Io,
+        d: DeviceId,
+        fr: Option<&str>,
+        registration: bool,
+        rqi: &str,
+    ) -> Result<(), PrimitiveError> {
+        if !self.s.bind_identity {
+            return Ok(());
+        }
+        let s = self.session_mut(d).expect("live session");
+        if s.identity.is_none() {
+            s.identity = Some(io.client_identity(d));
+        }
+        let Some(id) = s.identity.clone().flatten() else {
+            return Err(error(
+                Rsc::ORIGINATOR_HAS_NO_PRIVILEGE,
+                "identity binding is on and the connection has no client certificate",
+                rqi,
+            ));
+        };
+        match fr {
+            Some(f) if f != id && !(registration && (f == "C" || f == "S")) => {
+                tracing::warn!(device = d.index, fr = f, certificate = %id, "fr does not match the client certificate");
+                Err(error(
+                    Rsc::ORIGINATOR_HAS_NO_PRIVILEGE,
+                    format!("fr {f} does not match the client certificate ({id})"),
+                    rqi,
+                ))
+            }
+            _ => {
+                if s.origin.is_none() && !registration {
+                    self.bind_origin(d, id.into());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Session gate (TS-0020 clause 6.4): before registration only an AE or remoteCSE create, unless
+    /// the device names itself (a device that registered earlier and reconnects): then the CSE's
+    /// answer decides. On a shared link a session bound to an AE may not speak for another one.
+    fn pass_gate(
+        &mut self,
+        io: &mut impl Io,
+        now: Instant,
+        d: DeviceId,
+        fr: Option<&str>,
+        registration: bool,
+        rqi: &str,
+    ) -> Result<(), PrimitiveError> {
+        let s = self.session(d).expect("live session");
+        let (registered, origin) = (s.registered, s.origin.clone());
+        match (&origin, fr) {
+            (None, Some(f)) if !registered && !registration => {
+                self.bind_origin(d, f.into());
+                self.relink_with_origin(io, now, d);
+            }
+            (None, None) if !registered && !registration => {
+                return Err(error(
+                    Rsc::ORIGINATOR_HAS_NO_PRIVILEGE,
+                    "register first: the only request accepted before registration is an AE or remoteCSE create (TS-0020 clause 6.4)",
+                    rqi,
+                ));
+            }
+            (None, Some(f))
+                if registration && f.len() > 1 && self.s.origin_header == OriginHeader::Always =>
+            {
+                self.bind_origin(d, f.into());
+                self.relink_with_origin(io, now, d);
+            }
+            (Some(o), Some(f)) if self.multiplex() && !registration && **o != *f => {
+                return Err(error(
+                    Rsc::ORIGINATOR_HAS_NO_PRIVILEGE,
+                    format!("this session speaks for {o}, not {f}"),
+                    rqi,
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Queue the request or, when nothing waits and the link has room, send it at once (then the
+    /// primitive is framed straight from the device's input into the link's output).
+    fn submit(
+        &mut self,
+        io: &mut impl Io,
+        now: Instant,
+        d: DeviceId,
+        meta: RequestMeta,
+        body: Body<'_>,
+    ) {
+        let max_queued = self.s.max_queued;
+        let Some(l) = self.session(d).and_then(|s| s.link) else {
+            return;
+        };
+        let s = self.session(d).expect("live session");
+        if s.queue.len() >= max_queued {
+            self.counters.limit(LIMIT_QUEUE_FULL);
+            let e = error(
+                Rsc::TARGET_NOT_REACHABLE,
+                "edge queue for this device is full",
+                &meta.rqi,
+            );
+            self.reply_error(io, d, e);
+            return;
+        }
+        let idle = s.queue.is_empty() && self.link(l).is_some_and(|k| k.waiting.is_empty());
+        if idle && self.has_room(io, l) {
+            self.dispatch(io, now, d, l, meta, body);
+            return;
+        }
+        let s = self.session_mut(d).expect("live session");
+        s.queue.push_back(Queued {
+            meta,
+            bytes: body.bytes.to_vec(),
+            format: body.format,
+            wrapped: body.wrapped,
+        });
+        if !s.waiting {
+            s.waiting = true;
+            if let Some(link) = self.link_mut(l) {
+                link.waiting.push_back(d);
+            }
+        }
+        self.pump(io, now, l);
+    }
+
+    /// Whether link `l` takes another request now.
+    fn has_room(&self, io: &impl Io, l: LinkId) -> bool {
+        self.link(l).is_some_and(|k| {
+            k.is_open()
+                && k.pending.len() < self.s.max_in_flight.max(1)
+                && io.unsent(Peer::Link(l)) <= self.s.max_output_bytes
+        })
+    }
+
+    /// Send queued requests while the link has room, one per waiting device in turn.
+    pub(crate) fn pump(&mut self, io: &mut impl Io, now: Instant, l: LinkId) {
+        while self.has_room(io, l) {
+            let Some(d) = self.link_mut(l).and_then(|k| k.waiting.pop_front()) else {
+                return;
+            };
+            let Some(s) = self.session_mut(d) else {
+                continue;
+            };
+            s.waiting = false;
+            let Some(q) = s.queue.pop_front() else {
+                continue;
+            };
+            if s.queue.is_empty() {
+                // An idle device keeps no queue capacity (memory per idle device).
+                s.queue = VecDeque::new();
+            } else {
+                s.waiting = true;
+                if let Some(k) = self.link_mut(l) {
+                    k.waiting.push_back(d);
+                }
+            }
+            if q.meta.deadline <= now {
+                let e = error(
+                    Rsc::REQUEST_TIMEOUT,
+                    "no upstream link within the request timeout",
+                    &q.meta.rqi,
+                );
+                self.reply_error(io, d, e);
+                continue;
+            }
+            let body = Body {
+                bytes: &q.bytes,
+                format: q.format,
+                wrapped: q.wrapped,
+            };
+            self.dispatch(io, now, d, l, q.meta, body);
+        }
+    }
+
+    /// Send one request up the open link `l` and keep it for its response.
+    fn dispatch(
+        &mut self,
+        io: &mut impl Io,
+        now: Instant,
+        d: DeviceId,
+        l: LinkId,
+        meta: RequestMeta,
+        body: Body<'_>,
+    ) {
+        let Some(link_format) = self.link(l).and_then(|k| k.format()) else {
+            return;
+        };
+        let up = match transcode(body, link_format) {
+            Ok(up) => up,
+            Err(e) => {
+                self.reply_error(io, d, e.with_rqi(Some(meta.rqi)));
+                return;
+            }
+        };
+        let collides = self
+            .link(l)
+            .is_some_and(|k| k.pending.contains_key(meta.rqi.as_str()));
+        let (key, device_rqi, up) = if collides {
+            match self.rewrite_rqi(up, link_format) {
+                Some((key, up)) => (key, Some(meta.rqi.into_boxed_str()), up),
+                None => {
+                    let e = error(Rsc::BAD_REQUEST, "a request without rqi", &meta.rqi);
+                    self.reply_error(io, d, e);
+                    return;
+                }
+            }
+        } else {
+            (meta.rqi.into_boxed_str(), None, up)
+        };
+        let pending = Pending {
+            device: d,
+            device_rqi,
+            registration: meta.registration,
+            deregistration: meta.deregistration,
+            sent: now,
+            deadline: meta.deadline,
+        };
+        if let Some(s) = self.session_mut(d) {
+            s.in_flight += 1;
+        }
+        let link = self.link_mut(l).expect("open link");
+        link.pending.insert(key, pending);
+        if link.timer_at.is_none_or(|at| meta.deadline < at) {
+            link.timer_at = Some(meta.deadline);
+            io.set_timer(meta.deadline, timer(T_REQUESTS, l.index, l.generation));
+        }
+        self.send_frame(io, l, &up);
+    }
+
+    /// A fresh `rqi` for a request whose own one is in flight on the link from another device.
+    fn rewrite_rqi(
+        &mut self,
+        up: Cow<'_, [u8]>,
+        format: Format,
+    ) -> Option<(Box<str>, Cow<'static, [u8]>)> {
+        let span = RoutingView::parse(format, &up).ok()?.rqi_span?;
+        let old = RoutingView::parse(format, &up).ok()?.rqi?.into_owned();
+        self.rewrites += 1;
+        let new = format!("{old}~edge{}", self.rewrites);
+        let mut bytes = up.into_owned();
+        m2m_primitive::view::replace_string(&mut bytes, format, span, &new);
+        Some((new.into_boxed_str(), Cow::Owned(bytes)))
+    }
+
+    /// A response from the CSE: to the device whose request it answers.
+    pub(crate) fn link_response(
+        &mut self,
+        io: &mut impl Io,
+        now: Instant,
+        l: LinkId,
+        bytes: &[u8],
+        view: &RoutingView<'_>,
+        link_format: Format,
+        text: bool,
+    ) {
+        let rqi = view.rqi.as_deref().unwrap_or_default();
+        let Some(p) = self.take_pending(l, rqi) else {
+            tracing::warn!(link = l.index, rqi, "response with an unknown rqi dropped");
+            self.counters.error(2);
+            return;
+        };
+        let rsc = view.rsc.unwrap_or(Rsc(0));
+        self.counters.response(1, rsc.0);
+        self.counters
+            .rtt(now.saturating_duration_since(p.sent).as_secs_f64());
+        let d = p.device;
+        let Some(dev_format) = self.session(d).and_then(Session::format) else {
+            self.pump(io, now, l);
+            return;
+        };
+        if let Some(s) = self.session_mut(d) {
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+        let relink = self.note_registration(d, &p, rsc, bytes, link_format);
+        if dev_format == link_format && p.device_rqi.is_none() {
+            self.send_raw_to_device(io, d, bytes, text);
+        } else {
+            match m2m_primitive::decode(link_format, bytes) {
+                Ok(Primitive::Response(mut r)) => {
+                    if let Some(own) = p.device_rqi {
+                        r.rqi = Some(own.into());
+                    }
+                    self.send_to_device(io, d, &Primitive::Response(r));
+                }
+                Ok(other) => self.send_to_device(io, d, &other),
+                Err(e) => {
+                    tracing::warn!(link = l.index, error = %e, "undecodable response from the CSE")
+                }
+            }
+        }
+        if relink {
+            self.relink_with_origin(io, now, d);
+        }
+        self.pump(io, now, l);
+        self.close_if_drained(io, now, d);
+    }
+
+    fn take_pending(&mut self, l: LinkId, rqi: &str) -> Option<Pending> {
+        let link = self.link_mut(l)?;
+        let p = link.pending.remove(rqi)?;
+        if link.pending.is_empty() && link.pending.capacity() > 0 && link.owner.is_some() {
+            // An idle passthrough link keeps no table capacity (memory per idle device).
+            link.pending = HashMap::new();
+        }
+        Some(p)
+    }
+
+    /// A registration answered 2001 binds the session to the new AE-ID or CSE-ID; a deregistration
+    /// answered 2002 unbinds it. Returns whether a passthrough link must be re-opened with the id.
+    fn note_registration(
+        &mut self,
+        d: DeviceId,
+        p: &Pending,
+        rsc: Rsc,
+        bytes: &[u8],
+        format: Format,
+    ) -> bool {
+        if p.registration && rsc == Rsc::CREATED {
+            self.counters.registrations.fetch_add(1, Ordering::Relaxed);
+            let id = registered_id(bytes, format);
+            let s = self.session_mut(d).expect("live session");
+            s.registered = true;
+            if s.origin.is_none()
+                && let Some(id) = id
+            {
+                self.bind_origin(d, id.into());
+            }
+            return self.session(d).is_some_and(|s| s.origin.is_some());
+        }
+        if p.deregistration && rsc == Rsc::DELETED {
+            let s = self.session_mut(d).expect("live session");
+            s.registered = false;
+            if let Some(o) = s.origin.take()
+                && self.by_origin.get(&o) == Some(&d)
+            {
+                self.by_origin.remove(&o);
+            }
+        }
+        false
+    }
+
+    /// Request timer of link `l`: answer 4008 for every request past its deadline, re-arm for the
+    /// next one.
+    pub(crate) fn requests_timeout(&mut self, io: &mut impl Io, now: Instant, l: LinkId) {
+        let Some(link) = self.link_mut(l) else { return };
+        link.timer_at = None;
+        let expired: Vec<Box<str>> = link
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if let Some(next) = link
+            .pending
+            .values()
+            .map(|p| p.deadline)
+            .filter(|&t| t > now)
+            .min()
+        {
+            link.timer_at = Some(next);
+            io.set_timer(next, timer(T_REQUESTS, l.index, l.generation));
+        }
+        for key in expired {
+            let Some(p) = self.take_pending(l, &key) else {
+                continue;
+            };
+            let rqi = p.device_rqi.as_deref().unwrap_or(&key).to_string();
+            self.answer_pending(
+                io,
+                p.device,
+                &rqi,
+                Rsc::REQUEST_TIMEOUT,
+                "no response from the CSE within the request timeout",
+            );
+            self.close_if_drained(io, now, p.device);
+        }
+        self.pump(io, now, l);
+    }
+
+    fn answer_pending(&mut self, io: &mut impl Io, d: DeviceId, rqi: &str, rsc: Rsc, why: &str) {
+        if let Some(s) = self.session_mut(d) {
+            s.in_flight = s.in_flight.saturating_sub(1);
+            self.reply_error(io, d, error(rsc, why, rqi));
+        }
+    }
+
+    /// The link failed: answer everything in flight on it with `rsc` (never re-sent: requests are
+    /// not idempotent) and, with `queued`, everything waiting for it too.
+    pub(crate) fn fail_link_requests(
+        &mut self,
+        io: &mut impl Io,
+        now: Instant,
+        l: LinkId,
+        rsc: Rsc,
+        why: &str,
+        queued: bool,
+    ) {
+        let Some(link) = self.link_mut(l) else { return };
+        let pending: Vec<(Box<str>, Pending)> = link.pending.drain().collect();
+        link.pending = HashMap::new();
+        link.timer_at = None;
+        let waiting: Vec<DeviceId> = if queued {
+            link.waiting.drain(..).collect()
+        } else {
+            Vec::new()
+        };
+        for (key, p) in pending {
+            let rqi = p.device_rqi.as_deref().unwrap_or(&key).to_string();
+            self.answer_pending(io, p.device, &rqi, rsc, why);
+        }
+        for d in waiting {
+            let Some(s) = self.session_mut(d) else {
+                continue;
+            };
+            s.waiting = false;
+            let queue = std::mem::take(&mut s.queue);
+            for q in queue {
+                self.reply_error(io, d, error(rsc, why, &q.meta.rqi));
+            }
+        }
+        for (index, generation) in self.devices.ids() {
+            self.close_if_drained(io, now, DeviceId { index, generation });
+        }
+    }
+
+    /// A request of the CSE (NOTIFY, verification): to the device it targets, or answered 5103.
+    pub(crate) fn cse_request(
+        &mut self,
+        io: &mut impl Io,
+        l: LinkId,
+        bytes: &[u8],
+        view: &RoutingView<'_>,
+        link_format: Format,
+        text: bool,
+    ) {
+        if let Some(op) = view.op {
+            self.counters.request(1, op as usize - 1);
+        }
+        let owner = self.link(l).and_then(|k| k.owner);
+        let target = owner.or_else(|| self.route(view.to.as_deref().unwrap_or_default()));
+        let rqi = view.rqi.as_deref().unwrap_or_default();
+        let Some((d, dev_format)) =
+            target.and_then(|d| Some((d, self.session(d).and_then(Session::format)?)))
+        else {
+            let e = error(
+                Rsc::TARGET_NOT_REACHABLE,
+                "the target is not connected to the edge",
+                rqi,
+            );
+            self.counters.answer(e.rsc.0);
+            if let Ok(b) = m2m_primitive::encode(
+                &Primitive::Response(e.to_response(&self.s.rvi)),
+                link_format,
+            ) {
+                self.send_frame(io, l, &b);
+            }
+            return;
+        };
+        if owner.is_none()
+            && let Some(s) = self.session_mut(d)
+        {
+            s.owe(rqi, l);
+        }
+        if dev_format == link_format {
+            self.send_raw_to_device(io, d, bytes, text);
+            return;
+        }
+        match m2m_primitive::decode(link_format, bytes) {
+            Ok(p) => self.send_to_device(io, d, &p),
+            Err(e) => {
+                tracing::warn!(link = l.index, error = %e, "undecodable request from the CSE")
+            }
+        }
+    }
+
+    /// The device a shared link's request is for: `to` names its originator, bare or as the last
+    /// segment of a path.
+    fn route(&self, to: &str) -> Option<DeviceId> {
+        let to = to.trim_end_matches('/');
+        self.by_origin
+            .get(to)
+            .or_else(|| self.by_origin.get(to.rsplit('/').next()?))
+            .copied()
+    }
+
+    /// Send a primitive from a device up link `l` in the link's serialization.
+    pub(crate) fn send_on_link(&mut self, io: &mut impl Io, l: LinkId, body: Body<'_>) {
+        let Some(link_format) = self.link(l).and_then(|k| k.format()) else {
+            return;
+        };
+        match transcode(body, link_format) {
+            Ok(up) => self.send_frame(io, l, &up),
+            Err(e) => tracing::debug!(link = l.index, error = %e, "undeliverable device answer"),
+        }
+    }
+}
+
+/// `body` in `to`'s serialization (borrowed when nothing changes; unwrapped when it came wrapped).
+fn transcode(body: Body<'_>, to: Format) -> Result<Cow<'_, [u8]>, PrimitiveError> {
+    if body.format == to && !body.wrapped {
+        return Ok(Cow::Borrowed(body.bytes));
+    }
+    m2m_primitive::decode(body.format, body.bytes)
+        .and_then(|p| m2m_primitive::encode(&p, to))
+        .map(Cow::Owned)
+}
+
+/// The `aei` (AE) or `csi` (remoteCSE) in a registration's 2001 response.
+fn registered_id(bytes: &[u8], format: Format) -> Option<String> {
+    let p = m2m_primitive::decode(format, bytes).ok()?;
+    let pc = p.pc()?.as_object()?;
+    let (resource, key) = match pc.get("m2m:ae") {
+        Some(ae) => (ae, "aei"),
+        None => (pc.get("m2m:csr")?, "csi"),
+    };
+    resource
+        .as_object()?
+        .get(key)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}

@@ -1,0 +1,424 @@
+//! The engine in memory: scripted devices and a scripted CSE, a fake clock. Each test names the
+//! behaviour it pins down; the real-peer tests of the edge check the wiring.
+
+use std::time::Duration;
+
+use m2m_primitive::{Format, Primitive, Rsc};
+
+use crate::Peer;
+use crate::settings::UpstreamMode;
+use crate::testing::{Dev, Harness, json, rqi, rsc, settings};
+
+fn registration(fr: &str, rqi: &str) -> Primitive {
+    json(&format!(
+        r#"{{"op":1,"to":"cse-in","fr":"{fr}","rqi":"{rqi}","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"rn":"a","api":"Na","rr":true,"srv":["3"]}}}}}}"#
+    ))
+}
+
+fn retrieve(fr: &str, rqi: &str) -> Primitive {
+    json(&format!(
+        r#"{{"op":2,"to":"cse-in","fr":"{fr}","rqi":"{rqi}","rvi":"3"}}"#
+    ))
+}
+
+fn created(rqi: &str, aei: &str) -> Primitive {
+    json(&format!(
+        r#"{{"rsc":2001,"rqi":"{rqi}","rvi":"3","pc":{{"m2m:ae":{{"rn":"a","aei":"{aei}","api":"Na"}}}}}}"#
+    ))
+}
+
+fn ok(rqi: &str, tag: &str) -> Primitive {
+    json(&format!(
+        r#"{{"rsc":2000,"rqi":"{rqi}","rvi":"3","pc":{{"m2m:cb":{{"rn":"{tag}"}}}}}}"#
+    ))
+}
+
+fn multiplex(links: usize) -> Harness {
+    let mut s = settings();
+    s.mode = UpstreamMode::Multiplex;
+    s.upstream_links = links;
+    s.max_in_flight = 16;
+    Harness::new(s)
+}
+
+/// A device on a multiplexed edge that names itself with `fr` (as a device that registered earlier).
+fn named_device(h: &mut Harness, ae: &str) -> Dev {
+    h.device("oneM2M.json", Some(ae))
+}
+
+#[test]
+fn gate_answers_4103_before_registration_and_passes_a_registration() {
+    let mut h = Harness::new(settings());
+    let mut dev = h.device("oneM2M.json", None);
+    let [l] = h.cse_accept_all()[..] else {
+        panic!("one link per device")
+    };
+    assert_eq!(h.cse[&l].origin, None, "no origin is known yet");
+    h.send(
+        &mut dev,
+        &json(r#"{"op":2,"to":"cse-in","rqi":"e0","rvi":"3"}"#),
+    );
+    let got = h.recv(&mut dev);
+    assert_eq!((rsc(&got[0]), rqi(&got[0])), (4103, "e0".to_string()));
+    assert!(h.cse_recv(l).is_empty(), "nothing went up");
+
+    h.send(&mut dev, &registration("Cnew", "r1"));
+    let up = h.cse_recv(l);
+    assert_eq!(rqi(&up[0]), "r1");
+    h.cse_send(l, &created("r1", "Cnew"));
+    let got = h.recv(&mut dev);
+    assert_eq!(rsc(&got[0]), 2001);
+    // The link is replaced by one that carries the new AE-ID (ACME binds a connection to it).
+    let [l2] = h.cse_accept_all()[..] else {
+        panic!("a relink")
+    };
+    assert_eq!(l2, l, "the same link, re-opened");
+    assert_eq!(h.cse[&l].origin.as_deref(), Some("Cnew"));
+    h.send(&mut dev, &retrieve("Cnew", "r2"));
+    assert_eq!(rqi(&h.cse_recv(l)[0]), "r2");
+}
+
+#[test]
+fn colliding_rqis_from_two_devices_on_one_link_reach_their_own_devices() {
+    let mut h = multiplex(1);
+    let mut a = named_device(&mut h, "Ca");
+    let mut b = named_device(&mut h, "Cb");
+    let [l] = h.cse_accept_all()[..] else {
+        panic!("one shared link")
+    };
+    assert_eq!(
+        h.cse[&l].origin.as_deref(),
+        Some("Cm2m-edge-0-0"),
+        "<edge-origin>-<core>-<link>"
+    );
+    h.send(&mut a, &retrieve("Ca", "1"));
+    h.send(&mut b, &retrieve("Cb", "1"));
+    let up = h.cse_recv(l);
+    assert_eq!(up.len(), 2);
+    let (ra, rb) = (rqi(&up[0]), rqi(&up[1]));
+    assert_ne!(ra, rb, "rqi stays unique per link");
+    // Answered out of order, each tagged with the device it was for.
+    h.cse_send(l, &ok(&rb, "for-b"));
+    h.cse_send(l, &ok(&ra, "for-a"));
+    for (dev, tag) in [(&mut a, "for-a"), (&mut b, "for-b")] {
+        let got = h.recv(dev);
+        assert_eq!(got.len(), 1);
+        assert_eq!(rqi(&got[0]), "1", "the device sees its own rqi");
+        assert!(format!("{:?}", got[0]).contains(tag), "{got:?}");
+    }
+}
+
+#[test]
+fn multiplex_keeps_a_few_links_for_many_devices_and_binds_no_device_origin() {
+    let mut h = multiplex(2);
+    let mut devs: Vec<Dev> = (0..50)
+        .map(|i| named_device(&mut h, &format!("Cd{i}")))
+        .collect();
+    let links = h.cse_accept_all();
+    assert_eq!(
+        links.len(),
+        2,
+        "upstream_links per core, not one per device"
+    );
+    assert_eq!(h.engine.links(), 2);
+    for (i, dev) in devs.iter_mut().enumerate() {
+        h.send(dev, &retrieve(&format!("Cd{i}"), &format!("q{i}")));
+    }
+    let mut seen = 0;
+    for round in 0.. {
+        let mut this_round = 0;
+        for l in &links {
+            for p in h.cse_recv(*l) {
+                let Primitive::Request(r) = &p else { panic!() };
+                h.cse_send(*l, &ok(&r.rqi, "x"));
+                this_round += 1;
+            }
+        }
+        if round == 0 {
+            assert_eq!(this_round, 32, "16 in flight per link");
+        }
+        if this_round == 0 {
+            break;
+        }
+        seen += this_round;
+    }
+    assert_eq!(seen, 50, "the rest went up as answers came");
+    for dev in &mut devs {
+        assert_eq!(rsc(&h.recv(dev)[0]), 2000);
+    }
+}
+
+#[test]
+fn a_device_pinned_to_a_busy_link_waits_its_turn_in_order() {
+    let mut h = multiplex(1);
+    h.engine.s.max_in_flight = 1;
+    let mut a = named_device(&mut h, "Ca");
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    for i in 0..3 {
+        h.send(&mut a, &retrieve("Ca", &format!("a{i}")));
+    }
+    for i in 0..3 {
+        let up = h.cse_recv(l);
+        assert_eq!(up.len(), 1, "one in flight at a time");
+        assert_eq!(rqi(&up[0]), format!("a{i}"), "device order kept");
+        h.cse_send(l, &ok(&rqi(&up[0]), "x"));
+    }
+    assert_eq!(h.recv(&mut a).len(), 3);
+}
+
+#[test]
+fn a_lost_link_answers_5103_keeps_devices_and_reopens_after_the_backoff() {
+    let mut h = multiplex(1);
+    let mut a = named_device(&mut h, "Ca");
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(&mut a, &retrieve("Ca", "x1"));
+    assert_eq!(h.cse_recv(l).len(), 1);
+    h.cse_drop(l);
+    let got = h.recv(&mut a);
+    assert_eq!(
+        (rsc(&got[0]), rqi(&got[0])),
+        (5103, "x1".to_string()),
+        "never silently re-sent"
+    );
+    assert!(
+        h.io.closed.iter().all(|p| *p != Peer::Device(a.id)),
+        "the device stays"
+    );
+    assert!(h.links_asked().is_empty());
+    h.advance(Duration::from_millis(499));
+    assert!(h.links_asked().is_empty(), "not before the backoff");
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.cse_accept_all(), vec![l]);
+    h.send(&mut a, &retrieve("Ca", "x2"));
+    assert_eq!(rqi(&h.cse_recv(l)[0]), "x2");
+}
+
+#[test]
+fn no_response_within_the_timeout_is_answered_4008_and_frees_the_slot() {
+    let mut h = Harness::new(settings());
+    let mut dev = h.device("oneM2M.json", Some("Cslow"));
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(&mut dev, &retrieve("Cslow", "t1"));
+    h.advance(Duration::from_secs(1));
+    h.send(&mut dev, &retrieve("Cslow", "t2"));
+    assert_eq!(h.cse_recv(l).len(), 1, "max_in_flight 1");
+    h.advance(Duration::from_secs(9));
+    let got = h.recv(&mut dev);
+    assert_eq!((rsc(&got[0]), rqi(&got[0])), (4008, "t1".to_string()));
+    let up = h.cse_recv(l);
+    assert_eq!(rqi(&up[0]), "t2", "the next request takes the freed slot");
+    // A late answer to t1 is dropped, not delivered.
+    h.cse_send(l, &ok("t1", "late"));
+    assert!(h.recv(&mut dev).is_empty());
+    assert_eq!(
+        h.counters.errors[2].load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn requests_before_the_link_opens_wait_and_fail_5103_when_it_cannot() {
+    let mut h = Harness::new(settings());
+    let mut dev = h.device("oneM2M.json", Some("Cq"));
+    h.send(&mut dev, &retrieve("Cq", "w1"));
+    assert!(h.recv(&mut dev).is_empty(), "queued while connecting");
+    // The CSE accepts TCP but never answers the WebSocket handshake.
+    let [l] = h.links_asked()[..] else { panic!() };
+    h.io.connects.clear();
+    h.engine.link_connected(&mut h.io, h.now, l, Ok(()));
+    h.advance(Duration::from_secs(3));
+    let got = h.recv(&mut dev);
+    assert_eq!((rsc(&got[0]), rqi(&got[0])), (5103, "w1".to_string()));
+    assert!(
+        h.io.aborted.contains(&Peer::Link(l)),
+        "the stalled link is dropped"
+    );
+    h.advance(Duration::from_millis(500));
+    assert_eq!(h.links_asked(), vec![l], "and re-opened after the backoff");
+}
+
+#[test]
+fn drain_closes_a_device_with_1001_once_its_requests_are_answered() {
+    let mut h = Harness::new(settings());
+    let mut dev = h.device("oneM2M.json", Some("Cdrain"));
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(&mut dev, &retrieve("Cdrain", "d1"));
+    h.engine.shutdown(&mut h.io, h.now);
+    assert!(
+        !h.io.closed.contains(&Peer::Device(dev.id)),
+        "still waiting for d1"
+    );
+    h.cse_recv(l);
+    h.cse_send(l, &ok("d1", "x"));
+    let got = h.recv(&mut dev);
+    assert_eq!(rsc(&got[0]), 2000);
+    assert_eq!(dev.end.closed, Some(1001));
+    assert!(h.io.closed.contains(&Peer::Device(dev.id)));
+    assert_eq!(h.engine.devices(), 0);
+}
+
+#[test]
+fn wrong_serialization_is_4015_and_malformed_is_4000() {
+    let mut h = Harness::new(settings());
+    let mut dev = h.device("oneM2M.json", Some("Cbad"));
+    h.cse_accept_all();
+    // CBOR bytes on a JSON session, in a binary frame.
+    let cbor = m2m_primitive::encode(&retrieve("Cbad", "c1"), Format::Cbor).unwrap();
+    let mut out = Vec::new();
+    let (_, mut tx) = m2m_ws::endpoint(
+        m2m_ws::Role::Client,
+        None,
+        Default::default(),
+        Default::default(),
+        6,
+    );
+    tx.binary(&cbor, &mut out);
+    tx.text(
+        r#"{"op":2,"to":"cse-in","rqi":"m1","rvi":"3","fr":}"#,
+        &mut out,
+    );
+    h.engine.device_data(&mut h.io, h.now, dev.id, &mut out);
+    let got = h.recv(&mut dev);
+    assert_eq!((rsc(&got[0]), rqi(&got[0])), (4015, "c1".to_string()));
+    assert_eq!(rsc(&got[1]), 4000);
+}
+
+#[test]
+fn a_cbor_device_is_transcoded_on_a_json_link() {
+    let mut s = settings();
+    s.upstream_protocols = vec!["oneM2M.json".into()];
+    let mut h = Harness::new(s);
+    let mut dev = h.device("oneM2M.cbor", Some("Ccbor"));
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    assert_eq!(h.cse[&l].end.format, Format::Json);
+    h.send(&mut dev, &retrieve("Ccbor", "k1"));
+    let up = h.cse_recv(l);
+    assert_eq!(rqi(&up[0]), "k1");
+    h.cse_send(l, &ok("k1", "cb"));
+    let got = h.recv(&mut dev);
+    assert_eq!(dev.end.format, Format::Cbor);
+    assert_eq!(rsc(&got[0]), 2000);
+}
+
+#[test]
+fn on_a_shared_link_a_session_cannot_speak_for_another_ae() {
+    let mut h = multiplex(1);
+    let mut a = named_device(&mut h, "Ca");
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(&mut a, &retrieve("Cb", "s1"));
+    let got = h.recv(&mut a);
+    assert_eq!(rsc(&got[0]), 4103);
+    assert!(h.cse_recv(l).is_empty());
+}
+
+#[test]
+fn the_cses_request_on_a_shared_link_is_routed_by_to_and_answered_back() {
+    let mut h = multiplex(1);
+    let mut a = named_device(&mut h, "Ca");
+    let mut b = named_device(&mut h, "Cb");
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    let notify = json(
+        r#"{"op":5,"to":"Cb","fr":"/id-in","rqi":"n1","rvi":"3","pc":{"m2m:sgn":{"vrq":true,"sur":"/id-in/sub"}}}"#,
+    );
+    h.cse_send(l, &notify);
+    assert!(h.recv(&mut a).is_empty());
+    let got = h.recv(&mut b);
+    let Primitive::Request(n) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(n.rqi, "n1");
+    h.send(&mut b, &json(r#"{"rsc":2000,"rqi":"n1","rvi":"3"}"#));
+    let up = h.cse_recv(l);
+    assert_eq!((rsc(&up[0]), rqi(&up[0])), (2000, "n1".to_string()));
+    // A target that has no session here: 5103 (TS-0004: target not reachable).
+    h.cse_send(
+        l,
+        &json(r#"{"op":5,"to":"Cgone","fr":"/id-in","rqi":"n2","rvi":"3"}"#),
+    );
+    let up = h.cse_recv(l);
+    assert_eq!((rsc(&up[0]), rqi(&up[0])), (5103, "n2".to_string()));
+}
+
+#[test]
+fn a_device_that_stops_reading_is_closed_at_the_output_bound() {
+    let mut s = settings();
+    s.mode = UpstreamMode::Multiplex;
+    s.max_output_bytes = 4096;
+    let mut h = Harness::new(s);
+    let a = named_device(&mut h, "Ca");
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.io.stalled.insert(Peer::Device(a.id));
+    let big = "x".repeat(1000);
+    for i in 0..10 {
+        let n = json(&format!(
+            r#"{{"op":5,"to":"Ca","fr":"/id-in","rqi":"b{i}","rvi":"3","pc":{{"m2m:sgn":{{"sur":"{big}"}}}}}}"#
+        ));
+        h.cse_send(l, &n);
+    }
+    assert!(
+        h.io.aborted.contains(&Peer::Device(a.id)),
+        "closed past the bound"
+    );
+    assert_eq!(h.engine.devices(), 0);
+    assert_eq!(
+        h.counters.limits[crate::counters::LIMIT_OUTPUT_BOUND]
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Its later NOTIFYs are answered 5103 to the CSE: nothing more is held for it.
+    h.cse_recv(l);
+    h.cse_send(
+        l,
+        &json(r#"{"op":5,"to":"Ca","fr":"/id-in","rqi":"b99","rvi":"3"}"#),
+    );
+    assert_eq!(rsc(&h.cse_recv(l)[0]), 5103);
+}
+
+#[test]
+fn the_device_limit_answers_503_and_the_handshake_timeout_aborts() {
+    let mut s = settings();
+    s.max_devices_per_core = 1;
+    let mut h = Harness::new(s);
+    let first = h.engine.new_device(h.now);
+    h.engine.device_accepted(&mut h.io, h.now, first);
+    let second = h.engine.new_device(h.now);
+    h.engine.device_accepted(&mut h.io, h.now, second);
+    let answer = String::from_utf8(h.io.wire.remove(&Peer::Device(second)).unwrap()).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(h.io.closed.contains(&Peer::Device(second)));
+    h.advance(Duration::from_secs(10));
+    assert!(
+        h.io.aborted.contains(&Peer::Device(first)),
+        "no handshake within the timeout"
+    );
+    assert_eq!(h.engine.devices(), 0);
+}
+
+#[test]
+fn a_passthrough_link_goes_with_its_device() {
+    let mut h = Harness::new(settings());
+    let dev = h.device("oneM2M.json", Some("Cx"));
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.engine.device_closed(&mut h.io, dev.id, false);
+    assert!(h.io.aborted.contains(&Peer::Link(l)));
+    assert_eq!(h.engine.links(), 0);
+    let _ = Rsc::OK;
+}

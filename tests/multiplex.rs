@@ -1,0 +1,180 @@
+//! The edge in multiplex mode in front of the real ACME, on both drivers: many devices share
+//! `workers × upstream_links` WebSocket links opened with the edge's own originator, so ACME holds
+//! that many sockets, not one per device; ACME takes requests whose `fr` differs from the link's
+//! `X-M2M-Origin` (checked here, not assumed); registration, a container, a CBOR device transcoded,
+//! a device that reconnects without registering, the gate, a session that tries to speak for another
+//! AE, and 5103 then recovery when ACME restarts.
+
+use std::net::SocketAddr;
+
+use m2m_primitive::Rsc;
+
+use crate::edge::{expect, req, start_edge, unique};
+use crate::support::acme::start_acme;
+use crate::support::drivers;
+use crate::support::ws_client::WsClient;
+
+const MULTIPLEX: &[&str] = &[
+    "--upstream-mode",
+    "multiplex",
+    "--upstream-links",
+    "1",
+    "--workers",
+    "2",
+];
+
+/// Established TCP connections whose remote end is `to` (from /proc/net/tcp and tcp6).
+fn established_to(to: SocketAddr) -> usize {
+    let port = format!("{:04X}", to.port());
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|text| text.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 3 && f[2].ends_with(&format!(":{port}")) && f[3] == "01"
+        })
+        .count()
+}
+
+fn registration(ae: &str, rqi: &str) -> m2m_primitive::Primitive {
+    req(&format!(
+        r#"{{"op":1,"to":"cse-in","fr":"{ae}","rqi":"{rqi}","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"rn":"{ae}","api":"Nmux","rr":true,"srv":["3"]}}}}}}"#
+    ))
+}
+
+#[test]
+fn two_hundred_devices_share_the_edges_links_to_acme() {
+    let acme = start_acme("mux-acme", false);
+    for io in drivers() {
+        let edge = start_edge(io, acme.ws, MULTIPLEX);
+        let before = established_to(acme.ws);
+        let prefix = unique("Cmux");
+        // 8 threads × 25 devices, each registering and creating a container; the devices stay
+        // connected until the sockets toward ACME are counted.
+        let workers: Vec<_> = (0..8)
+            .map(|t| {
+                let (addr, prefix) = (edge.addr, prefix.clone());
+                std::thread::spawn(move || {
+                    let mut clients = Vec::new();
+                    for i in 0..25 {
+                        let ae = format!("{prefix}t{t}d{i}");
+                        let mut c = WsClient::connect(addr, &["oneM2M.json"], None).unwrap();
+                        let mut others = Vec::new();
+                        // Every device uses the same rqis: the link keeps them apart.
+                        expect(&c.request(&registration(&ae, "1"), &mut others), 2001, &ae);
+                        let cnt = req(&format!(
+                            r#"{{"op":1,"to":"cse-in/{ae}","fr":"{ae}","rqi":"2","rvi":"3","ty":3,"pc":{{"m2m:cnt":{{"rn":"c"}}}}}}"#
+                        ));
+                        expect(&c.request(&cnt, &mut others), 2001, "container on a shared link");
+                        clients.push(c);
+                    }
+                    clients
+                })
+            })
+            .collect();
+        let clients: Vec<WsClient> = workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("device thread"))
+            .collect();
+        assert_eq!(clients.len(), 200);
+        let links = established_to(acme.ws) - before;
+        assert!(
+            links <= 2,
+            "{io}: 200 devices hold {links} sockets at ACME (2 workers × 1 link)"
+        );
+        drop(clients);
+
+        // A device that registered earlier comes back naming itself, without registering again.
+        let ae = format!("{prefix}t0d0");
+        let mut c = WsClient::connect(edge.addr, &["oneM2M.json"], Some(&ae)).unwrap();
+        let get = req(&format!(
+            r#"{{"op":2,"to":"cse-in/{ae}/c","fr":"{ae}","rqi":"3","rvi":"3"}}"#
+        ));
+        expect(
+            &c.request(&get, &mut Vec::new()),
+            2000,
+            "reconnect without registering",
+        );
+        // It cannot speak for another AE on the shared link.
+        let other = format!("{prefix}t0d1");
+        let spoof = req(&format!(
+            r#"{{"op":2,"to":"cse-in/{other}","fr":"{other}","rqi":"4","rvi":"3"}}"#
+        ));
+        expect(
+            &c.request(&spoof, &mut Vec::new()),
+            4103,
+            "speaking for another AE",
+        );
+
+        // The gate: nothing but a registration before the device names itself.
+        let mut g = WsClient::connect(edge.addr, &["oneM2M.json"], None).unwrap();
+        let early = req(r#"{"op":2,"to":"cse-in","rqi":"e0","rvi":"3"}"#);
+        expect(
+            &g.request(&early, &mut Vec::new()),
+            4103,
+            "before registration",
+        );
+
+        // A CBOR device behind ACME's JSON link: transcoded both ways.
+        let cb = unique("Cmuxcbor");
+        let mut k = WsClient::connect(edge.addr, &["oneM2M.cbor"], None).unwrap();
+        let rsp = k.request(&registration(&cb, "c1"), &mut Vec::new());
+        expect(&rsp, 2001, "CBOR registration on a JSON link");
+        let del = req(&format!(
+            r#"{{"op":4,"to":"cse-in/{cb}","fr":"{cb}","rqi":"c2","rvi":"3"}}"#
+        ));
+        assert_eq!(k.request(&del, &mut Vec::new()).rsc, Rsc::DELETED, "{io}");
+        assert!(edge.terminate().success(), "{io}: clean exit on SIGTERM");
+    }
+}
+
+#[test]
+fn multiplexed_links_answer_5103_while_acme_is_down_and_recover() {
+    let mut acme = start_acme("mux-acme-restart", true);
+    for io in drivers() {
+        let mut args = MULTIPLEX.to_vec();
+        args.extend(["--request-timeout-ms", "3000", "--relink-backoff-ms", "300"]);
+        let edge = start_edge(io, acme.ws, &args);
+        let ae = unique("Cmuxrestart");
+        let mut c = WsClient::connect(edge.addr, &["oneM2M.json"], None).unwrap();
+        let mut others = Vec::new();
+        expect(
+            &c.request(&registration(&ae, "k1"), &mut others),
+            2001,
+            "registration",
+        );
+        let get = |rqi: &str| {
+            req(&format!(
+                r#"{{"op":2,"to":"cse-in/{ae}","fr":"{ae}","rqi":"{rqi}","rvi":"3"}}"#
+            ))
+        };
+        expect(
+            &c.request(&get("k2"), &mut others),
+            2000,
+            "before the restart",
+        );
+        // Let ACME's file database land before the stop (see edge::acme_restart_mid_session).
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        acme.stop();
+        let rsp = c.request(&get("k3"), &mut others);
+        assert!(matches!(rsp.rsc.0, 5103 | 4008), "{io}: CSE down: {rsp:?}");
+        acme.restart();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        for n in 0.. {
+            let rsp = c.request(&get(&format!("k4-{n}")), &mut others);
+            if rsp.rsc == Rsc::OK {
+                break;
+            }
+            assert!(
+                matches!(rsp.rsc.0, 5103 | 4008),
+                "{io}: while relinking: {rsp:?}"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{io}: no relink within 20 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+}
