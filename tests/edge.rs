@@ -457,6 +457,19 @@ fn wss_with_client_certificates_and_identity_binding() {
                 "4103",
             ],
         );
+        // ... nor via the handshake's X-M2M-Origin (the session would receive the other's NOTIFYs).
+        run_python(
+            "edge_tls_device.py",
+            &[
+                &url,
+                &p(&ca.ca_pem),
+                &p(&dev_cert),
+                &p(&dev_key),
+                &device,
+                "403",
+                "Csomeoneelse",
+            ],
+        );
         // A certificate from an unknown CA.
         run_python(
             "edge_tls_device.py",

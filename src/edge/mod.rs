@@ -53,6 +53,7 @@ pub struct EdgeApp {
 /// The engine's [`Io`] on a core's [`Cx`].
 struct CxIo<'a, 'c> {
     cx: &'a mut Cx<'c, ()>,
+    counters: &'a metrics::CoreCounters,
     conns: &'a mut ConnMap,
     settings: &'a EdgeSettings,
     next_source: &'a mut usize,
@@ -102,6 +103,9 @@ impl Io for CxIo<'_, '_> {
             Target::Tunnel(addr) => self.cx.connect(addr, None, timeout)?,
         };
         self.conns.bind(peer, conn);
+        // Counted from here until its on_close or failed on_connect (an abort while connecting
+        // ends in on_close).
+        self.counters.connections.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -154,6 +158,7 @@ impl EdgeApp {
             &mut self.engine,
             CxIo {
                 cx,
+                counters: &self.counters,
                 conns: &mut self.conns,
                 settings: &self.settings,
                 next_source: &mut self.next_source,
@@ -249,9 +254,9 @@ impl App for EdgeApp {
     }
 
     fn on_connect(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, result: std::io::Result<()>) {
-        if result.is_ok() {
-            // Counted until its on_close, whoever it belongs to by then.
-            self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            // Counted at connect; no on_close follows a failed connect.
+            self.counters.connections.fetch_sub(1, Ordering::Relaxed);
         }
         let role = match &result {
             Ok(()) => self.conns.role(conn),

@@ -233,6 +233,37 @@ impl Engine {
                 return data.len();
             }
         };
+        if let Some(o) = &origin
+            && !self.origin_matches_certificate(io, d, o)
+        {
+            self.counters.handshake(3, false);
+            tracing::warn!(device = d.index, origin = %o, "X-M2M-Origin does not match the client certificate");
+            io.send(
+                Peer::Device(d),
+                &http_error(
+                    403,
+                    &[],
+                    "X-M2M-Origin does not match the client certificate",
+                ),
+            );
+            self.drop_device(io, d, true);
+            return data.len();
+        }
+        if let Some(o) = origin {
+            let proven = self.s.bind_identity;
+            if !self.bind_origin(d, o, proven) {
+                io.send(
+                    Peer::Device(d),
+                    &http_error(
+                        409,
+                        &[],
+                        "X-M2M-Origin is in use by another session of this edge",
+                    ),
+                );
+                self.drop_device(io, d, true);
+                return data.len();
+            }
+        }
         io.send(Peer::Device(d), &n.response);
         let (rx, tx) = endpoint(
             Role::Server,
@@ -250,11 +281,22 @@ impl Engine {
         if let Some(idle) = self.s.idle_timeout {
             io.set_timer(now + idle, timer(T_IDLE, d.index, d.generation));
         }
-        if let Some(o) = origin {
-            self.bind_origin(d, o);
-        }
         self.attach_link(io, now, d);
         head_len + self.device_frames(io, now, d, &mut data[head_len..])
+    }
+
+    /// With `bind_identity`, the handshake's `X-M2M-Origin` must be the client certificate's
+    /// identity too (else one device could open a session as another and receive its NOTIFYs).
+    fn origin_matches_certificate(&mut self, io: &mut impl Io, d: DeviceId, origin: &str) -> bool {
+        if !self.s.bind_identity {
+            return true;
+        }
+        let id = io.client_identity(d);
+        let matches = id.as_deref() == Some(origin);
+        if let Some(s) = self.session_mut(d) {
+            s.identity = Some(id);
+        }
+        matches
     }
 
     fn count_tls_handshake(&self) {
@@ -277,11 +319,25 @@ impl Engine {
     }
 
     /// Bind the session to an originator (and route the CSE's requests for it here).
-    pub(crate) fn bind_origin(&mut self, d: DeviceId, origin: Box<str>) {
+    /// Multiplex: false (and nothing bound) when another live session of this core holds `origin`:
+    /// without a proven identity a session cannot take over another's originator (it would receive
+    /// its NOTIFYs). `proven`: the CSE assigned it, or it is the client certificate's identity. In
+    /// passthrough the newer session wins, as at ACME (which closes the older connection).
+    pub(crate) fn bind_origin(&mut self, d: DeviceId, origin: Box<str>, proven: bool) -> bool {
+        if let Some(&holder) = self.by_origin.get(&origin)
+            && holder != d
+            && self.session(holder).is_some()
+            && !proven
+            && self.multiplex()
+        {
+            tracing::warn!(device = d.index, origin = %origin, "originator held by another session: refused");
+            return false;
+        }
         self.by_origin.insert(origin.clone(), d);
         if let Some(s) = self.session_mut(d) {
             s.origin = Some(origin);
         }
+        true
     }
 
     fn device_frames(
@@ -409,10 +465,22 @@ impl Engine {
         view: &RoutingView<'_>,
         format: Format,
     ) {
+        let multiplex = self.multiplex();
         let Some(s) = self.session_mut(d) else { return };
         let rqi = view.rqi.as_deref().unwrap_or_default();
         let link = match s.owed.iter().position(|(r, _)| &**r == rqi) {
             Some(i) => Some(s.owed.remove(i).1),
+            // On a shared link an answer to a request this device was not sent could answer
+            // another device's request in its place.
+            None if multiplex => {
+                tracing::debug!(
+                    device = d.index,
+                    rqi,
+                    "answer to no request of this device dropped"
+                );
+                self.counters.error(2);
+                None
+            }
             None => s.link,
         };
         let Some(l) = link else { return };

@@ -95,7 +95,9 @@ impl Engine {
         let fr = view.fr.as_deref().filter(|f| !f.is_empty());
         // The wall clock only for requests that carry an expiry.
         let now_wall = view.rqet.map_or(0, |_| m2m_primitive::time::now_millis());
-        let left_ms = view.rqet.map(|t| t.resolve(now_wall) - now_wall);
+        let left_ms = view
+            .rqet
+            .map(|t| t.resolve(now_wall).saturating_sub(now_wall));
         if left_ms.is_some_and(|left| left < 0) {
             let e = error(
                 Rsc::REQUEST_TIMEOUT,
@@ -167,7 +169,7 @@ impl Engine {
             }
             _ => {
                 if s.origin.is_none() && !registration {
-                    self.bind_origin(d, id.into());
+                    self.bind_origin(d, id.into(), true);
                 }
                 Ok(())
             }
@@ -190,7 +192,13 @@ impl Engine {
         let (registered, origin) = (s.registered, s.origin.clone());
         match (&origin, fr) {
             (None, Some(f)) if !registered && !registration => {
-                self.bind_origin(d, f.into());
+                if !self.bind_origin(d, f.into(), false) {
+                    return Err(error(
+                        Rsc::ORIGINATOR_HAS_NO_PRIVILEGE,
+                        format!("{f} is in use by another session of this edge"),
+                        rqi,
+                    ));
+                }
                 self.relink_with_origin(io, now, d);
             }
             (None, None) if !registered && !registration => {
@@ -203,8 +211,18 @@ impl Engine {
             (None, Some(f))
                 if registration && f.len() > 1 && self.s.origin_header == OriginHeader::Always =>
             {
-                self.bind_origin(d, f.into());
-                self.relink_with_origin(io, now, d);
+                let bound = self.bind_origin(d, f.into(), false);
+                if bound {
+                    self.relink_with_origin(io, now, d);
+                }
+            }
+            (Some(o), None) if self.multiplex() && !registration => {
+                // On a shared link the CSE would take it as the edge's own request.
+                return Err(error(
+                    Rsc::ORIGINATOR_HAS_NO_PRIVILEGE,
+                    format!("a request without fr on a shared link (this session is {o})"),
+                    rqi,
+                ));
             }
             (Some(o), Some(f)) if self.multiplex() && !registration && **o != *f => {
                 return Err(error(
@@ -255,11 +273,19 @@ impl Engine {
             format: body.format,
             wrapped: body.wrapped,
         });
+        let deadline = s.queue.back().map(|q| q.meta.deadline);
         if !s.waiting {
             s.waiting = true;
             if let Some(link) = self.link_mut(l) {
                 link.waiting.push_back(d);
             }
+        }
+        // Queued requests expire by the link's request timer too, not only when they leave the queue.
+        if let (Some(at), Some(link)) = (deadline, self.link_mut(l))
+            && link.timer_at.is_none_or(|t| at < t)
+        {
+            link.timer_at = Some(at);
+            io.set_timer(at, timer(T_REQUESTS, l.index, l.generation));
         }
         self.pump(io, now, l);
     }
@@ -337,7 +363,7 @@ impl Engine {
             .link(l)
             .is_some_and(|k| k.pending.contains_key(meta.rqi.as_str()));
         let (key, device_rqi, up) = if collides {
-            match self.rewrite_rqi(up, link_format) {
+            match self.rewrite_rqi(l, up, link_format) {
                 Some((key, up)) => (key, Some(meta.rqi.into_boxed_str()), up),
                 None => {
                     let e = error(Rsc::BAD_REQUEST, "a request without rqi", &meta.rqi);
@@ -371,13 +397,23 @@ impl Engine {
     /// A fresh `rqi` for a request whose own one is in flight on the link from another device.
     fn rewrite_rqi(
         &mut self,
+        l: LinkId,
         up: Cow<'_, [u8]>,
         format: Format,
     ) -> Option<(Box<str>, Cow<'static, [u8]>)> {
         let span = RoutingView::parse(format, &up).ok()?.rqi_span?;
         let old = RoutingView::parse(format, &up).ok()?.rqi?.into_owned();
-        self.rewrites += 1;
-        let new = format!("{old}~edge{}", self.rewrites);
+        let new = loop {
+            self.rewrites += 1;
+            let candidate = format!("{old}~edge{}", self.rewrites);
+            // A device may itself use an rqi of this shape: the key must be free on the link.
+            if !self
+                .link(l)
+                .is_some_and(|k| k.pending.contains_key(candidate.as_str()))
+            {
+                break candidate;
+            }
+        };
         let mut bytes = up.into_owned();
         m2m_primitive::view::replace_string(&mut bytes, format, span, &new);
         Some((new.into_boxed_str(), Cow::Owned(bytes)))
@@ -464,7 +500,7 @@ impl Engine {
             if s.origin.is_none()
                 && let Some(id) = id
             {
-                self.bind_origin(d, id.into());
+                self.bind_origin(d, id.into(), true);
             }
             return self.session(d).is_some_and(|s| s.origin.is_some());
         }
@@ -501,6 +537,7 @@ impl Engine {
             link.timer_at = Some(next);
             io.set_timer(next, timer(T_REQUESTS, l.index, l.generation));
         }
+        self.expire_queued(io, now, l);
         for key in expired {
             let Some(p) = self.take_pending(l, &key) else {
                 continue;
@@ -516,6 +553,46 @@ impl Engine {
             self.close_if_drained(io, now, p.device);
         }
         self.pump(io, now, l);
+    }
+
+    /// Answer 4008 for queued requests of the link's waiting devices that are past their deadline,
+    /// and keep the timer armed for the next queued deadline.
+    fn expire_queued(&mut self, io: &mut impl Io, now: Instant, l: LinkId) {
+        let waiting: Vec<DeviceId> = self
+            .link(l)
+            .map(|k| k.waiting.iter().copied().collect())
+            .unwrap_or_default();
+        let mut next: Option<Instant> = None;
+        for d in waiting {
+            let Some(s) = self.session_mut(d) else {
+                continue;
+            };
+            let mut expired = Vec::new();
+            s.queue.retain(|q| {
+                let gone = q.meta.deadline <= now;
+                if gone {
+                    expired.push(q.meta.rqi.clone());
+                }
+                gone.then_some(()).is_none()
+            });
+            if let Some(first) = s.queue.iter().map(|q| q.meta.deadline).min() {
+                next = Some(next.map_or(first, |n| n.min(first)));
+            }
+            for rqi in expired {
+                let e = error(
+                    Rsc::REQUEST_TIMEOUT,
+                    "no upstream link within the request timeout",
+                    &rqi,
+                );
+                self.reply_error(io, d, e);
+            }
+        }
+        if let (Some(at), Some(link)) = (next, self.link_mut(l))
+            && link.timer_at.is_none_or(|t| at < t)
+        {
+            link.timer_at = Some(at);
+            io.set_timer(at, timer(T_REQUESTS, l.index, l.generation));
+        }
     }
 
     fn answer_pending(&mut self, io: &mut impl Io, d: DeviceId, rqi: &str, rsc: Rsc, why: &str) {

@@ -422,3 +422,120 @@ fn a_passthrough_link_goes_with_its_device() {
     assert_eq!(h.engine.links(), 0);
     let _ = Rsc::OK;
 }
+
+#[test]
+fn with_identity_binding_the_handshake_origin_must_be_the_certificates() {
+    let mut s = settings();
+    s.bind_identity = true;
+    let mut h = Harness::new(s);
+    // Device B's certificate says Cb; it asks for a session as Ca.
+    let d = h.engine.new_device(h.now);
+    h.io.identities.insert(d, "Cb".into());
+    h.engine.device_accepted(&mut h.io, h.now, d);
+    let (_, mut request) =
+        m2m_ws::handshake::client::ClientHandshake::new(m2m_ws::handshake::client::ClientOptions {
+            host: "edge".into(),
+            path: "/".into(),
+            protocols: vec!["oneM2M.json".into()],
+            deflate: None,
+            extra_headers: vec![("X-M2M-Origin".into(), "Ca".into())],
+        });
+    h.engine.device_data(&mut h.io, h.now, d, &mut request);
+    let answer = String::from_utf8(h.io.wire.remove(&Peer::Device(d)).unwrap()).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(h.io.closed.contains(&Peer::Device(d)));
+    assert!(h.links_asked().is_empty(), "no link was opened as Ca");
+    assert_eq!(h.engine.devices(), 0);
+}
+
+#[test]
+fn a_session_cannot_take_over_an_originator_another_session_holds() {
+    let mut h = multiplex(1);
+    let mut victim = named_device(&mut h, "Cv");
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    // By the handshake header: refused.
+    let d = h.engine.new_device(h.now);
+    h.engine.device_accepted(&mut h.io, h.now, d);
+    let (_, mut request) =
+        m2m_ws::handshake::client::ClientHandshake::new(m2m_ws::handshake::client::ClientOptions {
+            host: "edge".into(),
+            path: "/".into(),
+            protocols: vec!["oneM2M.json".into()],
+            deflate: None,
+            extra_headers: vec![("X-M2M-Origin".into(), "Cv".into())],
+        });
+    h.engine.device_data(&mut h.io, h.now, d, &mut request);
+    let answer = String::from_utf8(h.io.wire.remove(&Peer::Device(d)).unwrap()).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    // By naming itself in fr before registering: 4103.
+    let mut thief = h.device("oneM2M.json", None);
+    h.send(&mut thief, &retrieve("Cv", "t1"));
+    assert_eq!(rsc(&h.recv(&mut thief)[0]), 4103);
+    // Without fr on the shared link once bound: 4103 too (the CSE would take it as the edge's).
+    h.send(
+        &mut victim,
+        &json(r#"{"op":2,"to":"cse-in","rqi":"nofr","rvi":"3"}"#),
+    );
+    assert_eq!(rsc(&h.recv(&mut victim)[0]), 4103);
+    // The victim's NOTIFYs still reach the victim, and the thief cannot answer them.
+    h.cse_send(
+        l,
+        &json(r#"{"op":5,"to":"Cv","fr":"/id-in","rqi":"n1","rvi":"3"}"#),
+    );
+    assert_eq!(rqi(&h.recv(&mut victim)[0]), "n1");
+    h.send(&mut thief, &json(r#"{"rsc":2000,"rqi":"n1","rvi":"3"}"#));
+    assert!(
+        h.cse_recv(l).is_empty(),
+        "an answer to another device's request is dropped"
+    );
+}
+
+#[test]
+fn a_rewritten_rqi_never_replaces_another_request_in_flight() {
+    let mut h = multiplex(1);
+    let mut a = named_device(&mut h, "Ca");
+    let mut b = named_device(&mut h, "Cb");
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(&mut a, &retrieve("Ca", "r"));
+    h.send(&mut a, &retrieve("Ca", "r~edge1"));
+    h.send(&mut b, &retrieve("Cb", "r"));
+    let up: Vec<String> = h.cse_recv(l).iter().map(rqi).collect();
+    assert_eq!(up.len(), 3);
+    let unique: std::collections::HashSet<_> = up.iter().collect();
+    assert_eq!(unique.len(), 3, "{up:?}");
+    for r in &up {
+        h.cse_send(l, &ok(r, r));
+    }
+    let got_a: Vec<String> = h.recv(&mut a).iter().map(rqi).collect();
+    let got_b: Vec<String> = h.recv(&mut b).iter().map(rqi).collect();
+    assert_eq!(got_a, ["r", "r~edge1"]);
+    assert_eq!(got_b, ["r"]);
+}
+
+#[test]
+fn queued_requests_expire_by_timer_while_the_link_stays_busy() {
+    let mut h = Harness::new(settings());
+    let mut dev = h.device("oneM2M.json", Some("Cq"));
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(&mut dev, &retrieve("Cq", "busy"));
+    h.advance(Duration::from_secs(1));
+    // rqet 2 s: this one must be answered 4008 at its own expiry, while still queued.
+    h.send(
+        &mut dev,
+        &json(r#"{"op":2,"to":"cse-in","fr":"Cq","rqi":"short","rvi":"3","rqet":"PT2S"}"#),
+    );
+    assert_eq!(h.cse_recv(l).len(), 1);
+    h.advance(Duration::from_millis(2100));
+    let got = h.recv(&mut dev);
+    assert_eq!((rsc(&got[0]), rqi(&got[0])), (4008, "short".to_string()));
+    assert!(
+        h.cse_recv(l).is_empty(),
+        "the expired request never went up"
+    );
+}
