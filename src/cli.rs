@@ -112,6 +112,18 @@ struct RunArgs {
     /// <stem>-<core>-<link> (CSEs differ in which originators they accept).
     #[arg(long, default_value = "Cm2m-edge")]
     edge_origin: String,
+    /// Multiplex: a WebSocket listener for the CSE's requests to devices on shared links (the edge
+    /// as their point of access: AE/remoteCSE poa "ws://default" is rewritten to --notify-url).
+    #[arg(long)]
+    notify_listen: Option<SocketAddr>,
+    /// The URL the CSE reaches the notify listener at, put in devices' poa (default:
+    /// ws://<notify-listen>/).
+    #[arg(long, requires = "notify_listen")]
+    notify_url: Option<String>,
+    /// Who may connect to the notify listener: source addresses and/or CSE-IDs (X-M2M-Origin,
+    /// starting with '/'), comma-separated (default: the upstream CSE's address, any CSE-ID).
+    #[arg(long, value_delimiter = ',', requires = "notify_listen")]
+    notify_allow: Vec<String>,
     /// Unsent bytes a device connection may hold before it is closed (it stopped reading); an
     /// upstream link above it takes no new requests until it drains.
     #[arg(long, default_value_t = 4 << 20)]
@@ -285,7 +297,38 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
             .then(|| Duration::from_millis(args.limits.idle_timeout_ms)),
         max_devices_per_core: args.max_devices_per_core,
         device_tls: args.tls_cert.is_some(),
+        notify_url: args.notify_listen.map(|addr| {
+            args.notify_url
+                .clone()
+                .unwrap_or_else(|| format!("ws://{addr}/"))
+        }),
+        notify_allow_addrs: args
+            .notify_allow
+            .iter()
+            .filter(|a| !a.starts_with('/'))
+            .map(|a| {
+                a.parse().with_context(|| {
+                    format!("notify_allow: {a:?} is neither an IP address nor a CSE-ID")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        notify_allow_origins: args
+            .notify_allow
+            .iter()
+            .filter(|a| a.starts_with('/'))
+            .cloned()
+            .collect(),
     };
+    if args.upstream_mode == edge::settings::UpstreamMode::Multiplex && args.notify_listen.is_none()
+    {
+        tracing::warn!(
+            "multiplex mode without --notify-listen: devices on shared links cannot receive requests of the CSE (NOTIFYs) unless the CSE sends them on the shared links"
+        );
+    }
+    let admin_listener = args.admin.map(|_| 1);
+    let notify_listener = args
+        .notify_listen
+        .map(|_| 1 + usize::from(args.admin.is_some()));
     let settings = edge::EdgeSettings {
         relay,
         upstream,
@@ -300,6 +343,8 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
             .into_iter()
             .map(std::net::IpAddr::V4)
             .collect(),
+        admin_listener,
+        notify_listener,
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_files::server_config(
@@ -332,6 +377,10 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
             tls,
         })
         .chain(args.admin.map(|addr| ListenerConfig { addr, tls: None }))
+        .chain(
+            args.notify_listen
+                .map(|addr| ListenerConfig { addr, tls: None }),
+        )
         .collect(),
     );
     let counters: std::sync::Arc<Vec<_>> = std::sync::Arc::new(
@@ -339,8 +388,9 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
             .map(|_| std::sync::Arc::new(edge::metrics::CoreCounters::default()))
             .collect(),
     );
+    let directory = std::sync::Arc::new(m2m_relay::Directory::default());
     let rt = Runtime::start(config.clone(), move |core| {
-        edge::EdgeApp::new(settings.clone(), counters.clone(), core)
+        edge::EdgeApp::new(settings.clone(), counters.clone(), directory.clone(), core)
     })
     .context("starting the runtime")?;
     tracing::info!(

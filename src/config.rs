@@ -43,6 +43,9 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("runtime", "pin", "pin"),
     ("runtime", "drain_ms", "drain_ms"),
     ("admin", "address", "admin"),
+    ("notify", "listen", "notify_listen"),
+    ("notify", "url", "notify_url"),
+    ("notify", "allow", "notify_allow"),
 ];
 
 /// `a.b.c.d-a.b.c.e` (inclusive), or one address: local addresses to connect from, so that many

@@ -178,3 +178,79 @@ fn multiplexed_links_answer_5103_while_acme_is_down_and_recover() {
         }
     }
 }
+
+/// A device on a shared link subscribes to its own container; another originator (ACME's admin,
+/// straight to ACME) creates a contentInstance; ACME dials the `poa` the edge gave the AE (its notify
+/// listener) and the NOTIFY reaches the device through the edge in the device's serialization; the
+/// device's answer goes back to ACME, and the subscription survives.
+#[test]
+fn notifications_reach_devices_on_shared_links_through_the_notify_listener() {
+    let acme = start_acme("mux-acme-notify", false);
+    for io in drivers() {
+        let notify = format!("127.0.0.1:{}", crate::support::free_port());
+        let mut args = MULTIPLEX.to_vec();
+        args.extend(["--notify-listen", &notify]);
+        let edge = start_edge(io, acme.ws, &args);
+        let mut admin = WsClient::connect(acme.ws, &["oneM2M.json"], Some("CAdmin")).unwrap();
+        for (n, protocol) in ["oneM2M.json", "oneM2M.cbor", "oneM2M.xml"]
+            .into_iter()
+            .enumerate()
+        {
+            let ae = unique("Cmuxn");
+            let mut c = WsClient::connect(edge.addr, &[protocol], None).unwrap();
+            let mut others = Vec::new();
+            let reg = req(&format!(
+                r#"{{"op":1,"to":"cse-in","fr":"{ae}","rqi":"1","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"rn":"{ae}","api":"Nmux","rr":true,"srv":["3"],"poa":["ws://default"]}}}}}}"#
+            ));
+            let rsp = c.request(&reg, &mut others);
+            expect(&rsp, 2001, "registration");
+            assert!(
+                format!("{:?}", rsp.pc).contains("ws://default"),
+                "{io} {protocol}: the device sees the poa it set: {rsp:?}"
+            );
+            let cnt = req(&format!(
+                r#"{{"op":1,"to":"cse-in/{ae}","fr":"{ae}","rqi":"2","rvi":"3","ty":3,"pc":{{"m2m:cnt":{{"rn":"readings"}}}}}}"#
+            ));
+            expect(&c.request(&cnt, &mut others), 2001, "container");
+            let sub = req(&format!(
+                r#"{{"op":1,"to":"cse-in/{ae}/readings","fr":"{ae}","rqi":"3","rvi":"3","ty":23,"pc":{{"m2m:sub":{{"rn":"s","nu":["{ae}"],"enc":{{"net":[3]}},"nct":1}}}}}}"#
+            ));
+            expect(&c.request(&sub, &mut others), 2001, "subscription");
+            let value = format!("{io}-{n}-42.5");
+            let cin = req(&format!(
+                r#"{{"op":1,"to":"cse-in/{ae}/readings","fr":"CAdmin","rqi":"a{n}","rvi":"3","ty":4,"pc":{{"m2m:cin":{{"con":"{value}"}}}}}}"#
+            ));
+            expect(
+                &admin.request(&cin, &mut Vec::new()),
+                2001,
+                "contentInstance by another originator",
+            );
+            let notification = match others.pop() {
+                Some(p) => p,
+                None => c.recv(),
+            };
+            let m2m_primitive::Primitive::Request(note) = notification else {
+                panic!("{io} {protocol}: a NOTIFY expected, got {notification:?}")
+            };
+            assert_eq!(note.op, m2m_primitive::Operation::Notify, "{io} {protocol}");
+            assert!(
+                format!("{:?}", note.pc).contains(&value),
+                "{io} {protocol}: {note:?}"
+            );
+            let mut ok = m2m_primitive::Response::to_request(&note, Rsc::OK);
+            ok.rvi = Some("3".into());
+            c.send(&m2m_primitive::Primitive::Response(ok));
+            // ACME counted the NOTIFY as delivered: the subscription is still there.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let get = req(&format!(
+                r#"{{"op":2,"to":"cse-in/{ae}/readings/s","fr":"{ae}","rqi":"4","rvi":"3"}}"#
+            ));
+            expect(
+                &c.request(&get, &mut others),
+                2000,
+                "the subscription survives",
+            );
+        }
+        assert!(edge.terminate().success(), "{io}: clean exit on SIGTERM");
+    }
+}

@@ -10,7 +10,7 @@ use super::metrics::render;
 impl EdgeApp {
     pub(super) fn admin_data(
         &mut self,
-        cx: &mut Cx<'_, ()>,
+        cx: &mut Cx<'_, m2m_relay::Envelope>,
         conn: ConnId,
         data: &mut [u8],
     ) -> usize {

@@ -1,7 +1,7 @@
 //! Which runtime connection is which engine peer, both ways. A peer the engine closed or aborted is
 //! detached at once, so the runtime's later `on_close` for that connection reaches no engine event.
 
-use m2m_relay::{DeviceId, LinkId, Peer};
+use m2m_relay::{DeviceId, LinkId, NotifyId, Peer};
 use m2m_rt::ConnId;
 use m2m_rt::core::reserve_linear;
 
@@ -20,6 +20,7 @@ pub struct ConnMap {
     devices: Vec<Option<(u32, ConnId)>>,
     links: Vec<Option<(u32, ConnId)>>,
     tunnels: Vec<Option<(u32, ConnId)>>,
+    notifies: Vec<Option<(u32, ConnId)>>,
 }
 
 fn put<T: Copy>(table: &mut Vec<Option<T>>, index: usize, value: Option<T>) {
@@ -36,6 +37,7 @@ impl ConnMap {
             Peer::Device(DeviceId { index, generation }) => (&mut self.devices, index, generation),
             Peer::Link(LinkId { index, generation }) => (&mut self.links, index, generation),
             Peer::Tunnel(DeviceId { index, generation }) => (&mut self.tunnels, index, generation),
+            Peer::Notify(NotifyId { index, generation }) => (&mut self.notifies, index, generation),
         }
     }
 
@@ -66,6 +68,7 @@ impl ConnMap {
             Peer::Device(d) => (&self.devices, d.index, d.generation),
             Peer::Link(l) => (&self.links, l.index, l.generation),
             Peer::Tunnel(d) => (&self.tunnels, d.index, d.generation),
+            Peer::Notify(n) => (&self.notifies, n.index, n.generation),
         };
         match table.get(index as usize)? {
             Some((g, conn)) if *g == generation => Some(*conn),

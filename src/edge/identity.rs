@@ -5,7 +5,7 @@
 use m2m_rt::{ConnId, Cx};
 
 /// The identity in the peer's leaf certificate, if the connection is TLS with a client certificate.
-pub fn certificate_identity(cx: &Cx<'_, ()>, conn: ConnId) -> Option<String> {
+pub fn certificate_identity<M>(cx: &Cx<'_, M>, conn: ConnId) -> Option<String> {
     let chain = cx.peer_certificates(conn)?;
     let leaf = chain.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;

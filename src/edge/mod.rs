@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use m2m_relay::{DeviceId, Engine, Io, LinkId, Peer, Target, Timer};
+use m2m_relay::{DeviceId, Directory, Engine, Envelope, Io, LinkId, Peer, Target, Timer};
 use m2m_rt::{App, CloseReason, ConnId, Cx};
 
 use conns::{ConnMap, Role};
@@ -52,7 +52,7 @@ pub struct EdgeApp {
 
 /// The engine's [`Io`] on a core's [`Cx`].
 struct CxIo<'a, 'c> {
-    cx: &'a mut Cx<'c, ()>,
+    cx: &'a mut Cx<'c, Envelope>,
     counters: &'a metrics::CoreCounters,
     conns: &'a mut ConnMap,
     settings: &'a EdgeSettings,
@@ -132,17 +132,24 @@ impl Io for CxIo<'_, '_> {
         // Allow-listed names only, once per tunnel (blocking, like the CLI's own resolution).
         authority.to_socket_addrs().ok()?.next()
     }
+
+    fn post(&mut self, core: usize, msg: Envelope) -> bool {
+        self.cx.post(core, msg).is_ok()
+    }
 }
 
 impl EdgeApp {
     pub fn new(
         settings: EdgeSettings,
         all_counters: Arc<Vec<Arc<metrics::CoreCounters>>>,
+        directory: Arc<Directory>,
         core: usize,
     ) -> Self {
         let counters = all_counters[core].clone();
         Self {
-            engine: Engine::new(settings.relay.clone(), counters.clone()).on_core(core),
+            engine: Engine::new(settings.relay.clone(), counters.clone())
+                .on_core(core)
+                .with_directory(directory),
             settings,
             all_counters,
             counters,
@@ -153,7 +160,7 @@ impl EdgeApp {
     }
 
     /// The engine and its Io for one callback.
-    fn split<'a, 'c>(&'a mut self, cx: &'a mut Cx<'c, ()>) -> (&'a mut Engine, CxIo<'a, 'c>) {
+    fn split<'a, 'c>(&'a mut self, cx: &'a mut Cx<'c, Envelope>) -> (&'a mut Engine, CxIo<'a, 'c>) {
         (
             &mut self.engine,
             CxIo {
@@ -170,7 +177,7 @@ impl EdgeApp {
     /// devices) to the OS: mimalloc otherwise purges only when the thread allocates again, so a
     /// core that went quiet after a burst would keep it — measured as ~2x the live bytes per idle
     /// device in `scripts/compare_proxies.py`'s idle rows.
-    fn housekeep(&mut self, cx: &mut Cx<'_, ()>) {
+    fn housekeep(&mut self, cx: &mut Cx<'_, Envelope>) {
         // SAFETY: mi_collect only walks this thread's own mimalloc heap (and does nothing much when
         // mimalloc is not the global allocator, as with the `system-alloc` feature).
         unsafe { libmimalloc_sys::mi_collect(true) };
@@ -180,7 +187,7 @@ impl EdgeApp {
     }
 
     /// Copy the runtime's per-core statistics into the exported counters.
-    fn copy_stats(&self, cx: &Cx<'_, ()>) {
+    fn copy_stats(&self, cx: &Cx<'_, Envelope>) {
         let stats = cx.stats();
         let c = &self.counters;
         c.bytes_in.store(stats.bytes_in, Ordering::Relaxed);
@@ -193,16 +200,30 @@ impl EdgeApp {
 }
 
 impl App for EdgeApp {
-    type Msg = ();
+    type Msg = Envelope;
 
-    fn on_accept(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, listener: usize, peer: SocketAddr) {
+    fn on_accept(
+        &mut self,
+        cx: &mut Cx<'_, Envelope>,
+        conn: ConnId,
+        listener: usize,
+        peer: SocketAddr,
+    ) {
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
-        if listener == 1 {
+        if Some(listener) == self.settings.admin_listener {
             self.conns.set_admin(conn);
             return;
         }
         if cx.shutting_down() {
             cx.abort(conn);
+            return;
+        }
+        if Some(listener) == self.settings.notify_listener {
+            let now = cx.now();
+            let n = self.engine.new_notify(now, peer.ip());
+            self.conns.bind(Peer::Notify(n), conn);
+            let (engine, mut io) = self.split(cx);
+            engine.notify_accepted(&mut io, now, n);
             return;
         }
         if !self.housekeeping {
@@ -217,7 +238,7 @@ impl App for EdgeApp {
         tracing::debug!(conn = conn.raw(), %peer, device = d.index, "device connected");
     }
 
-    fn on_data(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, data: &mut [u8]) -> usize {
+    fn on_data(&mut self, cx: &mut Cx<'_, Envelope>, conn: ConnId, data: &mut [u8]) -> usize {
         self.copy_stats(cx);
         let now = cx.now();
         let started = Instant::now();
@@ -229,6 +250,7 @@ impl App for EdgeApp {
                 match peer {
                     Peer::Device(d) => engine.device_data(&mut io, now, d, data),
                     Peer::Link(l) => engine.link_data(&mut io, now, l, data),
+                    Peer::Notify(n) => engine.notify_data(&mut io, now, n, data),
                     Peer::Tunnel(d) => return engine.tunnel_data(&mut io, d, data),
                 }
             }
@@ -237,7 +259,7 @@ impl App for EdgeApp {
         used
     }
 
-    fn on_close(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, reason: CloseReason) {
+    fn on_close(&mut self, cx: &mut Cx<'_, Envelope>, conn: ConnId, reason: CloseReason) {
         self.counters.connections.fetch_sub(1, Ordering::Relaxed);
         let Some(Role::Peer(peer)) = self.conns.take(conn) else {
             return;
@@ -250,10 +272,16 @@ impl App for EdgeApp {
             }
             Peer::Link(l) => engine.link_closed(&mut io, now, l, &format!("{reason:?}")),
             Peer::Tunnel(d) => engine.tunnel_closed(&mut io, d),
+            Peer::Notify(n) => engine.notify_closed(n),
         }
     }
 
-    fn on_connect(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, result: std::io::Result<()>) {
+    fn on_message(&mut self, cx: &mut Cx<'_, Envelope>, _from: usize, msg: Envelope) {
+        let (engine, mut io) = self.split(cx);
+        engine.message(&mut io, msg);
+    }
+
+    fn on_connect(&mut self, cx: &mut Cx<'_, Envelope>, conn: ConnId, result: std::io::Result<()>) {
         if result.is_err() {
             // Counted at connect; no on_close follows a failed connect.
             self.counters.connections.fetch_sub(1, Ordering::Relaxed);
@@ -273,11 +301,11 @@ impl App for EdgeApp {
                 engine.link_connected(&mut io, now, l, result.map_err(|e| e.to_string()));
             }
             Peer::Tunnel(d) => engine.tunnel_connected(&mut io, d, result.map_err(|e| e.kind())),
-            Peer::Device(_) => {}
+            Peer::Device(_) | Peer::Notify(_) => {}
         }
     }
 
-    fn on_timer(&mut self, cx: &mut Cx<'_, ()>, token: u64) {
+    fn on_timer(&mut self, cx: &mut Cx<'_, Envelope>, token: u64) {
         if token == TIMER_HOUSEKEEPING {
             self.housekeep(cx);
             return;
@@ -287,7 +315,7 @@ impl App for EdgeApp {
         engine.timer(&mut io, now, Timer(token));
     }
 
-    fn on_shutdown(&mut self, cx: &mut Cx<'_, ()>) {
+    fn on_shutdown(&mut self, cx: &mut Cx<'_, Envelope>) {
         let now = cx.now();
         let (engine, mut io) = self.split(cx);
         engine.shutdown(&mut io, now);

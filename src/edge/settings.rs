@@ -16,4 +16,8 @@ pub struct EdgeSettings {
     pub upstream_proxy: Option<SocketAddr>,
     /// Local addresses upstream links connect from, round robin (empty: the kernel's choice).
     pub upstream_sources: Vec<IpAddr>,
+    /// The runtime listener number of the admin listener, if any.
+    pub admin_listener: Option<usize>,
+    /// The runtime listener number of the notify listener, if any.
+    pub notify_listener: Option<usize>,
 }

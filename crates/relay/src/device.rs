@@ -16,7 +16,7 @@ use crate::engine::{Engine, T_HANDSHAKE, T_IDLE, timer};
 use crate::message::{InputSpan, Message};
 use crate::relay::Queued;
 use crate::settings::{format_index, format_of};
-use crate::{DeviceId, Io, LinkId, Peer};
+use crate::{Back, DeviceId, Io, LinkId, Peer};
 
 /// The device connection's protocol state.
 #[derive(Debug)]
@@ -50,8 +50,8 @@ pub(crate) struct Session {
     pub waiting: bool,
     /// Requests sent up and not yet answered.
     pub in_flight: u32,
-    /// Multiplex: the CSE's requests delivered to this device, with the link their answers go up.
-    pub owed: Vec<(Box<str>, LinkId)>,
+    /// Multiplex: the CSE's requests delivered to this device, with where their answers go.
+    pub owed: Vec<(Box<str>, Back)>,
     pub last_input: Instant,
     /// Shutting down: close with 1001 once nothing is queued or in flight.
     pub draining: bool,
@@ -91,12 +91,12 @@ impl Session {
         }
     }
 
-    /// Remember that the answer to the CSE's request `rqi` goes up `link`.
-    pub(crate) fn owe(&mut self, rqi: &str, link: LinkId) {
+    /// Remember that the answer to the CSE's request `rqi` goes to `back`.
+    pub(crate) fn owe(&mut self, rqi: &str, back: Back) {
         if self.owed.len() >= MAX_OWED {
             self.owed.remove(0);
         }
-        self.owed.push((rqi.into(), link));
+        self.owed.push((rqi.into(), back));
     }
 }
 
@@ -189,6 +189,7 @@ impl Engine {
             && self.by_origin.get(o) == Some(&d)
         {
             self.by_origin.remove(o);
+            self.directory.unset(o, self.core);
         }
         if let Some(l) = s.link
             && !self.multiplex()
@@ -334,6 +335,7 @@ impl Engine {
             return false;
         }
         self.by_origin.insert(origin.clone(), d);
+        self.directory.set(&origin, self.core);
         if let Some(s) = self.session_mut(d) {
             s.origin = Some(origin);
         }
@@ -456,7 +458,7 @@ impl Engine {
         Ok(view)
     }
 
-    /// The device answers a request of the CSE (NOTIFY, verification): up the link it came on.
+    /// The device answers a request of the CSE (NOTIFY, verification): back where it came from.
     fn device_answer(
         &mut self,
         io: &mut impl Io,
@@ -466,10 +468,11 @@ impl Engine {
         format: Format,
     ) {
         let multiplex = self.multiplex();
+        let core = self.core;
         let Some(s) = self.session_mut(d) else { return };
         let rqi = view.rqi.as_deref().unwrap_or_default();
-        let link = match s.owed.iter().position(|(r, _)| &**r == rqi) {
-            Some(i) => Some(s.owed.remove(i).1),
+        let back = match s.owed.iter().position(|(r, _)| &**r == rqi) {
+            Some(i) => s.owed.remove(i).1,
             // On a shared link an answer to a request this device was not sent could answer
             // another device's request in its place.
             None if multiplex => {
@@ -479,20 +482,22 @@ impl Engine {
                     "answer to no request of this device dropped"
                 );
                 self.counters.error(2);
-                None
+                return;
             }
-            None => s.link,
-        };
-        let Some(l) = link else { return };
-        self.send_on_link(
-            io,
-            l,
-            crate::relay::Body {
-                bytes,
-                format,
-                wrapped: view.wrapped,
+            None => match s.link {
+                Some(l) => Back {
+                    core,
+                    peer: Peer::Link(l),
+                },
+                None => return,
             },
-        );
+        };
+        let body = crate::relay::Body {
+            bytes,
+            format,
+            wrapped: view.wrapped,
+        };
+        self.send_answer(io, back, body);
     }
 
     /// Send a primitive to the device in its serialization.

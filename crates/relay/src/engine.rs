@@ -12,9 +12,10 @@ use std::time::Instant;
 use crate::counters::CoreCounters;
 use crate::device::Session;
 use crate::link::Link;
+use crate::notify::NotifyConn;
 use crate::settings::{RelaySettings, UpstreamMode};
 use crate::slab::Slab;
-use crate::{DeviceId, Io, LinkId, Timer};
+use crate::{DeviceId, Directory, Io, LinkId, NotifyId, Timer};
 
 /// Timer kinds (top byte of the token); the rest is the slot (24 bits) and generation (32 bits).
 pub(crate) const T_HANDSHAKE: u64 = 1;
@@ -22,6 +23,7 @@ pub(crate) const T_IDLE: u64 = 2;
 pub(crate) const T_REQUESTS: u64 = 3;
 pub(crate) const T_LINK_SETUP: u64 = 4;
 pub(crate) const T_RELINK: u64 = 5;
+pub(crate) const T_NOTIFY_HANDSHAKE: u64 = 6;
 
 pub(crate) fn timer(kind: u64, index: u32, generation: u32) -> Timer {
     Timer((kind << 56) | ((u64::from(index) & 0xff_ffff) << 32) | u64::from(generation))
@@ -34,6 +36,10 @@ pub struct Engine {
     pub(crate) counters: Arc<CoreCounters>,
     pub(crate) devices: Slab<Session>,
     pub(crate) links: Slab<Link>,
+    /// The CSE's connections to the notify listener on this core.
+    pub(crate) notifies: Slab<NotifyConn>,
+    /// Which core holds which originator (shared by the engines of one process).
+    pub(crate) directory: Arc<Directory>,
     /// Multiplex: this core's links, opened with the first device; devices are pinned round robin.
     pub(crate) shared: Vec<LinkId>,
     next_pin: usize,
@@ -53,6 +59,8 @@ impl Engine {
             counters,
             devices: Slab::default(),
             links: Slab::default(),
+            notifies: Slab::default(),
+            directory: Arc::new(Directory::default()),
             shared: Vec::new(),
             next_pin: 0,
             by_origin: HashMap::new(),
@@ -66,6 +74,17 @@ impl Engine {
     pub fn on_core(mut self, core: usize) -> Self {
         self.core = core;
         self
+    }
+
+    /// Share `directory` with the other cores' engines (cross-core delivery of the CSE's requests).
+    pub fn with_directory(mut self, directory: Arc<Directory>) -> Self {
+        self.directory = directory;
+        self
+    }
+
+    /// This engine's core.
+    pub fn core(&self) -> usize {
+        self.core
     }
 
     /// The `X-M2M-Origin` of shared link number `i` of this core: one originator per link, since a
@@ -131,6 +150,9 @@ impl Engine {
             T_REQUESTS => self.requests_timeout(io, now, l),
             T_LINK_SETUP => self.link_setup_timeout(io, now, l),
             T_RELINK => self.relink_due(io, now, l),
+            T_NOTIFY_HANDSHAKE => {
+                self.notify_handshake_timeout(io, now, NotifyId { index, generation })
+            }
             _ => {}
         }
     }

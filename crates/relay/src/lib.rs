@@ -28,6 +28,8 @@ mod device;
 pub mod engine;
 mod link;
 pub mod message;
+mod notify;
+mod poa;
 mod relay;
 pub mod settings;
 mod slab;
@@ -58,13 +60,72 @@ pub struct LinkId {
     pub generation: u32,
 }
 
-/// A connection the engine talks to: a device, an upstream link, or the target of a device's
-/// CONNECT tunnel.
+/// A connection the CSE opened to the edge's notify listener (the edge as devices' point of access).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct NotifyId {
+    pub index: u32,
+    pub generation: u32,
+}
+
+/// A connection the engine talks to: a device, an upstream link, the target of a device's CONNECT
+/// tunnel, or a CSE connection on the notify listener.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Peer {
     Device(DeviceId),
     Link(LinkId),
     Tunnel(DeviceId),
+    Notify(NotifyId),
+}
+
+/// Where the answer to a request of the CSE goes: the connection (of core `core`) it came on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Back {
+    pub core: usize,
+    pub peer: Peer,
+}
+
+/// What one core's engine sends another (through the runtime's mailboxes): a request of the CSE
+/// for a device held by that core, and the device's answer on its way back.
+#[derive(Debug)]
+pub enum Envelope {
+    Deliver {
+        back: Back,
+        to: Box<str>,
+        bytes: Vec<u8>,
+        format: m2m_primitive::Format,
+    },
+    Answer {
+        to: Peer,
+        bytes: Vec<u8>,
+        format: m2m_primitive::Format,
+    },
+}
+
+/// Which core holds the session of an originator, shared by the engines of one process (written when
+/// a session binds or unbinds an originator, read when the CSE delivers a request on a core that does
+/// not hold the device).
+#[derive(Debug, Default)]
+pub struct Directory(std::sync::Mutex<std::collections::HashMap<Box<str>, usize>>);
+
+impl Directory {
+    pub(crate) fn set(&self, origin: &str, core: usize) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(origin.into(), core);
+        }
+    }
+
+    /// Remove `origin` if `core` holds it.
+    pub(crate) fn unset(&self, origin: &str, core: usize) {
+        if let Ok(mut m) = self.0.lock()
+            && m.get(origin) == Some(&core)
+        {
+            m.remove(origin);
+        }
+    }
+
+    pub(crate) fn core_of(&self, origin: &str) -> Option<usize> {
+        self.0.lock().ok()?.get(origin).copied()
+    }
 }
 
 /// Where a new connection goes.
@@ -120,4 +181,7 @@ pub trait Io {
 
     /// Resolve an allow-listed CONNECT target name (`host:port`).
     fn resolve(&mut self, authority: &str) -> Option<SocketAddr>;
+
+    /// Hand `msg` to core `core`'s engine ([`Engine::message`]); false when its queue is full.
+    fn post(&mut self, core: usize, msg: Envelope) -> bool;
 }

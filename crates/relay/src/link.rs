@@ -333,7 +333,7 @@ impl Engine {
             }
         };
         if view.op.is_some() {
-            self.cse_request(io, l, bytes, &view, format, text);
+            self.cse_request(io, Peer::Link(l), bytes, &view, format, text);
         } else {
             self.link_response(io, now, l, bytes, &view, format, text);
         }

@@ -14,7 +14,7 @@ use crate::counters::LIMIT_QUEUE_FULL;
 use crate::device::Session;
 use crate::engine::{Engine, T_REQUESTS, timer};
 use crate::settings::OriginHeader;
-use crate::{DeviceId, Io, LinkId, Peer};
+use crate::{Back, DeviceId, Envelope, Io, LinkId, Peer};
 
 /// What the edge keeps about a request it relays.
 #[derive(Debug)]
@@ -73,12 +73,38 @@ impl Engine {
         let Some(meta) = self.admit(io, now, d, view) else {
             return;
         };
+        let pointed = self.point_poa_at_edge(d, bytes, view, format);
         let body = Body {
-            bytes,
+            bytes: pointed.as_deref().unwrap_or(bytes),
             format,
-            wrapped: view.wrapped,
+            wrapped: view.wrapped && pointed.is_none(),
         };
         self.submit(io, now, d, meta, body);
+    }
+
+    /// Multiplex with a notify listener: an AE or remoteCSE create or update that asks to be reached
+    /// over the device's WebSocket, re-encoded with the edge's notify URL as its `poa` (`poa` module).
+    fn point_poa_at_edge(
+        &self,
+        d: DeviceId,
+        bytes: &[u8],
+        view: &RoutingView<'_>,
+        format: Format,
+    ) -> Option<Vec<u8>> {
+        let url = self.s.notify_url.as_deref().filter(|_| self.multiplex())?;
+        let create = view.op == Some(Operation::Create) && matches!(view.ty, Some(2) | Some(16));
+        if !create && view.op != Some(Operation::Update) {
+            return None;
+        }
+        let id = match view.fr.as_deref() {
+            Some(f) if create && f.len() > 1 => Some(f.to_string()),
+            _ => self.session(d)?.origin.as_deref().map(str::to_string),
+        };
+        let mut p = m2m_primitive::decode(format, bytes).ok()?;
+        if !crate::poa::point_at_edge(&mut p, url, id.as_deref(), create) {
+            return None;
+        }
+        m2m_primitive::encode(&p, format).ok()
     }
 
     /// The checks a request passes before it goes up; `None` when the edge answered it.
@@ -449,15 +475,23 @@ impl Engine {
             s.in_flight = s.in_flight.saturating_sub(1);
         }
         let relink = self.note_registration(d, &p, rsc, bytes, link_format);
-        if dev_format == link_format && p.device_rqi.is_none() {
+        let edge_url =
+            self.s.notify_url.as_deref().filter(|u| {
+                memchr::memmem::find(bytes, u.trim_end_matches('/').as_bytes()).is_some()
+            });
+        if dev_format == link_format && p.device_rqi.is_none() && edge_url.is_none() {
             self.send_raw_to_device(io, d, bytes, text);
         } else {
             match m2m_primitive::decode(link_format, bytes) {
-                Ok(Primitive::Response(mut r)) => {
-                    if let Some(own) = p.device_rqi {
+                Ok(Primitive::Response(r)) => {
+                    let mut rsp = Primitive::Response(r);
+                    if let Some(url) = edge_url {
+                        crate::poa::show_device_view(&mut rsp, url);
+                    }
+                    if let (Some(own), Primitive::Response(r)) = (p.device_rqi, &mut rsp) {
                         r.rqi = Some(own.into());
                     }
-                    self.send_to_device(io, d, &Primitive::Response(r));
+                    self.send_to_device(io, d, &rsp);
                 }
                 Ok(other) => self.send_to_device(io, d, &other),
                 Err(e) => {
@@ -641,52 +675,168 @@ impl Engine {
         }
     }
 
-    /// A request of the CSE (NOTIFY, verification): to the device it targets, or answered 5103.
+    /// A request of the CSE (NOTIFY, verification) that arrived on `came_on` (a link, or a
+    /// connection to the notify listener): to the device it targets, on this core or posted to the
+    /// core that holds it, or answered 5103 (TS-0004: target not reachable).
     pub(crate) fn cse_request(
         &mut self,
         io: &mut impl Io,
-        l: LinkId,
+        came_on: Peer,
         bytes: &[u8],
         view: &RoutingView<'_>,
-        link_format: Format,
+        format: Format,
         text: bool,
     ) {
         if let Some(op) = view.op {
             self.counters.request(1, op as usize - 1);
         }
-        let owner = self.link(l).and_then(|k| k.owner);
-        let target = owner.or_else(|| self.route(view.to.as_deref().unwrap_or_default()));
-        let rqi = view.rqi.as_deref().unwrap_or_default();
-        let Some((d, dev_format)) =
-            target.and_then(|d| Some((d, self.session(d).and_then(Session::format)?)))
-        else {
-            let e = error(
-                Rsc::TARGET_NOT_REACHABLE,
-                "the target is not connected to the edge",
-                rqi,
-            );
-            self.counters.answer(e.rsc.0);
-            if let Ok(b) = m2m_primitive::encode(
-                &Primitive::Response(e.to_response(&self.s.rvi)),
-                link_format,
-            ) {
-                self.send_frame(io, l, &b);
-            }
-            return;
+        let back = Back {
+            core: self.core,
+            peer: came_on,
         };
-        if owner.is_none()
-            && let Some(s) = self.session_mut(d)
-        {
-            s.owe(rqi, l);
+        let owner = match came_on {
+            Peer::Link(l) => self.link(l).and_then(|k| k.owner),
+            _ => None,
+        };
+        let to = view.to.as_deref().unwrap_or_default();
+        let rqi = view.rqi.as_deref().unwrap_or_default();
+        let local = owner
+            .or_else(|| self.route(to))
+            .filter(|&d| self.session(d).is_some_and(Session::is_open));
+        if let Some(d) = local {
+            self.deliver_to_device(io, d, back, owner.is_none(), bytes, format, text, rqi);
+            return;
         }
-        if dev_format == link_format {
+        let elsewhere = target_keys(to)
+            .into_iter()
+            .find_map(|k| self.directory.core_of(k))
+            .filter(|&core| core != self.core && owner.is_none());
+        if let Some(core) = elsewhere {
+            let env = Envelope::Deliver {
+                back,
+                to: to.into(),
+                bytes: bytes.to_vec(),
+                format,
+            };
+            if io.post(core, env) {
+                return;
+            }
+        }
+        self.answer_unreachable(io, back, rqi, format);
+    }
+
+    /// Give a request of the CSE to device `d` in its serialization; `owe`: remember where the
+    /// answer goes (a shared link or the notify listener; a passthrough link is the device's own).
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_to_device(
+        &mut self,
+        io: &mut impl Io,
+        d: DeviceId,
+        back: Back,
+        owe: bool,
+        bytes: &[u8],
+        format: Format,
+        text: bool,
+        rqi: &str,
+    ) {
+        let Some(s) = self.session_mut(d) else { return };
+        if owe {
+            s.owe(rqi, back);
+        }
+        let Some(dev_format) = s.format() else { return };
+        if dev_format == format {
             self.send_raw_to_device(io, d, bytes, text);
             return;
         }
-        match m2m_primitive::decode(link_format, bytes) {
+        match m2m_primitive::decode(format, bytes) {
             Ok(p) => self.send_to_device(io, d, &p),
             Err(e) => {
-                tracing::warn!(link = l.index, error = %e, "undecodable request from the CSE")
+                tracing::warn!(device = d.index, error = %e, "undecodable request from the CSE")
+            }
+        }
+    }
+
+    /// Answer the CSE's request `rqi` with 5103: its target has no session at this edge.
+    fn answer_unreachable(&mut self, io: &mut impl Io, back: Back, rqi: &str, format: Format) {
+        let e = error(
+            Rsc::TARGET_NOT_REACHABLE,
+            "the target is not connected to the edge",
+            rqi,
+        );
+        self.counters.answer(e.rsc.0);
+        let rsp = Primitive::Response(e.to_response(&self.s.rvi));
+        if let Ok(bytes) = m2m_primitive::encode(&rsp, format) {
+            let body = Body {
+                bytes: &bytes,
+                format,
+                wrapped: false,
+            };
+            self.send_answer(io, back, body);
+        }
+    }
+
+    /// An answer to a request of the CSE, to the connection the request came on.
+    pub(crate) fn send_answer(&mut self, io: &mut impl Io, back: Back, body: Body<'_>) {
+        if back.core != self.core {
+            match transcode(body, body.format) {
+                Ok(bytes) => {
+                    let env = Envelope::Answer {
+                        to: back.peer,
+                        bytes: bytes.into_owned(),
+                        format: body.format,
+                    };
+                    if !io.post(back.core, env) {
+                        tracing::warn!(
+                            core = back.core,
+                            "mailbox full: an answer to the CSE dropped"
+                        );
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "undeliverable answer to the CSE"),
+            }
+            return;
+        }
+        match back.peer {
+            Peer::Link(l) => self.send_on_link(io, l, body),
+            Peer::Notify(n) => self.send_on_notify(io, n, body),
+            Peer::Device(_) | Peer::Tunnel(_) => {}
+        }
+    }
+
+    /// A message from another core's engine.
+    pub fn message(&mut self, io: &mut impl Io, env: Envelope) {
+        match env {
+            Envelope::Deliver {
+                back,
+                to,
+                bytes,
+                format,
+            } => {
+                let Ok(view) = RoutingView::parse(format, &bytes) else {
+                    return;
+                };
+                let rqi = view.rqi.as_deref().unwrap_or_default();
+                match self
+                    .route(&to)
+                    .filter(|&d| self.session(d).is_some_and(Session::is_open))
+                {
+                    Some(d) => {
+                        self.deliver_to_device(io, d, back, true, &bytes, format, false, rqi)
+                    }
+                    None => self.answer_unreachable(io, back, rqi, format),
+                }
+            }
+            Envelope::Answer { to, bytes, format } => {
+                let back = Back {
+                    core: self.core,
+                    peer: to,
+                };
+                let body = Body {
+                    bytes: &bytes,
+                    format,
+                    wrapped: false,
+                };
+                self.send_answer(io, back, body);
             }
         }
     }
@@ -694,10 +844,9 @@ impl Engine {
     /// The device a shared link's request is for: `to` names its originator, bare or as the last
     /// segment of a path.
     fn route(&self, to: &str) -> Option<DeviceId> {
-        let to = to.trim_end_matches('/');
-        self.by_origin
-            .get(to)
-            .or_else(|| self.by_origin.get(to.rsplit('/').next()?))
+        target_keys(to)
+            .into_iter()
+            .find_map(|k| self.by_origin.get(k))
             .copied()
     }
 
@@ -713,8 +862,14 @@ impl Engine {
     }
 }
 
+/// The originator a request's `to` may name: the whole of it, or its last path segment.
+fn target_keys(to: &str) -> [&str; 2] {
+    let to = to.trim_end_matches('/');
+    [to, to.rsplit('/').next().unwrap_or(to)]
+}
+
 /// `body` in `to`'s serialization (borrowed when nothing changes; unwrapped when it came wrapped).
-fn transcode(body: Body<'_>, to: Format) -> Result<Cow<'_, [u8]>, PrimitiveError> {
+pub(crate) fn transcode(body: Body<'_>, to: Format) -> Result<Cow<'_, [u8]>, PrimitiveError> {
     if body.format == to && !body.wrapped {
         return Ok(Cow::Borrowed(body.bytes));
     }

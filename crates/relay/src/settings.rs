@@ -106,6 +106,13 @@ pub struct RelaySettings {
     pub max_devices_per_core: usize,
     /// The device listener speaks TLS (TLS handshake counters).
     pub device_tls: bool,
+    /// Multiplex: the URL of the edge's notify listener as the CSE reaches it, put in devices'
+    /// `poa` (none: no notify listener, no `poa` rewrite).
+    pub notify_url: Option<String>,
+    /// Source addresses allowed on the notify listener (empty: the CSE's address only).
+    pub notify_allow_addrs: Vec<std::net::IpAddr>,
+    /// `X-M2M-Origin` values (CSE-IDs) allowed on the notify listener (empty: any).
+    pub notify_allow_origins: Vec<String>,
 }
 
 impl RelaySettings {
@@ -141,6 +148,9 @@ impl RelaySettings {
             idle_timeout: None,
             max_devices_per_core: 0,
             device_tls: false,
+            notify_url: None,
+            notify_allow_addrs: Vec::new(),
+            notify_allow_origins: Vec::new(),
         }
     }
 }

@@ -15,7 +15,7 @@ use m2m_ws::{Event, OpCode, Receiver, ReceiverLimits, Role, Sender, SenderConfig
 
 use crate::counters::CoreCounters;
 use crate::settings::{RelaySettings, format_of};
-use crate::{DeviceId, Engine, Io, LinkId, Peer, Target, Timer};
+use crate::{DeviceId, Engine, Envelope, Io, LinkId, Peer, Target, Timer};
 
 /// The effects the engine asked for, kept for the test to inspect and play out.
 #[derive(Debug, Default)]
@@ -31,6 +31,8 @@ pub(crate) struct FakeIo {
     pub refuse_connects: bool,
     /// Peers whose output is not taken off the wire (they stopped reading).
     pub stalled: HashSet<Peer>,
+    /// Messages for other cores' engines.
+    pub posted: Vec<(usize, Envelope)>,
 }
 
 impl Io for FakeIo {
@@ -77,6 +79,10 @@ impl Io for FakeIo {
     }
     fn resolve(&mut self, _authority: &str) -> Option<SocketAddr> {
         None
+    }
+    fn post(&mut self, core: usize, msg: Envelope) -> bool {
+        self.posted.push((core, msg));
+        true
     }
 }
 
@@ -327,6 +333,38 @@ impl Harness {
         self.cse.remove(&l);
         self.io.wire.remove(&Peer::Link(l));
         self.engine.link_closed(&mut self.io, self.now, l, "reset");
+    }
+
+    /// The CSE dials the notify listener from `ip` with `origin`; `None` when the edge refused it.
+    pub fn notify_connect(&mut self, ip: &str, origin: &str) -> Option<(crate::NotifyId, End)> {
+        let n = self.engine.new_notify(self.now, ip.parse().unwrap());
+        self.engine.notify_accepted(&mut self.io, self.now, n);
+        let (hs, mut request) = ClientHandshake::new(ClientOptions {
+            host: "edge".into(),
+            path: "/".into(),
+            protocols: vec!["oneM2M.json".into()],
+            deflate: None,
+            extra_headers: vec![("X-M2M-Origin".to_string(), origin.to_string())],
+        });
+        self.engine
+            .notify_data(&mut self.io, self.now, n, &mut request);
+        let answer = self.io.wire.remove(&Peer::Notify(n)).unwrap_or_default();
+        let (accepted, _) = hs.read_response(&answer, HeadLimits::default()).ok()??;
+        let format = format_of(accepted.protocol.as_deref().unwrap());
+        Some((n, End::new(Role::Client, format)))
+    }
+
+    /// The CSE sends a request on its notify connection.
+    pub fn notify_send(&mut self, n: crate::NotifyId, end: &mut End, p: &Primitive) {
+        let mut bytes = end.frame(p);
+        self.engine
+            .notify_data(&mut self.io, self.now, n, &mut bytes);
+    }
+
+    /// What the CSE received on its notify connection.
+    pub fn notify_recv(&mut self, n: crate::NotifyId, end: &mut End) -> Vec<Primitive> {
+        let bytes = self.io.wire.remove(&Peer::Notify(n)).unwrap_or_default();
+        end.read(&bytes)
     }
 
     /// Move the clock and fire every timer that is due, in deadline order.

@@ -539,3 +539,118 @@ fn queued_requests_expire_by_timer_while_the_link_stays_busy() {
         "the expired request never went up"
     );
 }
+
+fn with_notify(links: usize) -> Harness {
+    let mut h = multiplex(links);
+    h.engine.s.notify_url = Some("ws://127.0.0.1:9001/".into());
+    h
+}
+
+#[test]
+fn a_notify_on_the_listener_reaches_its_device_and_the_answer_goes_back_on_it() {
+    let mut h = with_notify(1);
+    let mut a = named_device(&mut h, "Ca");
+    h.cse_accept_all();
+    let (n, mut cse) = h
+        .notify_connect("127.0.0.1", "/id-in")
+        .expect("the CSE may connect");
+    let notify = json(
+        r#"{"op":5,"to":"Ca","fr":"/id-in","rqi":"n1","rvi":"3","pc":{"m2m:sgn":{"sur":"/id-in/sub"}}}"#,
+    );
+    h.notify_send(n, &mut cse, &notify);
+    let got = h.recv(&mut a);
+    assert_eq!(rqi(&got[0]), "n1");
+    h.send(&mut a, &json(r#"{"rsc":2000,"rqi":"n1","rvi":"3"}"#));
+    let back = h.notify_recv(n, &mut cse);
+    assert_eq!((rsc(&back[0]), rqi(&back[0])), (2000, "n1".to_string()));
+    // A device that is not here: 5103 on the same connection.
+    h.notify_send(
+        n,
+        &mut cse,
+        &json(r#"{"op":5,"to":"/id-in/Cgone","fr":"/id-in","rqi":"n2","rvi":"3"}"#),
+    );
+    let back = h.notify_recv(n, &mut cse);
+    assert_eq!((rsc(&back[0]), rqi(&back[0])), (5103, "n2".to_string()));
+}
+
+#[test]
+fn only_the_configured_cse_may_use_the_notify_listener() {
+    let mut h = with_notify(1);
+    assert!(
+        h.notify_connect("10.1.2.3", "/id-in").is_none(),
+        "another address"
+    );
+    h.engine.s.notify_allow_origins = vec!["/id-in".into()];
+    assert!(
+        h.notify_connect("127.0.0.1", "/id-other").is_none(),
+        "another CSE-ID"
+    );
+    assert!(h.notify_connect("127.0.0.1", "/id-in").is_some());
+}
+
+#[test]
+fn a_notify_for_a_device_on_another_core_is_posted_there_and_answered_back() {
+    let directory = std::sync::Arc::new(crate::Directory::default());
+    let mut core0 = with_notify(1);
+    let mut core1 = with_notify(1);
+    let s = core0.engine.settings().clone();
+    core0.engine =
+        crate::Engine::new(s.clone(), core0.counters.clone()).with_directory(directory.clone());
+    core1.engine = crate::Engine::new(s, core1.counters.clone())
+        .on_core(1)
+        .with_directory(directory.clone());
+    let mut b = named_device(&mut core1, "Cb");
+    let (n, mut cse) = core0.notify_connect("127.0.0.1", "/id-in").unwrap();
+    core0.notify_send(
+        n,
+        &mut cse,
+        &json(r#"{"op":5,"to":"Cb","fr":"/id-in","rqi":"x1","rvi":"3"}"#),
+    );
+    let (to, env) = core0
+        .io
+        .posted
+        .pop()
+        .expect("posted to the core that holds Cb");
+    assert_eq!(to, 1);
+    core1.engine.message(&mut core1.io, env);
+    assert_eq!(rqi(&core1.recv(&mut b)[0]), "x1");
+    core1.send(&mut b, &json(r#"{"rsc":2000,"rqi":"x1","rvi":"3"}"#));
+    let (to, env) = core1
+        .io
+        .posted
+        .pop()
+        .expect("the answer goes back to core 0");
+    assert_eq!(to, 0);
+    core0.engine.message(&mut core0.io, env);
+    let back = core0.notify_recv(n, &mut cse);
+    assert_eq!((rsc(&back[0]), rqi(&back[0])), (2000, "x1".to_string()));
+}
+
+#[test]
+fn registration_poa_points_at_the_edge_and_the_device_sees_what_it_set() {
+    let mut h = with_notify(1);
+    let mut dev = h.device("oneM2M.json", None);
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(
+        &mut dev,
+        &json(r#"{"op":1,"to":"cse-in","fr":"Cp","rqi":"p1","rvi":"3","ty":2,"pc":{"m2m:ae":{"rn":"p","api":"Np","rr":true,"srv":["3"],"poa":["ws://default"]}}}"#),
+    );
+    let up = h.cse_recv(l);
+    let text = format!("{:?}", up[0]);
+    assert!(
+        text.contains("ws://127.0.0.1:9001/Cp") && !text.contains("ws://default"),
+        "{text}"
+    );
+    h.cse_send(
+        l,
+        &json(r#"{"rsc":2001,"rqi":"p1","rvi":"3","pc":{"m2m:ae":{"rn":"p","aei":"Cp","api":"Np","rr":true,"poa":["ws://127.0.0.1:9001/Cp"]}}}"#),
+    );
+    let got = h.recv(&mut dev);
+    let text = format!("{:?}", got[0]);
+    assert!(
+        text.contains("ws://default") && !text.contains("9001"),
+        "{text}"
+    );
+}
