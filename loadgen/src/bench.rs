@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// The edge's admin listener (/metrics, /healthz, /readyz).
     #[arg(long)]
     edge_admin: Option<SocketAddr>,
+    /// Run the edge in passthrough mode (one upstream link per device) instead of multiplex mode
+    /// (one shared link per edge core, NOTIFYs through the edge's notify listener).
+    #[arg(long)]
+    passthrough: bool,
 }
 
 /// A child process we started; killed when dropped.
@@ -276,8 +280,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         &format!("ws://{cse_addr}/"),
         "--io",
         &args.io,
-        "--max-in-flight",
-        "16",
         "--max-queued",
         "256",
         "--drain-ms",
@@ -285,6 +287,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     ]
     .map(String::from)
     .to_vec();
+    if args.passthrough {
+        edge_args.extend(["--max-in-flight".into(), "16".into()]);
+    } else {
+        // All devices of a core share one link: its in-flight bound is the whole core's.
+        let notify: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        edge_args.extend(
+            [
+                "--upstream-mode",
+                "multiplex",
+                "--max-in-flight",
+                "4096",
+                "--notify-listen",
+                &notify.to_string(),
+            ]
+            .map(String::from),
+        );
+    }
     if let Some(w) = args.edge_workers {
         edge_args.extend(["--workers".into(), w.to_string()]);
     }

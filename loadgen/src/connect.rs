@@ -106,7 +106,7 @@ impl std::fmt::Debug for Connected {
 
 /// hyper runs the handshake's connection task on the current runtime.
 #[derive(Debug, Clone, Copy)]
-struct SpawnExecutor;
+pub(crate) struct SpawnExecutor;
 
 impl<F> hyper::rt::Executor<F> for SpawnExecutor
 where

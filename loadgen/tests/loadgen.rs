@@ -624,6 +624,15 @@ fn bench_runs_cse_edge_and_scenario_in_one_command() {
             s["errors"]
         );
         assert!(s["operations"].as_u64().unwrap() > 150, "{leg}");
+        // NOTIFYs reach the devices: over their own connections directly, and through the edge in
+        // multiplex mode by the simulated CSE dialing the edge's notify listener (the AE's poa).
+        let notify = s["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "notify")
+            .unwrap_or_else(|| panic!("{leg}: no notify metric"));
+        assert!(notify["count"].as_u64().unwrap() > 50, "{leg}: {notify}");
     }
 }
 

@@ -5,6 +5,7 @@
 //! preference (HTTP 400 when none fits), `X-M2M-Origin` associating a connection with its AE (a new
 //! association closes the older connection), NOTIFYs down the subscriber's own connection.
 
+pub mod dial;
 pub mod handler;
 pub mod store;
 
@@ -65,6 +66,7 @@ pub struct CseStats {
 struct State {
     cse: Cse,
     associations: Mutex<HashMap<String, Association>>,
+    dialer: Arc<dial::Dialer>,
     next_conn: AtomicU64,
     stats: Arc<CseStats>,
 }
@@ -88,6 +90,7 @@ pub async fn serve(
     let state = Arc::new(State {
         cse: Cse::new(256),
         associations: Mutex::new(HashMap::new()),
+        dialer: Arc::default(),
         next_conn: AtomicU64::new(1),
         stats: stats.clone(),
     });
@@ -323,17 +326,33 @@ fn send(tx: &mpsc::UnboundedSender<Out>, format: Format, p: &Primitive) {
     }
 }
 
-/// Send a NOTIFY down the target AE's connection, if ACME would: the AE exists, has `rr=true`, a
-/// `poa` with `ws://default`, and a live associated connection. ACME does not buffer.
+/// Send a NOTIFY where ACME would: down the target AE's own connection when the AE has `rr=true`,
+/// `ws://default` in its `poa` and a live associated connection; else, with `rr=true` and a `ws://`
+/// URL in its `poa`, over a connection the CSE dials to that URL (kept for later NOTIFYs). Nothing is
+/// buffered.
 fn deliver(state: &State, n: Notification) {
-    let reachable = state.cse.store.path_of_ri(&n.target).is_some_and(|path| {
-        state.cse.store.shard_for(&path).get(&path).is_some_and(|ae| {
-            ae.ty == resource_type::AE
-                && ae.attrs.get("rr") == Some(&Value::Bool(true))
-                && matches!(ae.attrs.get("poa"), Some(Value::Array(p)) if p.iter().any(|x| x.as_str() == Some("ws://default")))
-        })
+    let poa: Option<Vec<String>> = state.cse.store.path_of_ri(&n.target).and_then(|path| {
+        let shard = state.cse.store.shard_for(&path);
+        let ae = shard.get(&path)?;
+        if ae.ty != resource_type::AE || ae.attrs.get("rr") != Some(&Value::Bool(true)) {
+            return None;
+        }
+        match ae.attrs.get("poa") {
+            Some(Value::Array(p)) => Some(
+                p.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect(),
+            ),
+            _ => Some(Vec::new()),
+        }
     });
-    let assoc = reachable
+    let Some(poa) = poa else {
+        state.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let own = poa
+        .iter()
+        .any(|p| p == "ws://default")
         .then(|| {
             state
                 .associations
@@ -343,12 +362,23 @@ fn deliver(state: &State, n: Notification) {
                 .cloned()
         })
         .flatten();
-    match assoc {
-        Some(a) => {
+    if let Some(a) = own {
+        state.stats.notifications.fetch_add(1, Ordering::Relaxed);
+        send(&a.tx, a.format, &Primitive::Request(n.request));
+        return;
+    }
+    let url = poa
+        .iter()
+        .find(|p| p.starts_with("ws://") && *p != "ws://default");
+    match (
+        url,
+        m2m_primitive::encode(&Primitive::Request(n.request), Format::Json),
+    ) {
+        (Some(url), Ok(bytes)) => {
             state.stats.notifications.fetch_add(1, Ordering::Relaxed);
-            send(&a.tx, a.format, &Primitive::Request(n.request));
+            state.dialer.send(url, &state.cse.store.csi, bytes);
         }
-        None => {
+        _ => {
             state.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
         }
     }
