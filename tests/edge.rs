@@ -38,6 +38,29 @@ pub(crate) fn start_edge(io: &str, upstream: SocketAddr, extra: &[&str]) -> Proc
     Proc { child, addr }
 }
 
+/// The edge's upstream modes as extra arguments: passthrough, and multiplex with a notify listener on
+/// a fresh port (call once per edge).
+pub(crate) fn modes() -> Vec<(&'static str, Vec<String>)> {
+    let notify = format!("127.0.0.1:{}", free_port());
+    vec![
+        ("passthrough", Vec::new()),
+        (
+            "multiplex",
+            ["--upstream-mode", "multiplex", "--notify-listen", &notify]
+                .map(String::from)
+                .to_vec(),
+        ),
+    ]
+}
+
+/// `base` followed by a mode's arguments.
+fn with_mode<'a>(base: &[&'a str], mode: &'a [String]) -> Vec<&'a str> {
+    base.iter()
+        .copied()
+        .chain(mode.iter().map(String::as_str))
+        .collect()
+}
+
 pub(crate) fn req(json: &str) -> Primitive {
     m2m_primitive::decode(Format::Json, json.as_bytes()).unwrap()
 }
@@ -171,9 +194,15 @@ fn metric(text: &str, series: &str) -> f64 {
 #[test]
 fn devices_through_the_edge_to_acme() {
     let acme = start_acme("edge-acme", false);
-    for io in drivers() {
+    for (io, (mode, margs)) in drivers()
+        .into_iter()
+        .flat_map(|io| modes().into_iter().map(move |m| (io, m)))
+    {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let edge = start_edge(io, acme.ws, &["--admin", &admin.to_string()]);
+        let admin_text = admin.to_string();
+        let edge = start_edge(io, acme.ws, &with_mode(&["--admin", &admin_text], &margs));
+        let io = format!("{io} {mode}");
+        let io = io.as_str();
         device_life(edge.addr, "oneM2M.R2.0.json");
         device_life(edge.addr, "oneM2M.json");
         // Malformed primitives are answered by the edge and never reach the CSE.
@@ -275,12 +304,17 @@ fn devices_through_the_edge_to_acme() {
 fn cbor_device_behind_acme_json() {
     let acme = start_acme("edge-acme-cbor", false);
     for io in drivers() {
-        // Only JSON upstream: the edge transcodes both ways.
-        let edge = start_edge(io, acme.ws, &["--upstream-protocols", "oneM2M.json"]);
-        device_life(edge.addr, "oneM2M.R2.0.cbor");
-        // An XML device: ACME has no XML, so the edge transcodes XML <-> JSON both ways.
-        let edge = start_edge(io, acme.ws, &[]);
-        device_life(edge.addr, "oneM2M.xml");
+        for (_, margs) in modes() {
+            // Only JSON upstream: the edge transcodes both ways.
+            let base = ["--upstream-protocols", "oneM2M.json"];
+            let edge = start_edge(io, acme.ws, &with_mode(&base, &margs));
+            device_life(edge.addr, "oneM2M.R2.0.cbor");
+        }
+        for (_, margs) in modes() {
+            // An XML device: ACME has no XML, so the edge transcodes XML <-> JSON both ways.
+            let edge = start_edge(io, acme.ws, &with_mode(&[], &margs));
+            device_life(edge.addr, "oneM2M.xml");
+        }
     }
 }
 
@@ -903,11 +937,13 @@ fn responses_through_the_edge_match_acme_directly() {
     let direct = scripted_session(acme.ws, true);
     assert!(direct[0].starts_with("rsp 2001 m2m:ae["), "{direct:?}");
     for io in drivers() {
-        let edge = start_edge(io, acme.ws, &[]);
-        let via = scripted_session(edge.addr, false);
-        assert_eq!(
-            via, direct,
-            "{io}: the device sees through the edge what it sees directly"
-        );
+        for (mode, margs) in modes() {
+            let edge = start_edge(io, acme.ws, &with_mode(&[], &margs));
+            let via = scripted_session(edge.addr, false);
+            assert_eq!(
+                via, direct,
+                "{io} {mode}: the device sees through the edge what it sees directly"
+            );
+        }
     }
 }

@@ -59,6 +59,9 @@ pub(crate) struct Session {
     pub identity: Option<Option<String>>,
 }
 
+/// The close reason of a session replaced by a newer one of the same originator.
+const TAKEN_OVER: &str = "replaced by a newer session of this originator";
+
 /// At most this many of the CSE's requests are remembered per device for routing its answers.
 const MAX_OWED: usize = 64;
 
@@ -251,19 +254,7 @@ impl Engine {
             return data.len();
         }
         if let Some(o) = origin {
-            let proven = self.s.bind_identity;
-            if !self.bind_origin(d, o, proven) {
-                io.send(
-                    Peer::Device(d),
-                    &http_error(
-                        409,
-                        &[],
-                        "X-M2M-Origin is in use by another session of this edge",
-                    ),
-                );
-                self.drop_device(io, d, true);
-                return data.len();
-            }
+            self.bind_origin(io, d, o);
         }
         io.send(Peer::Device(d), &n.response);
         let (rx, tx) = endpoint(
@@ -319,27 +310,43 @@ impl Engine {
         self.session_mut(d).expect("live session").link = Some(l);
     }
 
-    /// Bind the session to an originator (and route the CSE's requests for it here).
-    /// Multiplex: false (and nothing bound) when another live session of this core holds `origin`:
-    /// without a proven identity a session cannot take over another's originator (it would receive
-    /// its NOTIFYs). `proven`: the CSE assigned it, or it is the client certificate's identity. In
-    /// passthrough the newer session wins, as at ACME (which closes the older connection).
-    pub(crate) fn bind_origin(&mut self, d: DeviceId, origin: Box<str>, proven: bool) -> bool {
+    /// Bind the session to an originator and route the CSE's requests for it here. One live session
+    /// per originator: a newer session that names it (handshake `X-M2M-Origin`, `fr`, the
+    /// certificate under `--bind-identity`, or the CSE's answer to its registration) takes over,
+    /// and the older one — on this core or another — is closed with 1000 and a reason, as ACME
+    /// closes an older connection of the same originator. So a device that reconnects while its old
+    /// session is half dead gets its NOTIFYs on the new one, and the two never flap.
+    pub(crate) fn bind_origin(&mut self, io: &mut impl Io, d: DeviceId, origin: Box<str>) {
         if let Some(&holder) = self.by_origin.get(&origin)
             && holder != d
             && self.session(holder).is_some()
-            && !proven
-            && self.multiplex()
         {
-            tracing::warn!(device = d.index, origin = %origin, "originator held by another session: refused");
-            return false;
+            tracing::info!(device = holder.index, origin = %origin, "session replaced by a newer one");
+            self.close_device(io, holder, CloseCode::NORMAL, TAKEN_OVER);
+        }
+        if let Some(core) = self.directory.core_of(&origin)
+            && core != self.core
+        {
+            io.post(
+                core,
+                crate::Envelope::TakeOver {
+                    origin: origin.clone(),
+                },
+            );
         }
         self.by_origin.insert(origin.clone(), d);
         self.directory.set(&origin, self.core);
         if let Some(s) = self.session_mut(d) {
             s.origin = Some(origin);
         }
-        true
+    }
+
+    /// Another core's session took `origin` over: close ours.
+    pub(crate) fn taken_over(&mut self, io: &mut impl Io, origin: &str) {
+        if let Some(&holder) = self.by_origin.get(origin) {
+            self.by_origin.remove(origin);
+            self.close_device(io, holder, CloseCode::NORMAL, TAKEN_OVER);
+        }
     }
 
     fn device_frames(

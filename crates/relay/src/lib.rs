@@ -85,7 +85,8 @@ pub struct Back {
 }
 
 /// What one core's engine sends another (through the runtime's mailboxes): a request of the CSE
-/// for a device held by that core, and the device's answer on its way back.
+/// for a device held by that core, the device's answer on its way back, and a session's takeover of
+/// an originator.
 #[derive(Debug)]
 pub enum Envelope {
     Deliver {
@@ -99,6 +100,8 @@ pub enum Envelope {
         bytes: Vec<u8>,
         format: m2m_primitive::Format,
     },
+    /// A session on the sending core now holds `origin`: close this core's older one.
+    TakeOver { origin: Box<str> },
 }
 
 /// Which core holds the session of an originator, shared by the engines of one process (written when

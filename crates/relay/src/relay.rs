@@ -195,7 +195,7 @@ impl Engine {
             }
             _ => {
                 if s.origin.is_none() && !registration {
-                    self.bind_origin(d, id.into(), true);
+                    self.bind_origin(io, d, id.into());
                 }
                 Ok(())
             }
@@ -218,13 +218,7 @@ impl Engine {
         let (registered, origin) = (s.registered, s.origin.clone());
         match (&origin, fr) {
             (None, Some(f)) if !registered && !registration => {
-                if !self.bind_origin(d, f.into(), false) {
-                    return Err(error(
-                        Rsc::ORIGINATOR_HAS_NO_PRIVILEGE,
-                        format!("{f} is in use by another session of this edge"),
-                        rqi,
-                    ));
-                }
+                self.bind_origin(io, d, f.into());
                 self.relink_with_origin(io, now, d);
             }
             (None, None) if !registered && !registration => {
@@ -237,10 +231,8 @@ impl Engine {
             (None, Some(f))
                 if registration && f.len() > 1 && self.s.origin_header == OriginHeader::Always =>
             {
-                let bound = self.bind_origin(d, f.into(), false);
-                if bound {
-                    self.relink_with_origin(io, now, d);
-                }
+                self.bind_origin(io, d, f.into());
+                self.relink_with_origin(io, now, d);
             }
             (Some(o), None) if self.multiplex() && !registration => {
                 // On a shared link the CSE would take it as the edge's own request.
@@ -474,7 +466,7 @@ impl Engine {
         if let Some(s) = self.session_mut(d) {
             s.in_flight = s.in_flight.saturating_sub(1);
         }
-        let relink = self.note_registration(d, &p, rsc, bytes, link_format);
+        let relink = self.note_registration(io, d, &p, rsc, bytes, link_format);
         let edge_url =
             self.s.notify_url.as_deref().filter(|u| {
                 memchr::memmem::find(bytes, u.trim_end_matches('/').as_bytes()).is_some()
@@ -520,6 +512,7 @@ impl Engine {
     /// answered 2002 unbinds it. Returns whether a passthrough link must be re-opened with the id.
     fn note_registration(
         &mut self,
+        io: &mut impl Io,
         d: DeviceId,
         p: &Pending,
         rsc: Rsc,
@@ -534,7 +527,7 @@ impl Engine {
             if s.origin.is_none()
                 && let Some(id) = id
             {
-                self.bind_origin(d, id.into(), true);
+                self.bind_origin(io, d, id.into());
             }
             return self.session(d).is_some_and(|s| s.origin.is_some());
         }
@@ -826,6 +819,7 @@ impl Engine {
                     None => self.answer_unreachable(io, back, rqi, format),
                 }
             }
+            Envelope::TakeOver { origin } => self.taken_over(io, &origin),
             Envelope::Answer { to, bytes, format } => {
                 let back = Back {
                     core: self.core,

@@ -449,47 +449,62 @@ fn with_identity_binding_the_handshake_origin_must_be_the_certificates() {
 }
 
 #[test]
-fn a_session_cannot_take_over_an_originator_another_session_holds() {
+fn a_newer_session_of_an_originator_takes_over_and_the_older_is_closed() {
     let mut h = multiplex(1);
-    let mut victim = named_device(&mut h, "Cv");
+    let mut old = named_device(&mut h, "Cv");
     let [l] = h.cse_accept_all()[..] else {
         panic!()
     };
-    // By the handshake header: refused.
-    let d = h.engine.new_device(h.now);
-    h.engine.device_accepted(&mut h.io, h.now, d);
-    let (_, mut request) =
-        m2m_ws::handshake::client::ClientHandshake::new(m2m_ws::handshake::client::ClientOptions {
-            host: "edge".into(),
-            path: "/".into(),
-            protocols: vec!["oneM2M.json".into()],
-            deflate: None,
-            extra_headers: vec![("X-M2M-Origin".into(), "Cv".into())],
-        });
-    h.engine.device_data(&mut h.io, h.now, d, &mut request);
-    let answer = String::from_utf8(h.io.wire.remove(&Peer::Device(d)).unwrap()).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
-    // By naming itself in fr before registering: 4103.
-    let mut thief = h.device("oneM2M.json", None);
-    h.send(&mut thief, &retrieve("Cv", "t1"));
-    assert_eq!(rsc(&h.recv(&mut thief)[0]), 4103);
-    // Without fr on the shared link once bound: 4103 too (the CSE would take it as the edge's).
-    h.send(
-        &mut victim,
-        &json(r#"{"op":2,"to":"cse-in","rqi":"nofr","rvi":"3"}"#),
+    // The device reconnects while its old session is still up (half dead, say).
+    let mut new = named_device(&mut h, "Cv");
+    h.recv(&mut old);
+    assert_eq!(
+        old.end.closed,
+        Some(1000),
+        "the older session is closed with 1000"
     );
-    assert_eq!(rsc(&h.recv(&mut victim)[0]), 4103);
-    // The victim's NOTIFYs still reach the victim, and the thief cannot answer them.
+    assert!(h.io.closed.contains(&Peer::Device(old.id)));
+    // NOTIFYs go to the live one, and only it can answer them.
     h.cse_send(
         l,
         &json(r#"{"op":5,"to":"Cv","fr":"/id-in","rqi":"n1","rvi":"3"}"#),
     );
-    assert_eq!(rqi(&h.recv(&mut victim)[0]), "n1");
-    h.send(&mut thief, &json(r#"{"rsc":2000,"rqi":"n1","rvi":"3"}"#));
+    assert_eq!(rqi(&h.recv(&mut new)[0]), "n1");
+    let mut other = named_device(&mut h, "Co");
+    h.send(&mut other, &json(r#"{"rsc":2000,"rqi":"n1","rvi":"3"}"#));
     assert!(
         h.cse_recv(l).is_empty(),
         "an answer to another device's request is dropped"
     );
+    h.send(&mut new, &json(r#"{"rsc":2000,"rqi":"n1","rvi":"3"}"#));
+    assert_eq!(rqi(&h.cse_recv(l)[0]), "n1");
+    // Without fr on the shared link once bound: 4103 (the CSE would take it as the edge's).
+    h.send(
+        &mut new,
+        &json(r#"{"op":2,"to":"cse-in","rqi":"nofr","rvi":"3"}"#),
+    );
+    assert_eq!(rsc(&h.recv(&mut new)[0]), 4103);
+}
+
+#[test]
+fn a_takeover_on_another_core_closes_the_session_there() {
+    let directory = std::sync::Arc::new(crate::Directory::default());
+    let mut core0 = multiplex(1);
+    let mut core1 = multiplex(1);
+    let s = core0.engine.settings().clone();
+    core0.engine =
+        crate::Engine::new(s.clone(), core0.counters.clone()).with_directory(directory.clone());
+    core1.engine = crate::Engine::new(s, core1.counters.clone())
+        .on_core(1)
+        .with_directory(directory.clone());
+    let mut old = named_device(&mut core0, "Cm");
+    let _new = named_device(&mut core1, "Cm");
+    let (to, env) = core1.io.posted.pop().expect("core 0 is told");
+    assert_eq!(to, 0);
+    core0.engine.message(&mut core0.io, env);
+    core0.recv(&mut old);
+    assert_eq!(old.end.closed, Some(1000));
+    assert_eq!(core0.engine.devices(), 0);
 }
 
 #[test]
