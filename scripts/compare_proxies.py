@@ -175,12 +175,26 @@ def settled_rss(pid, timeout=20, after_load=False):
     return last
 
 
-def idle_growth(start, counts, work, tls=False, measure=None):
+def cse_sockets(cse_addr):
+    """Established TCP connections to the CSE at CSE_ADDR (host:port), from /proc/net/tcp: what the
+    proxy costs the CSE in sockets."""
+    host, port = cse_addr.rsplit(":", 1)
+    want = f"{''.join(reversed([f'{int(x):02X}' for x in host.split('.')]))}:{int(port):04X}"
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[2] == want and fields[3] == "01":
+                n += 1
+    return n
+
+
+def idle_growth(start, counts, work, tls=False, measure=None, fds_per_device=2, cse_addr=None):
     """Proxy RSS with registered idle devices, in steps within one fresh proxy process: warm it up,
     take its settled RSS, then add devices (each connects and registers: AE and one container
     create, nothing else, then stays idle) until COUNTS[0], COUNTS[1], ... are connected, taking the
-    settled RSS (or what MEASURE(pid) returns) at each step. Returns [(devices connected, bytes)],
-    baseline first. The growth per device
+    settled RSS (or what MEASURE(pid) returns) at each step. Returns [(devices connected, bytes,
+    sockets at the CSE)], baseline first. The growth per device
     between steps is what another device costs; from the baseline it also carries pools that a
     proxy fills once."""
     p, port = start()
@@ -193,7 +207,8 @@ def idle_growth(start, counts, work, tls=False, measure=None):
             measure = settled_rss
         else:
             time.sleep(11)
-        points = [(0, measure(p.pid))]
+        at_cse = (lambda: cse_sockets(cse_addr)) if cse_addr else (lambda: None)
+        points = [(0, measure(p.pid), at_cse())]
         ramp, prev = 2000, 0
         scheme = "wss" if tls else "ws"
         for n in counts:
@@ -206,11 +221,11 @@ def idle_growth(start, counts, work, tls=False, measure=None):
             log = work / f"idle-loadgen-{len(loadgens)}.log"
             loadgens.append(subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT))
             end = time.time() + (n - prev) / ramp + 25
-            while time.time() < end and fd_count(p.pid) < fds0 + 2 * n:
+            while time.time() < end and fd_count(p.pid) < fds0 + fds_per_device * n:
                 time.sleep(0.2)
             time.sleep(2)  # registrations follow the connections
-            connected = (fd_count(p.pid) - fds0) // 2
-            points.append((connected, measure(p.pid)))
+            connected = (fd_count(p.pid) - fds0) // fds_per_device
+            points.append((connected, measure(p.pid), at_cse()))
             if connected < n:
                 print(f"only {connected} of {n} devices connected; the loadgen said:\n" + log.read_text()[-2000:],
                       file=sys.stderr)
@@ -323,8 +338,10 @@ def main():
                     rows_done += 1
                     row_cse, row_addr = start_cse(f"127.0.0.{10 + rows_done % 240}")
                     try:
+                        per_device = 1 if "multiplex" in name else 2
                         idle.setdefault(name, []).append(
-                            idle_growth(lambda: start(row_addr), idle_counts, work, tls))
+                            idle_growth(lambda: start(row_addr), idle_counts, work, tls,
+                                        fds_per_device=per_device, cse_addr=row_addr))
                     finally:
                         row_cse.terminate()
                         row_cse.wait(timeout=10)
@@ -407,8 +424,8 @@ def print_report(args, rows, results, idle, idle_counts):
         print(f"Each row is one proxy process, warmed up, then devices added in steps. 'from {first}' is "
               f"what another device costs; 'from 0' also carries pools a proxy fills once.\n")
         heads = [f"0 to {first}"] + [f"{first} to {n}" for n in idle_counts[1:]]
-        print("| row | " + " | ".join(heads) + " | RSS MiB at the end |")
-        print("|---|" + "---:|" * (len(heads) + 1))
+        print("| row | " + " | ".join(heads) + " | RSS MiB at the end | sockets at the CSE per step |")
+        print("|---|" + "---:|" * (len(heads) + 2))
         for name, rounds in idle.items():
             cells = []
             for k in range(1, len(idle_counts) + 1):
@@ -423,7 +440,8 @@ def print_report(args, rows, results, idle, idle_counts):
             end_rss = statistics.median(pts[-1][1] for pts in rounds) / 2**20
             held = min(pts[-1][0] for pts in rounds)
             note = "" if held >= idle_counts[-1] else f" (only {held} connected)"
-            print(f"| {name} | " + " | ".join(cells) + f" | {end_rss:.1f}{note} |")
+            sockets = " / ".join(str(pt[2]) if len(pt) > 2 and pt[2] is not None else "?" for pt in rounds[0])
+            print(f"| {name} | " + " | ".join(cells) + f" | {end_rss:.1f}{note} | {sockets} |")
 
 
 if __name__ == "__main__":
