@@ -130,8 +130,8 @@ def start_edge(io, cse, tls_dir=None, binary=LOADGEN, extra=()):
     port = free_port()
     tls = ["--tls-cert", str(tls_dir / "cert.pem"), "--tls-key", str(tls_dir / "key.pem")] if tls_dir else []
     p = subprocess.Popen([str(binary), "edge", "run", "--listen", f"127.0.0.1:{port}", "--upstream",
-                          f"ws://{cse}/", "--io", io, "--workers", "1", "--max-in-flight", "16",
-                          "--max-queued", "256", *tls, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          f"ws://{cse}/", "--io", io, "--workers", "1",
+                          "--max-queued", "256", *tls, *(extra or ("--max-in-flight", "16"))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          env=dict(os.environ, RUST_LOG="warn"))
     wait_port(port)
     return p, port

@@ -109,9 +109,11 @@ struct RunArgs {
     #[arg(long, default_value_t = 1)]
     upstream_links: usize,
     /// Multiplex: the stem of the X-M2M-Origin the edge's links are opened with, as
-    /// <stem>-<core>-<link> (CSEs differ in which originators they accept).
-    #[arg(long, default_value = "Cm2m-edge")]
-    edge_origin: String,
+    /// <stem>-<core>-<link> (CSEs differ in which originators they accept). Default:
+    /// Cm2m-edge-<host>-<pid>, so that two edges in front of one CSE never share an originator (a CSE
+    /// like ACME closes the older connection of an originator).
+    #[arg(long)]
+    edge_origin: Option<String>,
     /// Multiplex: a WebSocket listener for the CSE's requests to devices on shared links (the edge
     /// as their point of access: AE/remoteCSE poa "ws://default" is rewritten to --notify-url).
     #[arg(long)]
@@ -266,7 +268,7 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
     let relay = edge::settings::RelaySettings {
         mode: args.upstream_mode,
         upstream_links: args.upstream_links.max(1),
-        edge_origin: args.edge_origin.clone(),
+        edge_origin: args.edge_origin.clone().unwrap_or_else(default_edge_origin),
         upstream_host: up.authority.clone(),
         upstream_host_only: up.host.clone(),
         upstream_port: upstream.port(),
@@ -409,6 +411,17 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
     crate::profiling::finish(profiling);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `Cm2m-edge-<host>-<pid>`: unique per edge process on a network (pods share pid 1, not host names).
+fn default_edge_origin() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("Cm2m-edge-{host}-{}", std::process::id())
 }
 
 fn settings_tls_label(args: &RunArgs) -> bool {

@@ -215,7 +215,15 @@ impl Engine {
         rqi: &str,
     ) -> Result<(), PrimitiveError> {
         let s = self.session(d).expect("live session");
-        let (registered, origin) = (s.registered, s.origin.clone());
+        let registered = s.registered;
+        // The usual case first, without copying the origin: a bound session, its own fr (or any
+        // fr in passthrough, where the CSE judges it).
+        if let Some(o) = s.origin.as_deref()
+            && (registration || !self.multiplex() || fr == Some(o))
+        {
+            return Ok(());
+        }
+        let origin = s.origin.clone();
         match (&origin, fr) {
             (None, Some(f)) if !registered && !registration => {
                 self.bind_origin(io, d, f.into());
