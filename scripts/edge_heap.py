@@ -8,7 +8,7 @@ idle registered devices in steps exactly as the compare script does, and at each
 bytes in use from glibc's `malloc_stats()`, called in the running edge by gdb. The growth of that
 figure per device is what the edge's own data structures cost.
 
-    python3 scripts/edge_heap.py [--idle 1000,5000,9000] [--io uring]
+    python3 scripts/edge_heap.py [--idle 1000,5000,9000] [--io uring] [--multiplex]
 """
 import argparse
 import os
@@ -43,6 +43,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--idle", default="1000,5000,9000")
     ap.add_argument("--io", default="uring")
+    ap.add_argument("--multiplex", action="store_true", help="the edge in multiplex mode (one shared link)")
     args = ap.parse_args()
     ensure("gdb", "gdb")
     subprocess.run(["cargo", "build", "--release", "--bin", "m2m-edge", "--features", "system-alloc",
@@ -59,17 +60,20 @@ def main():
         def start():
             port = free_port()
             p = subprocess.Popen([str(EDGE), "run", "--listen", f"127.0.0.1:{port}", "--upstream",
-                                  f"ws://127.0.0.1:{cse_port}/", "--io", args.io, "--workers", "1"],
+                                  f"ws://127.0.0.1:{cse_port}/", "--io", args.io, "--workers", "1",
+                                  *(["--upstream-mode", "multiplex", "--max-in-flight", "1024"] if args.multiplex else [])],
                                  stdout=subprocess.DEVNULL, stderr=open(log, "w"), env=dict(os.environ, RUST_LOG="warn"))
             wait_port(port)
             return p, port
 
-        points = idle_growth(start, counts, work, measure=lambda pid: live_heap(pid, log))
-        print(f"# {time.strftime('%Y-%m-%d')}: edge ({args.io}, 1 worker, glibc malloc) live heap with idle "
+        points = idle_growth(start, counts, work, measure=lambda pid: live_heap(pid, log),
+                             fds_per_device=1 if args.multiplex else 2)
+        mode = "multiplex" if args.multiplex else "passthrough"
+        print(f"# {time.strftime('%Y-%m-%d')}: edge ({args.io}, {mode}, 1 worker, glibc malloc) live heap with idle "
               f"registered devices\n")
         print("| devices | heap in use KiB | bytes per device since the previous step | since 0 |")
         print("|---:|---:|---:|---:|")
-        for i, (n, b) in enumerate(points):
+        for i, (n, b, *_) in enumerate(points):
             step = "-" if i == 0 else f"{(b - points[i - 1][1]) / max(n - points[i - 1][0], 1):.0f}"
             total = "-" if i == 0 else f"{(b - points[0][1]) / max(n, 1):.0f}"
             print(f"| {n} | {b / 1024:.0f} | {step} | {total} |")

@@ -126,6 +126,15 @@ struct RunArgs {
     /// starting with '/'), comma-separated (default: the upstream CSE's address, any CSE-ID).
     #[arg(long, value_delimiter = ',', requires = "notify_listen")]
     notify_allow: Vec<String>,
+    /// PEM certificate chain: the notify listener speaks wss (then --notify-url defaults to wss://).
+    #[arg(long, requires_all = ["notify_listen", "notify_tls_key"])]
+    notify_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --notify-tls-cert.
+    #[arg(long, requires = "notify_tls_cert")]
+    notify_tls_key: Option<std::path::PathBuf>,
+    /// PEM CA bundle: the CSE must present a client certificate from it on the notify listener.
+    #[arg(long, requires = "notify_tls_cert")]
+    notify_client_ca: Option<std::path::PathBuf>,
     /// Unsent bytes a device connection may hold before it is closed (it stopped reading); an
     /// upstream link above it takes no new requests until it drains.
     #[arg(long, default_value_t = 4 << 20)]
@@ -356,6 +365,17 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
+    if args.notify_tls_cert.is_some() != args.notify_tls_key.is_some() {
+        anyhow::bail!("notify_tls_cert and notify_tls_key go together");
+    }
+    let notify_tls = match (&args.notify_tls_cert, &args.notify_tls_key) {
+        (Some(cert), Some(key)) => Some(tls_files::server_config(
+            cert,
+            key,
+            args.notify_client_ca.as_deref(),
+        )?),
+        _ => None,
+    };
     if args.check {
         println!(
             "configuration OK: listen {} ({}), upstream {} ({upstream}), admin {}, io {:?}",
@@ -379,10 +399,10 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
             tls,
         })
         .chain(args.admin.map(|addr| ListenerConfig { addr, tls: None }))
-        .chain(
-            args.notify_listen
-                .map(|addr| ListenerConfig { addr, tls: None }),
-        )
+        .chain(args.notify_listen.map(|addr| ListenerConfig {
+            addr,
+            tls: notify_tls.clone(),
+        }))
         .collect(),
     );
     let counters: std::sync::Arc<Vec<_>> = std::sync::Arc::new(

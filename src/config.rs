@@ -46,6 +46,9 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("notify", "listen", "notify_listen"),
     ("notify", "url", "notify_url"),
     ("notify", "allow", "notify_allow"),
+    ("notify", "tls_cert", "notify_tls_cert"),
+    ("notify", "tls_key", "notify_tls_key"),
+    ("notify", "client_ca", "notify_client_ca"),
 ];
 
 /// `a.b.c.d-a.b.c.e` (inclusive), or one address: local addresses to connect from, so that many

@@ -254,3 +254,63 @@ fn notifications_reach_devices_on_shared_links_through_the_notify_listener() {
         assert!(edge.terminate().success(), "{io}: clean exit on SIGTERM");
     }
 }
+
+/// The notify listener over wss with mutual TLS: a CSE with a certificate from the configured CA
+/// reaches a device on a shared link (its answer comes back), one without a certificate or with a
+/// certificate from another CA does not get through.
+#[test]
+fn the_notify_listener_speaks_wss_with_client_certificates() {
+    use crate::support::{TestCa, run_python, temp_dir};
+    let acme = start_acme("mux-acme-notify-tls", false);
+    let dir = temp_dir("mux-notify-tls");
+    let ca = TestCa::new(&dir, "edge");
+    let (server_cert, server_key) = ca.issue("edge", &["localhost", "127.0.0.1"]);
+    let cses = TestCa::new(&dir, "cses");
+    let (cse_cert, cse_key) = cses.issue("id-in", &[]);
+    let rogue = TestCa::new(&dir, "rogue");
+    let (rogue_cert, rogue_key) = rogue.issue("rogue-cse", &[]);
+    let p = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
+    for io in drivers() {
+        let notify = format!("127.0.0.1:{}", crate::support::free_port());
+        let (sc, sk, cc) = (p(&server_cert), p(&server_key), p(&cses.ca_pem));
+        let mut args = MULTIPLEX.to_vec();
+        args.extend([
+            "--notify-listen",
+            &notify,
+            "--notify-tls-cert",
+            &sc,
+            "--notify-tls-key",
+            &sk,
+            "--notify-client-ca",
+            &cc,
+        ]);
+        let edge = start_edge(io, acme.ws, &args);
+        let ae = unique("Cmuxtls");
+        let mut c = WsClient::connect(edge.addr, &["oneM2M.json"], Some(&ae)).unwrap();
+        let url = format!("wss://{notify}/");
+        let ca_pem = p(&ca.ca_pem);
+        // The device answers the NOTIFY while the CSE script waits for it.
+        let device = std::thread::spawn(move || {
+            let m2m_primitive::Primitive::Request(n) = c.recv() else {
+                panic!("a NOTIFY expected")
+            };
+            let mut ok = m2m_primitive::Response::to_request(&n, Rsc::OK);
+            ok.rvi = Some("3".into());
+            c.send(&m2m_primitive::Primitive::Response(ok));
+            c
+        });
+        let (cc, ck) = (p(&cse_cert), p(&cse_key));
+        run_python("notify_tls_cse.py", &[&url, &ca_pem, &cc, &ck, &ae, "2000"]);
+        let _c = device.join().expect("device thread");
+        run_python(
+            "notify_tls_cse.py",
+            &[&url, &ca_pem, "-", "-", &ae, "refused"],
+        );
+        let (rc, rk) = (p(&rogue_cert), p(&rogue_key));
+        run_python(
+            "notify_tls_cse.py",
+            &[&url, &ca_pem, &rc, &rk, &ae, "refused"],
+        );
+        assert!(edge.terminate().success(), "{io}: clean exit on SIGTERM");
+    }
+}

@@ -669,3 +669,31 @@ fn registration_poa_points_at_the_edge_and_the_device_sees_what_it_set() {
         "{text}"
     );
 }
+
+#[test]
+fn an_update_of_the_poa_is_pointed_at_the_edge_too_and_other_requests_are_left_alone() {
+    let mut h = with_notify(1);
+    let mut dev = named_device(&mut h, "Cu");
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(
+        &mut dev,
+        &json(r#"{"op":3,"to":"cse-in/Cu","fr":"Cu","rqi":"u1","rvi":"3","pc":{"m2m:ae":{"poa":["ws://default","http://10.0.0.9/x"]}}}"#),
+    );
+    let text = format!("{:?}", h.cse_recv(l)[0]);
+    assert!(
+        text.contains("ws://127.0.0.1:9001/Cu") && text.contains("http://10.0.0.9/x"),
+        "{text}"
+    );
+    // A container create that happens to carry a poa-like label is not touched.
+    h.send(
+        &mut dev,
+        &json(r#"{"op":1,"to":"cse-in/Cu","fr":"Cu","rqi":"u2","rvi":"3","ty":3,"pc":{"m2m:cnt":{"rn":"c","lbl":["ws://default"]}}}"#),
+    );
+    let text = format!("{:?}", h.cse_recv(l)[0]);
+    assert!(
+        text.contains("ws://default") && !text.contains("9001"),
+        "{text}"
+    );
+}
