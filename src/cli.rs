@@ -309,9 +309,14 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         max_devices_per_core: args.max_devices_per_core,
         device_tls: args.tls_cert.is_some(),
         notify_url: args.notify_listen.map(|addr| {
+            let scheme = if args.notify_tls_cert.is_some() {
+                "wss"
+            } else {
+                "ws"
+            };
             args.notify_url
                 .clone()
-                .unwrap_or_else(|| format!("ws://{addr}/"))
+                .unwrap_or_else(|| format!("{scheme}://{addr}/"))
         }),
         notify_allow_addrs: args
             .notify_allow

@@ -188,11 +188,12 @@ impl Engine {
         if matches!(s.state, DeviceState::Tunnel { .. }) {
             io.close(Peer::Tunnel(d));
         }
-        if let Some(o) = &s.origin
-            && self.by_origin.get(o) == Some(&d)
-        {
-            self.by_origin.remove(o);
-            self.directory.unset(o, self.core);
+        if let Some(o) = &s.origin {
+            self.unbind_origin(d, o);
+        }
+        // The CSE's requests this device still owed an answer to: 5103, not the CSE's own timeout.
+        for (rqi, back) in &s.owed {
+            self.answer_unreachable(io, *back, rqi, Format::Json);
         }
         if let Some(l) = s.link
             && !self.multiplex()
@@ -317,36 +318,62 @@ impl Engine {
     /// closes an older connection of the same originator. So a device that reconnects while its old
     /// session is half dead gets its NOTIFYs on the new one, and the two never flap.
     pub(crate) fn bind_origin(&mut self, io: &mut impl Io, d: DeviceId, origin: Box<str>) {
-        if let Some(&holder) = self.by_origin.get(&origin)
-            && holder != d
-            && self.session(holder).is_some()
-        {
-            tracing::info!(device = holder.index, origin = %origin, "session replaced by a newer one");
-            self.close_device(io, holder, CloseCode::NORMAL, TAKEN_OVER);
-        }
-        if let Some(core) = self.directory.core_of(&origin)
-            && core != self.core
-        {
-            io.post(
-                core,
-                crate::Envelope::TakeOver {
+        let Some(since) = self.session(d).map(|s| s.accepted) else {
+            return;
+        };
+        let me = crate::Holder {
+            core: self.core,
+            device: d,
+            since,
+        };
+        let previous = match self.directory.claim(&origin, me) {
+            crate::Claim::Taken(previous) => previous,
+            crate::Claim::Newer => {
+                tracing::info!(device = d.index, origin = %origin, "a newer session holds this originator: not bound");
+                return;
+            }
+        };
+        match previous {
+            Some(h) if h.core == self.core && h.device != d => {
+                self.taken_over(io, &origin, h.device)
+            }
+            Some(h) if h.core != self.core => {
+                let msg = crate::Envelope::TakeOver {
                     origin: origin.clone(),
-                },
-            );
+                    device: h.device,
+                };
+                if !io.post(h.core, msg) {
+                    tracing::warn!(core = h.core, origin = %origin, "mailbox full: the older session was not told to close");
+                }
+            }
+            _ => {}
         }
-        self.by_origin.insert(origin.clone(), d);
-        self.directory.set(&origin, self.core);
         if let Some(s) = self.session_mut(d) {
             s.origin = Some(origin);
         }
     }
 
-    /// Another core's session took `origin` over: close ours.
-    pub(crate) fn taken_over(&mut self, io: &mut impl Io, origin: &str) {
-        if let Some(&holder) = self.by_origin.get(origin) {
-            self.by_origin.remove(origin);
-            self.close_device(io, holder, CloseCode::NORMAL, TAKEN_OVER);
+    /// A newer session (of this core or another) took `origin` over: close `device`, the older
+    /// one, if it still holds it. Its origin is cleared first, so that closing it does not release
+    /// the new claim.
+    pub(crate) fn taken_over(&mut self, io: &mut impl Io, origin: &str, device: DeviceId) {
+        let Some(s) = self.session_mut(device) else {
+            return;
+        };
+        if s.origin.as_deref() == Some(origin) {
+            tracing::info!(
+                device = device.index,
+                origin,
+                "session replaced by a newer one"
+            );
+            s.origin = None;
+            self.close_device(io, device, CloseCode::NORMAL, TAKEN_OVER);
         }
+    }
+
+    /// Unbind a session's originator (deregistration, session end).
+    pub(crate) fn unbind_origin(&mut self, d: DeviceId, origin: &str) {
+        self.directory.release(origin, self.core, d);
     }
 
     fn device_frames(

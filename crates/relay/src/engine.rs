@@ -5,7 +5,6 @@
 //! link that is gone is ignored. Once the engine closes or aborts a connection it forgets it (the
 //! adapter detaches it; no event follows), so a `*_closed` event always means the peer went away.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,8 +42,6 @@ pub struct Engine {
     /// Multiplex: this core's links, opened with the first device; devices are pinned round robin.
     pub(crate) shared: Vec<LinkId>,
     next_pin: usize,
-    /// Devices by originator (AE-ID or CSE-ID), to route the CSE's requests on a shared link.
-    pub(crate) by_origin: HashMap<Box<str>, DeviceId>,
     pub(crate) draining: bool,
     /// Counter for rewritten `rqi`s on shared links.
     pub(crate) rewrites: u64,
@@ -63,7 +60,6 @@ impl Engine {
             directory: Arc::new(Directory::default()),
             shared: Vec::new(),
             next_pin: 0,
-            by_origin: HashMap::new(),
             draining: false,
             rewrites: 0,
             core: 0,

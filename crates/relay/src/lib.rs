@@ -100,34 +100,68 @@ pub enum Envelope {
         bytes: Vec<u8>,
         format: m2m_primitive::Format,
     },
-    /// A session on the sending core now holds `origin`: close this core's older one.
-    TakeOver { origin: Box<str> },
+    /// A session on the sending core now holds `origin`: close `device`, this core's older one.
+    TakeOver { origin: Box<str>, device: DeviceId },
 }
 
-/// Which core holds the session of an originator, shared by the engines of one process (written when
-/// a session binds or unbinds an originator, read when the CSE delivers a request on a core that does
-/// not hold the device).
+/// Who holds an originator: the core, the session, and when that session was accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Holder {
+    pub core: usize,
+    pub device: DeviceId,
+    pub since: std::time::Instant,
+}
+
+/// Which session (on which core) holds each originator, shared by the engines of one process:
+/// claimed when a session binds an originator, released when it unbinds, read when the CSE
+/// delivers a request on a core that does not hold the device. One lock per claim, so two cores
+/// binding the same originator at once always see each other.
 #[derive(Debug, Default)]
-pub struct Directory(std::sync::Mutex<std::collections::HashMap<Box<str>, usize>>);
+pub struct Directory(std::sync::Mutex<std::collections::HashMap<Box<str>, Holder>>);
+
+/// What a claim found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Claimed; the previous holder (now to be closed), if any.
+    Taken(Option<Holder>),
+    /// A newer session holds it: the claim is refused (an older session must not evict a newer one).
+    Newer,
+}
 
 impl Directory {
-    pub(crate) fn set(&self, origin: &str, core: usize) {
-        if let Ok(mut m) = self.0.lock() {
-            m.insert(origin.into(), core);
+    /// Claim `origin` for `me` unless a newer session holds it.
+    pub(crate) fn claim(&self, origin: &str, me: Holder) -> Claim {
+        let Ok(mut m) = self.0.lock() else {
+            return Claim::Taken(None);
+        };
+        match m.get(origin) {
+            Some(h) if h.device == me.device && h.core == me.core => Claim::Taken(None),
+            Some(h) if h.since > me.since => Claim::Newer,
+            _ => Claim::Taken(m.insert(origin.into(), me)),
         }
     }
 
-    /// Remove `origin` if `core` holds it.
-    pub(crate) fn unset(&self, origin: &str, core: usize) {
+    /// Release `origin` if `device` of `core` holds it.
+    pub(crate) fn release(&self, origin: &str, core: usize, device: DeviceId) {
         if let Ok(mut m) = self.0.lock()
-            && m.get(origin) == Some(&core)
+            && m.get(origin)
+                .is_some_and(|h| h.core == core && h.device == device)
         {
             m.remove(origin);
         }
     }
 
-    pub(crate) fn core_of(&self, origin: &str) -> Option<usize> {
+    pub(crate) fn holder(&self, origin: &str) -> Option<Holder> {
         self.0.lock().ok()?.get(origin).copied()
+    }
+
+    /// Originators held (for tests and leak checks).
+    pub fn len(&self) -> usize {
+        self.0.lock().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -95,7 +95,9 @@ impl Engine {
 
     /// Whether the CSE may deliver from `ip` with `origin`.
     fn notify_allowed(&self, ip: IpAddr, origin: Option<&str>) -> bool {
-        let cse = self.s.upstream_addr.ip();
+        // A listener on [::] sees IPv4 peers as ::ffff:a.b.c.d.
+        let ip = ip.to_canonical();
+        let cse = self.s.upstream_addr.ip().to_canonical();
         let ip_ok = if self.s.notify_allow_addrs.is_empty() {
             ip == cse || (cse.is_loopback() && ip.is_loopback())
         } else {

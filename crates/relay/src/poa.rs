@@ -68,12 +68,15 @@ pub(crate) fn show_device_view(p: &mut Primitive, url: &str) -> bool {
     let Some(Value::Array(poa)) = res.get_mut("poa") else {
         return false;
     };
+    let base = url.trim_end_matches('/');
+    let ours = |s: &str| {
+        s == base
+            || s.strip_prefix(base)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
     let mut changed = false;
     for entry in poa.iter_mut() {
-        if entry
-            .as_str()
-            .is_some_and(|s| s.starts_with(url.trim_end_matches('/')))
-        {
+        if entry.as_str().is_some_and(ours) {
             *entry = Value::String(WS_DEFAULT.into());
             changed = true;
         }
@@ -99,6 +102,11 @@ mod tests {
         );
         assert!(show_device_view(&mut p, "ws://edge:9001/"));
         assert!(format!("{p:?}").contains("ws://default"));
+        // Only the edge's own URL, not one that merely starts with it.
+        let mut q = json(
+            r#"{"rsc":2001,"rqi":"1","rvi":"3","pc":{"m2m:ae":{"poa":["ws://edge:90011/x"]}}}"#,
+        );
+        assert!(!show_device_view(&mut q, "ws://edge:9001/"));
     }
 
     #[test]

@@ -237,7 +237,10 @@ impl Engine {
                 ));
             }
             (None, Some(f))
-                if registration && f.len() > 1 && self.s.origin_header == OriginHeader::Always =>
+                if registration
+                    && f.len() > 1
+                    && !self.multiplex()
+                    && self.s.origin_header == OriginHeader::Always =>
             {
                 self.bind_origin(io, d, f.into());
                 self.relink_with_origin(io, now, d);
@@ -542,10 +545,8 @@ impl Engine {
         if p.deregistration && rsc == Rsc::DELETED {
             let s = self.session_mut(d).expect("live session");
             s.registered = false;
-            if let Some(o) = s.origin.take()
-                && self.by_origin.get(&o) == Some(&d)
-            {
-                self.by_origin.remove(&o);
+            if let Some(o) = s.origin.take() {
+                self.unbind_origin(d, &o);
             }
         }
         false
@@ -710,7 +711,7 @@ impl Engine {
         }
         let elsewhere = target_keys(to)
             .into_iter()
-            .find_map(|k| self.directory.core_of(k))
+            .find_map(|k| self.directory.holder(k).map(|h| h.core))
             .filter(|&core| core != self.core && owner.is_none());
         if let Some(core) = elsewhere {
             let env = Envelope::Deliver {
@@ -758,7 +759,13 @@ impl Engine {
     }
 
     /// Answer the CSE's request `rqi` with 5103: its target has no session at this edge.
-    fn answer_unreachable(&mut self, io: &mut impl Io, back: Back, rqi: &str, format: Format) {
+    pub(crate) fn answer_unreachable(
+        &mut self,
+        io: &mut impl Io,
+        back: Back,
+        rqi: &str,
+        format: Format,
+    ) {
         let e = error(
             Rsc::TARGET_NOT_REACHABLE,
             "the target is not connected to the edge",
@@ -827,7 +834,7 @@ impl Engine {
                     None => self.answer_unreachable(io, back, rqi, format),
                 }
             }
-            Envelope::TakeOver { origin } => self.taken_over(io, &origin),
+            Envelope::TakeOver { origin, device } => self.taken_over(io, &origin, device),
             Envelope::Answer { to, bytes, format } => {
                 let back = Back {
                     core: self.core,
@@ -843,13 +850,14 @@ impl Engine {
         }
     }
 
-    /// The device a shared link's request is for: `to` names its originator, bare or as the last
-    /// segment of a path.
+    /// The device on this core a shared link's request is for: `to` names its originator, bare or
+    /// as the last segment of a path.
     fn route(&self, to: &str) -> Option<DeviceId> {
         target_keys(to)
             .into_iter()
-            .find_map(|k| self.by_origin.get(k))
-            .copied()
+            .find_map(|k| self.directory.holder(k))
+            .filter(|h| h.core == self.core)
+            .map(|h| h.device)
     }
 
     /// Send a primitive from a device up link `l` in the link's serialization.

@@ -697,3 +697,92 @@ fn an_update_of_the_poa_is_pointed_at_the_edge_too_and_other_requests_are_left_a
         "{text}"
     );
 }
+
+#[test]
+fn a_device_that_leaves_owing_answers_gets_them_answered_5103() {
+    let mut h = with_notify(1);
+    let a = named_device(&mut h, "Ca");
+    h.cse_accept_all();
+    let (n, mut cse) = h.notify_connect("127.0.0.1", "/id-in").unwrap();
+    h.notify_send(
+        n,
+        &mut cse,
+        &json(r#"{"op":5,"to":"Ca","fr":"/id-in","rqi":"o1","rvi":"3"}"#),
+    );
+    h.engine.device_closed(&mut h.io, a.id, false);
+    let back = h.notify_recv(n, &mut cse);
+    assert_eq!(
+        (rsc(&back[0]), rqi(&back[0])),
+        (5103, "o1".to_string()),
+        "not the CSE's own timeout"
+    );
+}
+
+#[test]
+fn an_older_sessions_late_registration_does_not_evict_a_newer_session() {
+    let mut h = multiplex(1);
+    let mut old = h.device("oneM2M.json", None);
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(&mut old, &registration("Cx", "r1"));
+    assert_eq!(h.cse_recv(l).len(), 1);
+    // The device gives up and reconnects, naming itself, before the CSE answers the first session.
+    h.advance(Duration::from_millis(10));
+    let mut new = named_device(&mut h, "Cx");
+    h.cse_send(l, &created("r1", "Cx"));
+    assert_eq!(rsc(&h.recv(&mut old)[0]), 2001);
+    assert!(
+        !h.io.closed.contains(&Peer::Device(new.id)),
+        "the newer session stays"
+    );
+    h.cse_send(
+        l,
+        &json(r#"{"op":5,"to":"Cx","fr":"/id-in","rqi":"n1","rvi":"3"}"#),
+    );
+    assert_eq!(
+        rqi(&h.recv(&mut new)[0]),
+        "n1",
+        "NOTIFYs go to the newer session"
+    );
+}
+
+#[test]
+fn deregistration_and_session_end_release_the_directory() {
+    let directory = std::sync::Arc::new(crate::Directory::default());
+    let mut h = multiplex(1);
+    let s = h.engine.settings().clone();
+    h.engine = crate::Engine::new(s, h.counters.clone()).with_directory(directory.clone());
+    let mut a = h.device("oneM2M.json", None);
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(&mut a, &registration("Cd", "r1"));
+    h.cse_recv(l);
+    h.cse_send(l, &created("r1", "Cd"));
+    h.recv(&mut a);
+    assert_eq!(directory.len(), 1);
+    h.send(
+        &mut a,
+        &json(r#"{"op":4,"to":"cse-in/Cd","fr":"Cd","rqi":"r2","rvi":"3"}"#),
+    );
+    h.cse_recv(l);
+    h.cse_send(l, &json(r#"{"rsc":2002,"rqi":"r2","rvi":"3"}"#));
+    h.recv(&mut a);
+    assert!(
+        directory.is_empty(),
+        "deregistration releases the originator"
+    );
+    let b = named_device(&mut h, "Ce");
+    assert_eq!(directory.len(), 1);
+    h.engine.device_closed(&mut h.io, b.id, false);
+    assert!(directory.is_empty(), "so does the end of the session");
+}
+
+/// Memory per idle device: a session and its passthrough link are what every device costs (the
+/// runtime's connections aside). Guards against growth; DESIGN.md has the measured heap per device.
+#[test]
+fn an_idle_sessions_state_stays_small() {
+    assert!(std::mem::size_of::<crate::device::Session>() <= 288);
+    assert!(std::mem::size_of::<crate::link::Link>() <= 280);
+}

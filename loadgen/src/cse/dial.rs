@@ -62,7 +62,13 @@ async fn run(
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let tcp = tokio::net::TcpStream::connect(authority).await?;
+    // A poa that never answers must not keep NOTIFYs queued for long.
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        tokio::net::TcpStream::connect(authority),
+    )
+    .await
+    .context("connect timed out")??;
     tcp.set_nodelay(true)?;
     let req = hyper::Request::builder()
         .method("GET")
