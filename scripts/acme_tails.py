@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import pathlib
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,28 +24,12 @@ import tempfile
 import time
 import urllib.request
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-LOADGEN = ROOT / "target/release/m2m-loadgen"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from compare_proxies import LOADGEN, ROOT, free_port, wait_port  # noqa: E402
+
 ACME_PY = ROOT / ".peers/acme/bin/python"
 LAUNCH = ("import signal, sys, runpy; signal.signal(signal.SIGINT, signal.default_int_handler); "
           "sys.argv[0] = 'acmecse'; runpy.run_module('acmecse', run_name='__main__', alter_sys=True)")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def start_acme(work):

@@ -162,24 +162,13 @@ impl Connector {
             None => Box::new(tcp),
         };
         let t = Instant::now();
-        let mut req = hyper::Request::builder()
-            .method("GET")
-            .uri(self.target.path.as_str())
-            .header("Host", self.target.authority.as_str())
-            .header("Upgrade", "websocket")
-            .header("Connection", "Upgrade")
-            .header(
-                "Sec-WebSocket-Key",
-                fastwebsockets::handshake::generate_key(),
-            )
-            .header("Sec-WebSocket-Version", "13")
-            .header("Sec-WebSocket-Protocol", self.protocols.join(", "));
-        if let Some(o) = origin {
-            req = req.header("X-M2M-Origin", o);
-        }
-        let req = req
-            .body(Empty::<bytes::Bytes>::new())
-            .map_err(|e| ConnectError::new("handshake", e))?;
+        let req = upgrade_request(
+            &self.target.path,
+            &self.target.authority,
+            &self.protocols.join(", "),
+            origin,
+        )
+        .map_err(|e| ConnectError::new("handshake", e))?;
         let (ws, rsp) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
             .await
             .map_err(|e| ConnectError::new("handshake", e))?;
@@ -207,6 +196,32 @@ impl Connector {
             phases,
         })
     }
+}
+
+/// The WebSocket upgrade request (RFC 6455 §4.1) offering `protocols` (comma-separated), with
+/// `X-M2M-Origin` when given.
+pub(crate) fn upgrade_request(
+    path: &str,
+    authority: &str,
+    protocols: &str,
+    origin: Option<&str>,
+) -> Result<hyper::Request<Empty<bytes::Bytes>>, hyper::http::Error> {
+    let mut req = hyper::Request::builder()
+        .method("GET")
+        .uri(path)
+        .header("Host", authority)
+        .header("Upgrade", "websocket")
+        .header("Connection", "Upgrade")
+        .header(
+            "Sec-WebSocket-Key",
+            fastwebsockets::handshake::generate_key(),
+        )
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Protocol", protocols);
+    if let Some(o) = origin {
+        req = req.header("X-M2M-Origin", o);
+    }
+    req.body(Empty::<bytes::Bytes>::new())
 }
 
 /// A boxed stream for the handshake (plain or TLS).

@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use m2m_primitive::{Format, Primitive, PrimitiveError, RoutingView, Rsc};
 use m2m_ws::handshake::{error_response, http_error, parse_request, server};
-use m2m_ws::{CloseCode, Event, OpCode, Receiver, Role, Sender, SenderConfig, endpoint};
+use m2m_ws::{CloseCode, OpCode, Receiver, Role, Sender, SenderConfig, endpoint};
 
 use crate::counters::{LIMIT_DEVICE_LIMIT, LIMIT_HANDSHAKE_TIMEOUT, LIMIT_IDLE_TIMEOUT};
 use crate::counters::{LIMIT_MESSAGE_TOO_BIG, LIMIT_OUTPUT_BOUND};
 use crate::engine::{Engine, T_HANDSHAKE, T_IDLE, timer};
-use crate::message::{InputSpan, Message};
+use crate::message::{InputSpan, Step, next_frame};
 use crate::relay::Queued;
 use crate::settings::{format_index, format_of};
 use crate::{Back, DeviceId, Io, LinkId, Peer};
@@ -386,43 +386,24 @@ impl Engine {
         let mut at = 0;
         let input = InputSpan::of(data);
         loop {
-            let Some(s) = self.session_mut(d) else {
+            let Some(DeviceState::Open { rx, tx, .. }) = self.session_mut(d).map(|s| &mut s.state)
+            else {
                 return data.len();
             };
-            let DeviceState::Open { rx, tx, .. } = &mut s.state else {
-                return data.len();
-            };
-            let mut message: Option<Message> = None;
-            let mut close: Option<(CloseCode, String)> = None;
-            match rx.read(&mut data[at..]) {
-                Ok(Some((event, used))) => {
-                    at += used;
-                    message = input.message(&event);
-                    match event {
-                        Event::Ping(p) => {
-                            io.send_with(Peer::Device(d), |out| tx.pong(p, out));
+            match next_frame(io, Peer::Device(d), rx, tx, data, &mut at, input) {
+                Step::Need(used) => return used,
+                Step::Control => {}
+                Step::Message(m) => self.device_message(io, now, d, m.bytes(data), m.text),
+                Step::Close { code, why, error } => {
+                    if error {
+                        self.counters.error(0);
+                        if code == CloseCode::MESSAGE_TOO_BIG {
+                            self.counters.limit(LIMIT_MESSAGE_TOO_BIG);
                         }
-                        Event::Close(f) => {
-                            close = Some((f.code.unwrap_or(CloseCode::NORMAL), String::new()))
-                        }
-                        _ => {}
                     }
+                    self.close_device(io, d, code, &why);
+                    return data.len();
                 }
-                Ok(None) => return at,
-                Err(e) => {
-                    self.counters.error(0);
-                    if e.close_code() == CloseCode::MESSAGE_TOO_BIG {
-                        self.counters.limit(LIMIT_MESSAGE_TOO_BIG);
-                    }
-                    close = Some((e.close_code(), e.to_string()))
-                }
-            }
-            if let Some((code, why)) = close {
-                self.close_device(io, d, code, &why);
-                return data.len();
-            }
-            if let Some(m) = message {
-                self.device_message(io, now, d, m.bytes(data), m.text);
             }
         }
     }

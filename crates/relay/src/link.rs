@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use m2m_primitive::{Format, RoutingView, Rsc};
 use m2m_ws::handshake::client::{ClientHandshake, ClientOptions};
-use m2m_ws::{CloseCode, Event, OpCode, Receiver, Role, Sender, SenderConfig, endpoint};
+use m2m_ws::{OpCode, Receiver, Role, Sender, SenderConfig, endpoint};
 
 use crate::counters::{LIMIT_UPSTREAM_SETUP, LINK_CONNECTING, LINK_FAILED, LINK_LOST, LINK_OPEN};
 use crate::engine::{Engine, T_LINK_SETUP, T_RELINK, timer};
-use crate::message::InputSpan;
+use crate::message::{InputSpan, Step, next_frame};
 use crate::relay::Pending;
 use crate::settings::{OriginHeader, format_of};
 use crate::{DeviceId, Io, LinkId, Peer, Target};
@@ -279,39 +279,16 @@ impl Engine {
                 return data.len();
             };
             let format = *format;
-            let mut message = None;
-            let mut closed = false;
-            match rx.read(&mut data[at..]) {
-                Ok(Some((event, used))) => {
-                    at += used;
-                    message = input.message(&event);
-                    match event {
-                        Event::Ping(p) => {
-                            io.send_with(Peer::Link(l), |out| tx.pong(p, out));
-                        }
-                        Event::Close(f) => {
-                            let code = f.code.unwrap_or(CloseCode::NORMAL);
-                            io.send_with(Peer::Link(l), |out| tx.close(code, "", out));
-                            closed = true;
-                        }
-                        _ => {}
-                    }
+            match next_frame(io, Peer::Link(l), rx, tx, data, &mut at, input) {
+                Step::Need(used) => return used,
+                Step::Control => {}
+                Step::Message(m) => self.link_message(io, now, l, m.bytes(data), m.text, format),
+                Step::Close { code, why, .. } => {
+                    io.send_with(Peer::Link(l), |out| tx.close(code, &why, out));
+                    io.close(Peer::Link(l));
+                    self.link_lost(io, now, l, "closed by the CSE");
+                    return data.len();
                 }
-                Ok(None) => return at,
-                Err(e) => {
-                    io.send_with(Peer::Link(l), |out| {
-                        tx.close(e.close_code(), &e.to_string(), out)
-                    });
-                    closed = true;
-                }
-            }
-            if closed {
-                io.close(Peer::Link(l));
-                self.link_lost(io, now, l, "closed by the CSE");
-                return data.len();
-            }
-            if let Some(m) = message {
-                self.link_message(io, now, l, m.bytes(data), m.text, format);
             }
         }
     }

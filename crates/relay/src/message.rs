@@ -2,7 +2,9 @@
 //! range of that input (unmasked in place), so relaying it copies nothing; a message the receiver
 //! reassembled from fragments or inflated is owned.
 
-use m2m_ws::Event;
+use m2m_ws::{CloseCode, Event, Receiver, Sender};
+
+use crate::{Io, Peer};
 
 /// Where a received message's payload is: in place in the input just read (unmasked there), or
 /// reassembled by the receiver from fragments or inflated, then copied out.
@@ -68,6 +70,63 @@ impl InputSpan {
             }),
             _ => None,
         }
+    }
+}
+
+/// What one step of reading a connection's frames gave.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// No whole frame left: this many bytes of the input were consumed in all.
+    Need(usize),
+    /// A data message.
+    Message(Message),
+    /// A control frame was handled (a ping answered), or a fragment taken in.
+    Control,
+    /// The peer sent a close frame (`error` false), or broke the protocol (`error` true): close
+    /// with `code` and `why`.
+    Close {
+        code: CloseCode,
+        why: String,
+        error: bool,
+    },
+}
+
+/// Read the next frame at `*at` of `data` (unmasking in place) and move `*at` past it; a ping is
+/// answered on `peer` at once. The same for devices, links and the notify listener.
+pub(crate) fn next_frame(
+    io: &mut impl Io,
+    peer: Peer,
+    rx: &mut Receiver,
+    tx: &mut Sender,
+    data: &mut [u8],
+    at: &mut usize,
+    input: InputSpan,
+) -> Step {
+    match rx.read(&mut data[*at..]) {
+        Ok(Some((event, used))) => {
+            *at += used;
+            if let Some(m) = input.message(&event) {
+                return Step::Message(m);
+            }
+            match event {
+                Event::Ping(p) => {
+                    io.send_with(peer, |out| tx.pong(p, out));
+                    Step::Control
+                }
+                Event::Close(f) => Step::Close {
+                    code: f.code.unwrap_or(CloseCode::NORMAL),
+                    why: String::new(),
+                    error: false,
+                },
+                _ => Step::Control,
+            }
+        }
+        Ok(None) => Step::Need(*at),
+        Err(e) => Step::Close {
+            code: e.close_code(),
+            why: e.to_string(),
+            error: true,
+        },
     }
 }
 

@@ -10,10 +10,10 @@ use std::time::Instant;
 
 use m2m_primitive::{Format, RoutingView};
 use m2m_ws::handshake::{error_response, http_error, parse_request, server};
-use m2m_ws::{CloseCode, Event, OpCode, Receiver, Role, Sender, SenderConfig, endpoint};
+use m2m_ws::{OpCode, Receiver, Role, Sender, SenderConfig, endpoint};
 
 use crate::engine::{Engine, T_NOTIFY_HANDSHAKE, timer};
-use crate::message::{InputSpan, Message};
+use crate::message::{InputSpan, Step, next_frame};
 use crate::relay::{Body, transcode};
 use crate::settings::format_of;
 use crate::{Io, NotifyId, Peer};
@@ -78,17 +78,18 @@ impl Engine {
         }
     }
 
-    /// Bytes from the CSE on a notify connection; returns how many were consumed.
+    /// Bytes from the CSE on a notify connection; returns how many were consumed (`_now` for the
+    /// same shape as the other data events).
     pub fn notify_data(
         &mut self,
         io: &mut impl Io,
-        now: Instant,
+        _now: Instant,
         n: NotifyId,
         data: &mut [u8],
     ) -> usize {
         match self.notifies.get(n.index, n.generation).map(|c| &c.state) {
-            Some(NotifyState::Handshake) => self.notify_handshake(io, now, n, data),
-            Some(NotifyState::Open { .. }) => self.notify_frames(io, now, n, data),
+            Some(NotifyState::Handshake) => self.notify_handshake(io, n, data),
+            Some(NotifyState::Open { .. }) => self.notify_frames(io, n, data),
             None => data.len(),
         }
     }
@@ -108,13 +109,7 @@ impl Engine {
         ip_ok && origin_ok
     }
 
-    fn notify_handshake(
-        &mut self,
-        io: &mut impl Io,
-        now: Instant,
-        n: NotifyId,
-        data: &mut [u8],
-    ) -> usize {
+    fn notify_handshake(&mut self, io: &mut impl Io, n: NotifyId, data: &mut [u8]) -> usize {
         let (req, head_len) = match parse_request(data, self.s.head) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return 0,
@@ -157,16 +152,10 @@ impl Engine {
         if let Some(c) = self.notifies.get_mut(n.index, n.generation) {
             c.state = NotifyState::Open { rx, tx, format };
         }
-        head_len + self.notify_frames(io, now, n, &mut data[head_len..])
+        head_len + self.notify_frames(io, n, &mut data[head_len..])
     }
 
-    fn notify_frames(
-        &mut self,
-        io: &mut impl Io,
-        _now: Instant,
-        n: NotifyId,
-        data: &mut [u8],
-    ) -> usize {
+    fn notify_frames(&mut self, io: &mut impl Io, n: NotifyId, data: &mut [u8]) -> usize {
         let mut at = 0;
         let input = InputSpan::of(data);
         loop {
@@ -178,44 +167,38 @@ impl Engine {
                 return data.len();
             };
             let format = *format;
-            let mut message: Option<Message> = None;
-            let mut close: Option<(CloseCode, String)> = None;
-            match rx.read(&mut data[at..]) {
-                Ok(Some((event, used))) => {
-                    at += used;
-                    message = input.message(&event);
-                    match event {
-                        Event::Ping(p) => {
-                            io.send_with(Peer::Notify(n), |out| tx.pong(p, out));
-                        }
-                        Event::Close(f) => {
-                            close = Some((f.code.unwrap_or(CloseCode::NORMAL), String::new()))
-                        }
-                        _ => {}
-                    }
+            match next_frame(io, Peer::Notify(n), rx, tx, data, &mut at, input) {
+                Step::Need(used) => return used,
+                Step::Control => {}
+                Step::Message(m) => self.notify_message(io, n, m.bytes(data), m.text, format),
+                Step::Close { code, why, .. } => {
+                    io.send_with(Peer::Notify(n), |out| tx.close(code, &why, out));
+                    self.drop_notify(io, n);
+                    return data.len();
                 }
-                Ok(None) => return at,
-                Err(e) => close = Some((e.close_code(), e.to_string())),
             }
-            if let Some((code, why)) = close {
-                io.send_with(Peer::Notify(n), |out| tx.close(code, &why, out));
-                self.drop_notify(io, n);
-                return data.len();
+        }
+    }
+
+    /// A primitive from the CSE on the notify listener: a request goes to its device.
+    fn notify_message(
+        &mut self,
+        io: &mut impl Io,
+        n: NotifyId,
+        bytes: &[u8],
+        text: bool,
+        format: Format,
+    ) {
+        match RoutingView::parse(format, bytes) {
+            Ok(view) if view.op.is_some() => {
+                self.cse_request(io, Peer::Notify(n), bytes, &view, format, text);
             }
-            if let Some(m) = message {
-                let bytes = m.bytes(data);
-                match RoutingView::parse(format, bytes) {
-                    Ok(view) if view.op.is_some() => {
-                        self.cse_request(io, Peer::Notify(n), bytes, &view, format, m.text);
-                    }
-                    Ok(_) => tracing::debug!(
-                        notify = n.index,
-                        "a response on the notify listener dropped"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(notify = n.index, error = %e, "undecodable primitive on the notify listener")
-                    }
-                }
+            Ok(_) => tracing::debug!(
+                notify = n.index,
+                "a response on the notify listener dropped"
+            ),
+            Err(e) => {
+                tracing::warn!(notify = n.index, error = %e, "undecodable primitive on the notify listener")
             }
         }
     }

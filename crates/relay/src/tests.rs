@@ -488,15 +488,7 @@ fn a_newer_session_of_an_originator_takes_over_and_the_older_is_closed() {
 
 #[test]
 fn a_takeover_on_another_core_closes_the_session_there() {
-    let directory = std::sync::Arc::new(crate::Directory::default());
-    let mut core0 = multiplex(1);
-    let mut core1 = multiplex(1);
-    let s = core0.engine.settings().clone();
-    core0.engine =
-        crate::Engine::new(s.clone(), core0.counters.clone()).with_directory(directory.clone());
-    core1.engine = crate::Engine::new(s, core1.counters.clone())
-        .on_core(1)
-        .with_directory(directory.clone());
+    let (mut core0, mut core1) = two_cores(multiplex(1).engine.settings().clone());
     let mut old = named_device(&mut core0, "Cm");
     let _new = named_device(&mut core1, "Cm");
     let (to, env) = core1.io.posted.pop().expect("core 0 is told");
@@ -555,6 +547,19 @@ fn queued_requests_expire_by_timer_while_the_link_stays_busy() {
     );
 }
 
+/// Two engines of one process (cores 0 and 1) sharing one directory.
+fn two_cores(s: crate::RelaySettings) -> (Harness, Harness) {
+    let directory = std::sync::Arc::new(crate::Directory::default());
+    let mut core0 = Harness::new(s.clone());
+    let mut core1 = Harness::new(s);
+    core0.engine = crate::Engine::new(core0.engine.settings().clone(), core0.counters.clone())
+        .with_directory(directory.clone());
+    core1.engine = crate::Engine::new(core1.engine.settings().clone(), core1.counters.clone())
+        .on_core(1)
+        .with_directory(directory);
+    (core0, core1)
+}
+
 fn with_notify(links: usize) -> Harness {
     let mut h = multiplex(links);
     h.engine.s.notify_url = Some("ws://127.0.0.1:9001/".into());
@@ -605,15 +610,7 @@ fn only_the_configured_cse_may_use_the_notify_listener() {
 
 #[test]
 fn a_notify_for_a_device_on_another_core_is_posted_there_and_answered_back() {
-    let directory = std::sync::Arc::new(crate::Directory::default());
-    let mut core0 = with_notify(1);
-    let mut core1 = with_notify(1);
-    let s = core0.engine.settings().clone();
-    core0.engine =
-        crate::Engine::new(s.clone(), core0.counters.clone()).with_directory(directory.clone());
-    core1.engine = crate::Engine::new(s, core1.counters.clone())
-        .on_core(1)
-        .with_directory(directory.clone());
+    let (mut core0, mut core1) = two_cores(with_notify(1).engine.settings().clone());
     let mut b = named_device(&mut core1, "Cb");
     let (n, mut cse) = core0.notify_connect("127.0.0.1", "/id-in").unwrap();
     core0.notify_send(

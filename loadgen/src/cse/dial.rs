@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload};
-use http_body_util::Empty;
 use tokio::sync::mpsc;
 
 /// The CSE's outgoing connections, by `host:port`.
@@ -70,20 +69,7 @@ async fn run(
     .await
     .context("connect timed out")??;
     tcp.set_nodelay(true)?;
-    let req = hyper::Request::builder()
-        .method("GET")
-        .uri(path)
-        .header("Host", authority)
-        .header("Upgrade", "websocket")
-        .header("Connection", "Upgrade")
-        .header(
-            "Sec-WebSocket-Key",
-            fastwebsockets::handshake::generate_key(),
-        )
-        .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Protocol", "oneM2M.json")
-        .header("X-M2M-Origin", origin)
-        .body(Empty::<bytes::Bytes>::new())?;
+    let req = crate::connect::upgrade_request(path, authority, "oneM2M.json", Some(origin))?;
     let (ws, _) =
         fastwebsockets::handshake::client(&crate::connect::SpawnExecutor, req, tcp).await?;
     let (read, mut write) = ws.split(|s| {
