@@ -17,6 +17,7 @@ Prints the median of the rounds.
 Needs `cargo build --release -p m2m-loadgen`; installs nginx and haproxy with apt-get if missing.
 """
 import argparse
+import resource
 import json
 import os
 import pathlib
@@ -96,9 +97,11 @@ def ensure(binary, package):
         subprocess.check_call(install, env=env)
 
 
-def start_cse(host):
-    """The simulated CSE on `host` (a free port); returns the process and its address."""
-    cse = subprocess.Popen([str(LOADGEN), "cse", "--listen", f"{host}:0", "--workers", "1"],
+def start_cse(host, respond_only=False):
+    """The simulated CSE on `host` (a free port); returns the process and its address. RESPOND_ONLY:
+    it answers every request at once (no resources), so that the proxy in front is the bottleneck."""
+    cse = subprocess.Popen([str(LOADGEN), "cse", "--listen", f"{host}:0", "--workers", "1",
+                            *(["--respond-only"] if respond_only else [])],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return cse, cse.stdout.readline().split()[1]
 
@@ -252,8 +255,12 @@ def run_scenario(port, args, work, kind):
         cmd += ["--devices", str(args.devices), "--mode", "closed", "--in-flight", str(args.in_flight)]
     else:
         cmd += ["--devices", str(args.devices), "--rate", kind.split(":")[1]]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return json.loads((out / "summary.json").read_text())
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    summary = json.loads((out / "summary.json").read_text())
+    summary["client_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return summary
 
 
 def main():
@@ -266,6 +273,9 @@ def main():
                     help="open-loop total rates; the second default is about half the edge's closed-loop maximum "
                          "here, where the goal on added p99 is set")
     ap.add_argument("--only", default="", help="comma-separated subset of rows")
+    ap.add_argument("--respond-only", action="store_true",
+                    help="the simulated CSE answers every request at once, keeping no resources: with a light "
+                         "client too, the proxy is the bottleneck (each row prints whether it was)")
     ap.add_argument("--idle", default="1000,5000,9000",
                     help="registered idle device counts for the memory rows ('' to skip); one proxy process holds "
                          "at most ~9,500 (two sockets per device, hard fd limit 20,000)")
@@ -279,7 +289,7 @@ def main():
     work = pathlib.Path(tempfile.mkdtemp(prefix="proxies-"))
     procs = []
     try:
-        cse, cse_addr = start_cse("127.0.0.1")
+        cse, cse_addr = start_cse("127.0.0.1", args.respond_only)
         procs.append(cse)
         cse_port = int(cse_addr.rsplit(":", 1)[1])
         starters = {"nginx": lambda c: start_nginx(work, c),
@@ -307,8 +317,10 @@ def main():
                 for kind in kinds:
                     for name, (p, port) in rows.items():
                         c0 = cpu_seconds(p.pid) if p else 0.0
+                        u0 = cpu_seconds(cse.pid)
                         s = run_scenario(port, args, work, kind)
                         cpu = (cpu_seconds(p.pid) - c0) if p else 0.0
+                        upstream_cpu = cpu_seconds(cse.pid) - u0
                         ops = s["operations"]
                         results[(name, kind)].append({
                             "rps": s["ops_per_s"], "ops": ops, "errors": s["errors_total"],
@@ -316,6 +328,7 @@ def main():
                             "p999": s["all_ops"]["p999_us"],
                             "cpu_us_per_op": cpu * 1e6 / max(ops, 1) if p else None,
                             "rss": rss_bytes(p.pid) if p else None,
+                            "proxy_cpu_s": cpu, "client_cpu_s": s["client_cpu_s"], "upstream_cpu_s": upstream_cpu,
                         })
                 print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
             for p, _ in rows.values():
@@ -390,8 +403,8 @@ def print_report(args, rows, results, idle, idle_counts):
                  else f"open loop, {kind.split(':')[1]} requests/s over {args.devices} devices")
         print(f"\n## {label}\n")
         print("| row | req/s | p50 ms | p99 ms | p99.9 ms | +p50 ms | +p99 ms | +p99 vs nginx | CPU us/op "
-              "| CPU vs nginx | CPU vs HAProxy | RSS MiB | errors |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "| CPU vs nginx | CPU vs HAProxy | RSS MiB | errors | CPU s proxy/client/CSE |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 
         def med(name, k):
             xs = [x[k] for x in results[(name, kind)]]
@@ -410,13 +423,22 @@ def print_report(args, rows, results, idle, idle_counts):
                 return "-"
             return f"{(med(name, 'p99') - base99) / nginx_added:.2f}x"
 
+        def bound(name):
+            """Each part's CPU seconds, and whether the proxy was the one that limited the rate."""
+            proxy, client, cse = (med(name, k) for k in ("proxy_cpu_s", "client_cpu_s", "upstream_cpu_s"))
+            parts = f"{proxy:.1f}/{client:.1f}/{cse:.1f}"
+            if name == "direct":
+                return parts
+            return parts + ("" if proxy >= max(client, cse) else " not proxy-bound")
+
         for name in rows:
             cpu, rss = med(name, "cpu_us_per_op"), med(name, "rss")
             print(f"| {name} | {med(name, 'rps'):.0f} | {med(name, 'p50') / 1000:.2f} | {med(name, 'p99') / 1000:.2f} "
                   f"| {med(name, 'p999') / 1000:.2f} | {(med(name, 'p50') - base50) / 1000:.2f} "
                   f"| {(med(name, 'p99') - base99) / 1000:.2f} | {added_ratio(name)} | {'-' if cpu is None else f'{cpu:.2f}'} "
                   f"| {ratio(cpu, 'nginx')} | {ratio(cpu, 'haproxy')} "
-                  f"| {'-' if rss is None else f'{rss / 2**20:.1f}'} | {med(name, 'errors'):.0f} |")
+                  f"| {'-' if rss is None else f'{rss / 2**20:.1f}'} | {med(name, 'errors'):.0f} "
+                  f"| {bound(name)} |")
     if idle:
         first = idle_counts[0]
         print(f"\n## idle registered devices: proxy RSS growth per device (bytes), median of {args.idle_rounds} "

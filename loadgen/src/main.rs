@@ -67,6 +67,10 @@ struct CseArgs {
     /// Worker threads (default: number of CPUs).
     #[arg(long)]
     workers: Option<usize>,
+    /// Answer every request at once with a success carrying its rqi, keeping no resources (an
+    /// upstream light enough that a proxy in front of it is the bottleneck).
+    #[arg(long)]
+    respond_only: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -154,7 +158,8 @@ fn merge(args: MergeArgs) -> anyhow::Result<()> {
 }
 
 fn cse(args: CseArgs) -> anyhow::Result<()> {
-    let stats = cse::run_blocking(args.listen, args.workers.unwrap_or_else(cpus), |addr| {
+    let workers = args.workers.unwrap_or_else(cpus);
+    let stats = cse::run_blocking(args.listen, workers, args.respond_only, |addr| {
         // One line on stdout, for whoever started us (bench reads it).
         println!("listening {addr}");
         eprintln!("m2m-loadgen cse: simulated IN-CSE (/id-in, cse-in) on ws://{addr}/");

@@ -6,7 +6,7 @@
 //! one phase; a lost or failed link answers what was in flight with 5103 and is re-opened after a
 //! back-off while devices stay connected.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -20,6 +20,9 @@ use crate::message::{InputSpan, Step, next_frame};
 use crate::relay::Pending;
 use crate::settings::{OriginHeader, format_of};
 use crate::{DeviceId, Io, LinkId, Peer, Target};
+
+/// Requests in flight on a link by their `rqi` on it.
+pub(crate) type PendingTable = rustc_hash::FxHashMap<Box<str>, Pending>;
 
 /// A link's connection state.
 #[derive(Debug)]
@@ -45,8 +48,10 @@ pub(crate) struct Link {
     pub owner: Option<DeviceId>,
     /// Opened with `X-M2M-Origin`.
     pub has_origin: bool,
-    /// Requests in flight by the `rqi` they carry on this link.
-    pub pending: HashMap<Box<str>, Pending>,
+    /// Requests in flight by the `rqi` they carry on this link. FxHash, not SipHash: two hashes per
+    /// relayed request, on short keys; the table is bounded by `max_in_flight`, so colliding keys
+    /// chosen by devices cost at most a scan of that many entries.
+    pub pending: PendingTable,
     /// Devices with queued requests, served in turn as the link has room.
     pub waiting: VecDeque<DeviceId>,
     /// When the request timer is armed for.
@@ -76,7 +81,7 @@ impl Engine {
             state: LinkState::Down,
             owner,
             has_origin: false,
-            pending: HashMap::new(),
+            pending: PendingTable::default(),
             waiting: VecDeque::new(),
             timer_at: None,
             setup_deadline: None,

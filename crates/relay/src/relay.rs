@@ -4,7 +4,7 @@
 //! two devices use the same one), timeouts, and the edge's own answers.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -509,14 +509,11 @@ impl Engine {
         self.close_if_drained(io, now, d);
     }
 
+    /// Take the request in flight under `rqi`. The table keeps its capacity while the link is
+    /// busy (freeing it whenever it empties cost an allocation per request in closed loop, 2 % of the
+    /// edge's CPU in a profile); an idle link gives it back when its request timer next fires.
     fn take_pending(&mut self, l: LinkId, rqi: &str) -> Option<Pending> {
-        let link = self.link_mut(l)?;
-        let p = link.pending.remove(rqi)?;
-        if link.pending.is_empty() && link.pending.capacity() > 0 && link.owner.is_some() {
-            // An idle passthrough link keeps no table capacity (memory per idle device).
-            link.pending = HashMap::new();
-        }
-        Some(p)
+        self.link_mut(l)?.pending.remove(rqi)
     }
 
     /// A registration answered 2001 binds the session to the new AE-ID or CSE-ID; a deregistration
@@ -589,6 +586,15 @@ impl Engine {
             self.close_if_drained(io, now, p.device);
         }
         self.pump(io, now, l);
+        if let Some(link) = self.link_mut(l) {
+            // Idle since its last request: no capacity kept (memory per idle device).
+            if link.pending.is_empty() {
+                link.pending = crate::link::PendingTable::default();
+            }
+            if link.waiting.is_empty() {
+                link.waiting = VecDeque::new();
+            }
+        }
     }
 
     /// Answer 4008 for queued requests of the link's waiting devices that are past their deadline,
@@ -651,7 +657,7 @@ impl Engine {
     ) {
         let Some(link) = self.link_mut(l) else { return };
         let pending: Vec<(Box<str>, Pending)> = link.pending.drain().collect();
-        link.pending = HashMap::new();
+        link.pending = crate::link::PendingTable::default();
         link.timer_at = None;
         let waiting: Vec<DeviceId> = if queued {
             link.waiting.drain(..).collect()

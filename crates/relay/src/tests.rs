@@ -783,3 +783,27 @@ fn an_idle_sessions_state_stays_small() {
     assert!(std::mem::size_of::<crate::device::Session>() <= 288);
     assert!(std::mem::size_of::<crate::link::Link>() <= 280);
 }
+
+#[test]
+fn a_busy_link_keeps_its_table_and_an_idle_one_gives_it_back() {
+    let mut h = Harness::new(settings());
+    let mut dev = h.device("oneM2M.json", Some("Ci"));
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(&mut dev, &retrieve("Ci", "i1"));
+    h.cse_recv(l);
+    h.cse_send(l, &ok("i1", "x"));
+    assert_eq!(rsc(&h.recv(&mut dev)[0]), 2000);
+    let capacity = |h: &Harness| h.engine.link(l).unwrap().pending.capacity();
+    assert!(
+        capacity(&h) > 0,
+        "kept while the link is busy: no allocation per request"
+    );
+    h.advance(Duration::from_secs(10));
+    assert_eq!(
+        capacity(&h),
+        0,
+        "given back once the request timer finds it idle"
+    );
+}

@@ -65,6 +65,10 @@ pub struct CseStats {
 #[derive(Debug)]
 struct State {
     cse: Cse,
+    /// Answer every request at once with a success carrying its `rqi` (no resource tree): an
+    /// upstream whose CPU per request is far below any proxy's, for rows where the proxy must be
+    /// the bottleneck.
+    respond_only: bool,
     associations: Mutex<HashMap<String, Association>>,
     dialer: Arc<dial::Dialer>,
     next_conn: AtomicU64,
@@ -81,6 +85,7 @@ pub struct Server {
 /// Bind and serve on the current tokio runtime until the task is dropped.
 pub async fn serve(
     listen: SocketAddr,
+    respond_only: bool,
 ) -> anyhow::Result<(Server, impl std::future::Future<Output = ()>)> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -89,6 +94,7 @@ pub async fn serve(
     let stats = Arc::new(CseStats::default());
     let state = Arc::new(State {
         cse: Cse::new(256),
+        respond_only,
         associations: Mutex::new(HashMap::new()),
         dialer: Arc::default(),
         next_conn: AtomicU64::new(1),
@@ -290,6 +296,9 @@ fn on_message(
     state: &State,
     tx: &mpsc::UnboundedSender<Out>,
 ) {
+    if state.respond_only && respond_at_once(bytes, format, state, tx) {
+        return;
+    }
     let primitive = match m2m_primitive::decode(format, bytes) {
         Ok(p) => p,
         Err(e) => {
@@ -318,6 +327,46 @@ fn on_message(
         // Answers to our NOTIFYs: nothing waits for them.
         Primitive::Response(_) => {}
     }
+}
+
+/// Respond-only mode: a success for the request in `bytes` (2001 with the AE's id for a
+/// registration, so that devices can go on), from the routing view alone. False when it is not a
+/// request the view can read (then the full path answers it).
+fn respond_at_once(
+    bytes: &[u8],
+    format: Format,
+    state: &State,
+    tx: &mpsc::UnboundedSender<Out>,
+) -> bool {
+    use m2m_primitive::{Operation, Response, RoutingView, Rsc};
+    let Ok(view) = RoutingView::parse(format, bytes) else {
+        return false;
+    };
+    let Some(op) = view.op else {
+        return true;
+    };
+    state.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let mut rsp = Response {
+        rsc: match op {
+            Operation::Create => Rsc::CREATED,
+            Operation::Delete => Rsc::DELETED,
+            _ => Rsc::OK,
+        },
+        rqi: view.rqi.map(|r| r.into_owned()),
+        rvi: Some("3".into()),
+        ..Response::default()
+    };
+    if op == Operation::Create && view.ty == Some(resource_type::AE) {
+        let id = view.fr.as_deref().unwrap_or("Cregistered").to_string();
+        let mut ae = m2m_primitive::Map::new();
+        ae.insert("aei", Value::String(id.clone()));
+        ae.insert("rn", Value::String(id));
+        let mut pc = m2m_primitive::Map::new();
+        pc.insert("m2m:ae", Value::Object(ae));
+        rsp.pc = Some(Value::Object(pc));
+    }
+    send(tx, format, &Primitive::Response(rsp));
+    true
 }
 
 fn send(tx: &mpsc::UnboundedSender<Out>, format: Format, p: &Primitive) {
@@ -386,6 +435,15 @@ fn deliver(state: &State, n: Notification) {
 
 /// Start the CSE on a thread of its own (tests, embedding); it runs until the process ends.
 pub fn spawn_background(listen: SocketAddr, workers: usize) -> anyhow::Result<Server> {
+    spawn_background_with(listen, workers, false)
+}
+
+/// [`spawn_background`], optionally in respond-only mode.
+pub fn spawn_background_with(
+    listen: SocketAddr,
+    workers: usize,
+    respond_only: bool,
+) -> anyhow::Result<Server> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("cse".into())
@@ -399,7 +457,7 @@ pub fn spawn_background(listen: SocketAddr, workers: usize) -> anyhow::Result<Se
                 Err(e) => return drop(tx.send(Err(anyhow::Error::from(e)))),
             };
             rt.block_on(async move {
-                match serve(listen).await {
+                match serve(listen, respond_only).await {
                     Ok((server, run)) => {
                         let _ = tx.send(Ok(server));
                         run.await;
@@ -415,6 +473,7 @@ pub fn spawn_background(listen: SocketAddr, workers: usize) -> anyhow::Result<Se
 pub fn run_blocking(
     listen: SocketAddr,
     workers: usize,
+    respond_only: bool,
     on_ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<Arc<CseStats>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -423,7 +482,7 @@ pub fn run_blocking(
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let (server, run) = serve(listen).await?;
+        let (server, run) = serve(listen, respond_only).await?;
         on_ready(server.addr);
         tokio::select! {
             _ = run => {}
