@@ -94,12 +94,12 @@ impl Session {
         }
     }
 
-    /// Remember that the answer to the CSE's request `rqi` goes to `back`.
-    pub(crate) fn owe(&mut self, rqi: &str, back: Back) {
-        if self.owed.len() >= MAX_OWED {
-            self.owed.remove(0);
-        }
+    /// Remember that the answer to the CSE's request `rqi` goes to `back`; past `MAX_OWED`, the
+    /// oldest is given up and returned (the caller answers it 5103).
+    pub(crate) fn owe(&mut self, rqi: &str, back: Back) -> Option<(Box<str>, Back)> {
+        let evicted = (self.owed.len() >= MAX_OWED).then(|| self.owed.remove(0));
         self.owed.push((rqi.into(), back));
+        evicted
     }
 }
 

@@ -748,10 +748,12 @@ impl Engine {
         rqi: &str,
     ) {
         let Some(s) = self.session_mut(d) else { return };
-        if owe {
-            s.owe(rqi, back);
-        }
+        let evicted = if owe { s.owe(rqi, back) } else { None };
         let Some(dev_format) = s.format() else { return };
+        if let Some((old, old_back)) = evicted {
+            // The device answers too slowly: the oldest request it owes is answered for it.
+            self.answer_unreachable(io, old_back, &old, Format::Json);
+        }
         if dev_format == format {
             self.send_raw_to_device(io, d, bytes, text);
             return;

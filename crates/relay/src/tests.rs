@@ -807,3 +807,59 @@ fn a_busy_link_keeps_its_table_and_an_idle_one_gives_it_back() {
         "given back once the request timer finds it idle"
     );
 }
+
+#[test]
+fn a_full_device_queue_is_answered_at_once_and_nothing_more_is_kept() {
+    let mut s = settings();
+    s.max_queued = 2;
+    let mut h = Harness::new(s);
+    let mut dev = h.device("oneM2M.json", Some("Cf"));
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    for i in 0..4 {
+        h.send(&mut dev, &retrieve("Cf", &format!("f{i}")));
+    }
+    // One in flight, two queued, the fourth refused.
+    let got = h.recv(&mut dev);
+    assert_eq!((rsc(&got[0]), rqi(&got[0])), (5103, "f3".to_string()));
+    assert_eq!(
+        h.counters.limits[crate::counters::LIMIT_QUEUE_FULL]
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    for i in 0..3 {
+        let up = h.cse_recv(l);
+        assert_eq!(rqi(&up[0]), format!("f{i}"));
+        h.cse_send(l, &ok(&format!("f{i}"), "x"));
+    }
+    assert_eq!(h.recv(&mut dev).len(), 3);
+}
+
+#[test]
+fn a_device_owes_at_most_a_bounded_number_of_answers() {
+    let mut h = with_notify(1);
+    let mut a = named_device(&mut h, "Ca");
+    h.cse_accept_all();
+    let (n, mut cse) = h.notify_connect("127.0.0.1", "/id-in").unwrap();
+    for i in 0..65 {
+        h.notify_send(
+            n,
+            &mut cse,
+            &json(&format!(
+                r#"{{"op":5,"to":"Ca","fr":"/id-in","rqi":"b{i}","rvi":"3"}}"#
+            )),
+        );
+    }
+    assert_eq!(h.recv(&mut a).len(), 65);
+    assert_eq!(h.engine.session(a.id).unwrap().owed.len(), 64, "bounded");
+    // The oldest was given up and answered 5103 for the device (the CSE does not wait for it).
+    let back = h.notify_recv(n, &mut cse);
+    assert_eq!((rsc(&back[0]), rqi(&back[0])), (5103, "b0".to_string()));
+    // Its late answer is dropped; the newest still goes back.
+    h.send(&mut a, &json(r#"{"rsc":2000,"rqi":"b0","rvi":"3"}"#));
+    h.send(&mut a, &json(r#"{"rsc":2000,"rqi":"b64","rvi":"3"}"#));
+    let back = h.notify_recv(n, &mut cse);
+    assert_eq!(back.len(), 1);
+    assert_eq!(rqi(&back[0]), "b64");
+}
