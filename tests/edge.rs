@@ -321,12 +321,14 @@ fn cbor_device_behind_acme_json() {
 #[test]
 fn acme_restart_mid_session() {
     let mut acme = start_acme("edge-acme-restart", true);
-    for io in drivers() {
-        let edge = start_edge(
-            io,
-            acme.ws,
-            &["--request-timeout-ms", "3000", "--relink-backoff-ms", "300"],
-        );
+    for (io, (mode, margs)) in drivers()
+        .into_iter()
+        .flat_map(|io| modes().into_iter().map(move |m| (io, m)))
+    {
+        let base = ["--request-timeout-ms", "3000", "--relink-backoff-ms", "300"];
+        let edge = start_edge(io, acme.ws, &with_mode(&base, &margs));
+        let io = format!("{io} {mode}");
+        let io = io.as_str();
         let ae = unique("Crestart");
         let mut others = Vec::new();
         let mut c = WsClient::connect(edge.addr, &["oneM2M.json"], None).unwrap();

@@ -122,15 +122,7 @@ impl Engine {
             Err(e) => {
                 self.counters.link(LINK_FAILED);
                 tracing::warn!(link = l.index, error = %e, "cannot open an upstream socket");
-                self.fail_link_requests(
-                    io,
-                    now,
-                    l,
-                    Rsc::TARGET_NOT_REACHABLE,
-                    "upstream CSE not reachable",
-                    true,
-                );
-                self.schedule_relink(io, now, l);
+                self.fail_and_retry(io, now, l, "upstream CSE not reachable");
             }
         }
     }
@@ -355,15 +347,7 @@ impl Engine {
         if was_open {
             self.counters.upstream_links.fetch_sub(1, Ordering::Relaxed);
         }
-        self.fail_link_requests(
-            io,
-            now,
-            l,
-            Rsc::TARGET_NOT_REACHABLE,
-            "upstream CSE not reachable",
-            true,
-        );
-        self.schedule_relink(io, now, l);
+        self.fail_and_retry(io, now, l, "upstream CSE not reachable");
     }
 
     /// A link that could not be set up: close it, answer everything waiting with 5103, retry later.
@@ -376,6 +360,12 @@ impl Engine {
         link.setup_deadline = None;
         tracing::warn!(link = l.index, reason = why, "upstream link failed");
         self.counters.link(LINK_FAILED);
+        self.fail_and_retry(io, now, l, why);
+    }
+
+    /// The link is down: answer everything in flight on it or waiting for it with 5103, and
+    /// re-open it after the back-off.
+    fn fail_and_retry(&mut self, io: &mut impl Io, now: Instant, l: LinkId, why: &str) {
         self.fail_link_requests(io, now, l, Rsc::TARGET_NOT_REACHABLE, why, true);
         self.schedule_relink(io, now, l);
     }
