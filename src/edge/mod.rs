@@ -268,7 +268,7 @@ impl App for EdgeApp {
         let (engine, mut io) = self.split(cx);
         match peer {
             Peer::Device(d) => {
-                engine.device_closed(&mut io, d, matches!(reason, CloseReason::Tls(_)));
+                engine.device_closed(&mut io, now, d, matches!(reason, CloseReason::Tls(_)));
             }
             Peer::Link(l) => engine.link_closed(&mut io, now, l, &format!("{reason:?}")),
             Peer::Tunnel(d) => engine.tunnel_closed(&mut io, d),
@@ -277,8 +277,9 @@ impl App for EdgeApp {
     }
 
     fn on_message(&mut self, cx: &mut Cx<'_, Envelope>, _from: usize, msg: Envelope) {
+        let now = cx.now();
         let (engine, mut io) = self.split(cx);
-        engine.message(&mut io, msg);
+        engine.message(&mut io, now, msg);
     }
 
     fn on_connect(&mut self, cx: &mut Cx<'_, Envelope>, conn: ConnId, result: std::io::Result<()>) {

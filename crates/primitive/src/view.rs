@@ -37,6 +37,9 @@ pub struct RoutingView<'a> {
     pub ty: Option<u32>,
     pub rvi: Option<Cow<'a, str>>,
     pub rqet: Option<AbsRelTime>,
+    /// `rset` (result expiration) and `oet` (operation execution time), read like `rqet`.
+    pub rset: Option<AbsRelTime>,
+    pub oet: Option<AbsRelTime>,
     /// `rt.rtv` when present.
     pub rtv: Option<u8>,
     /// The draft's `{"m2m:rqp":…}` wrapper was present (JSON/CBOR).
@@ -161,20 +164,36 @@ fn apply<'a>(
             view.rqi_span = Some(span);
         }
         b"rvi" => view.rvi = Some(need_str("rvi")?),
-        b"rqet" => match (&text, int) {
-            (Some(t), _) => match AbsRelTime::parse_str(t) {
-                Some(t) => view.rqet = Some(t),
-                None => view.deferred = Some("rqet is not a timestamp".into()),
-            },
-            (None, Some(i)) => view.rqet = Some(AbsRelTime::Relative(i)),
-            _ => view.deferred = Some("rqet must be a timestamp or an integer".into()),
-        },
+        b"rqet" => view.rqet = time_member(&mut view.deferred, "rqet", &text, int),
+        b"rset" => view.rset = time_member(&mut view.deferred, "rset", &text, int),
+        b"oet" => view.oet = time_member(&mut view.deferred, "oet", &text, int),
         _ => {}
     }
     Ok(())
 }
 
-const ROUTING_KEYS: &[&[u8]] = &[b"op", b"rsc", b"ty", b"to", b"fr", b"rqi", b"rvi", b"rqet"];
+/// An `m2m:absRelTimestamp` member (`rqet`, `rset`, `oet`): a timestamp, a duration or a number of
+/// milliseconds; anything else is an error if the primitive turns out to be a request.
+fn time_member(
+    deferred: &mut Option<String>,
+    name: &str,
+    text: &Option<Cow<'_, str>>,
+    int: Option<i64>,
+) -> Option<AbsRelTime> {
+    let t = match (text, int) {
+        (Some(t), _) => AbsRelTime::parse_str(t),
+        (None, Some(i)) => Some(AbsRelTime::Relative(i)),
+        _ => None,
+    };
+    if t.is_none() {
+        *deferred = Some(format!("{name} must be a timestamp, a duration or an integer"));
+    }
+    t
+}
+
+const ROUTING_KEYS: &[&[u8]] = &[
+    b"op", b"rsc", b"ty", b"to", b"fr", b"rqi", b"rvi", b"rqet", b"rset", b"oet",
+];
 
 // ---------------------------------------------------------------------------------------------
 // JSON
@@ -755,7 +774,7 @@ mod tests {
     use crate::codec::{Format, decode, encode};
 
     const CREATE: &str = r#"{"op":1,"to":"cse-in/meter01/readings","fr":"Cmeter01","rqi":"q-0003","rvi":"3","ty":4,
- "pc":{"m2m:cin":{"cnf":"application/json:0","con":"{\"kWh\":12.5, \"x\":[1,{\"a\":\"}\"}]}"}},"rt":{"rtv":1},"rqet":"PT5S"}"#;
+ "pc":{"m2m:cin":{"cnf":"application/json:0","con":"{\"kWh\":12.5, \"x\":[1,{\"a\":\"}\"}]}"}},"rt":{"rtv":1},"rqet":"PT5S","rset":"20991231T000000","oet":2000}"#;
 
     /// Found by the json_primitive fuzz target: a request carrying a non-numeric `rsc` member. The
     /// model keeps it among the request's unknown members, so the view must accept it too (and its
@@ -786,6 +805,8 @@ mod tests {
             (v.ty, v.rtv, v.rqet),
             (Some(4), Some(1), Some(AbsRelTime::Relative(5000)))
         );
+        assert_eq!(v.oet, Some(AbsRelTime::Relative(2000)));
+        assert!(matches!(v.rset, Some(AbsRelTime::Absolute(_))));
         assert!(matches!(v.to, Some(Cow::Borrowed(_))));
         assert_eq!(v.kind(), Kind::Request);
     }
@@ -798,10 +819,13 @@ mod tests {
             let bytes = encode(&p, f).unwrap();
             let v = RoutingView::parse(f, &bytes).unwrap();
             assert_eq!(
-                (v.op, &v.to, &v.fr, &v.rqi, v.ty, &v.rvi, v.rtv, v.rqet),
-                (
-                    json.op, &json.to, &json.fr, &json.rqi, json.ty, &json.rvi, json.rtv, json.rqet
-                ),
+                (v.op, &v.to, &v.fr, &v.rqi, v.ty, &v.rvi, v.rtv),
+                (json.op, &json.to, &json.fr, &json.rqi, json.ty, &json.rvi, json.rtv),
+                "{f:?}"
+            );
+            assert_eq!(
+                (v.rqet, v.rset, v.oet),
+                (json.rqet, json.rset, json.oet),
                 "{f:?}"
             );
         }

@@ -12,7 +12,7 @@ pub const LINK_FAILED: usize = 2;
 pub const LINK_LOST: usize = 3;
 
 /// Limits whose hits are counted (`m2m_edge_limits_hit_total{limit}`).
-pub const LIMITS: [&str; 7] = [
+pub const LIMITS: [&str; 8] = [
     "handshake_timeout",
     "idle_timeout",
     "message_too_big",
@@ -20,6 +20,7 @@ pub const LIMITS: [&str; 7] = [
     "queue_full",
     "output_bound",
     "upstream_setup_timeout",
+    "ping_timeout",
 ];
 pub const LIMIT_HANDSHAKE_TIMEOUT: usize = 0;
 pub const LIMIT_IDLE_TIMEOUT: usize = 1;
@@ -30,6 +31,7 @@ pub const LIMIT_QUEUE_FULL: usize = 4;
 pub const LIMIT_OUTPUT_BOUND: usize = 5;
 /// An upstream link that was not open within the connect timeout (TCP, CONNECT, TLS, WebSocket).
 pub const LIMIT_UPSTREAM_SETUP: usize = 6;
+pub const LIMIT_PING_TIMEOUT: usize = 7;
 /// Upper bounds of the handling-time histogram (one read of input handled), in seconds.
 pub const HANDLING_BUCKETS: [f64; 12] = [
     0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5,
@@ -41,7 +43,7 @@ pub const DIRECTIONS: [&str; 2] = ["device_to_cse", "cse_to_device"];
 pub const RSC_CLASSES: [&str; 6] = ["1xxx", "2xxx", "4xxx", "5xxx", "6xxx", "other"];
 pub const HANDSHAKE_RESULTS: [&str; 2] = ["accepted", "refused"];
 pub const SERIALIZATIONS: [&str; 4] = ["json", "cbor", "xml", "none"];
-pub const ANSWERS: [u16; 6] = [4000, 4015, 4103, 4008, 5103, 5207];
+pub const ANSWERS: [u16; 7] = [4000, 4015, 4103, 4008, 5103, 5207, 1000];
 pub const TUNNEL_RESULTS: [&str; 4] = ["terminated", "tunnelled", "forbidden", "failed"];
 pub const ERROR_KINDS: [&str; 4] = [
     "protocol_violation",
@@ -62,7 +64,7 @@ pub struct CoreCounters {
     pub handshakes: [[AtomicU64; 2]; 4],
     pub requests: [[AtomicU64; 5]; 2],
     pub responses: [[AtomicU64; 6]; 2],
-    pub answers: [AtomicU64; 6],
+    pub answers: [AtomicU64; 7],
     pub tunnels: [AtomicU64; 4],
     pub errors: [AtomicU64; 4],
     pub bytes_in: AtomicU64,
@@ -75,7 +77,7 @@ pub struct CoreCounters {
     pub sessions_by_format: [AtomicI64; 3],
     pub registrations: AtomicU64,
     pub link_events: [AtomicU64; 4],
-    pub limits: [AtomicU64; 7],
+    pub limits: [AtomicU64; 8],
     /// TLS handshakes on the device listener: completed, failed.
     pub tls: [AtomicU64; 2],
     /// Copied from the runtime's per-core statistics.
@@ -85,6 +87,13 @@ pub struct CoreCounters {
     pub handling_buckets: [AtomicU64; 12],
     pub handling_count: AtomicU64,
     pub handling_sum_ns: AtomicU64,
+    /// Held now for devices that are away: primitives, bytes.
+    pub held: [AtomicI64; 2],
+    /// Held primitives delivered when their device came back, expired before it did, and dropped
+    /// by a bound (oldest first).
+    pub held_delivered: AtomicU64,
+    pub held_expired: AtomicU64,
+    pub held_dropped: AtomicU64,
 }
 
 fn bump(a: &AtomicU64) {

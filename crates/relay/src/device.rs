@@ -57,6 +57,11 @@ pub(crate) struct Session {
     pub draining: bool,
     /// The client certificate's identity, looked up once (`None` until then).
     pub identity: Option<Option<String>>,
+    /// Requests held for this originator on another core are on their way: what the CSE sends
+    /// meanwhile is held behind them, so the device gets everything in order.
+    pub awaiting_held: bool,
+    /// When the last WebSocket ping was sent and not yet answered.
+    pub ping_sent: Option<Instant>,
 }
 
 /// The close reason of a session replaced by a newer one of the same originator.
@@ -80,6 +85,8 @@ impl Session {
             last_input: now,
             draining: false,
             identity: None,
+            awaiting_held: false,
+            ping_sent: None,
         }
     }
 
@@ -150,6 +157,7 @@ impl Engine {
         d: DeviceId,
         data: &mut [u8],
     ) -> usize {
+        self.tick(now);
         let Some(s) = self.session_mut(d) else {
             return data.len();
         };
@@ -162,7 +170,8 @@ impl Engine {
     }
 
     /// The device went away (or its TLS failed).
-    pub fn device_closed(&mut self, io: &mut impl Io, d: DeviceId, tls_failed: bool) {
+    pub fn device_closed(&mut self, io: &mut impl Io, now: Instant, d: DeviceId, tls_failed: bool) {
+        self.tick(now);
         if tls_failed && self.session(d).is_some() {
             self.counters.tls[1].fetch_add(1, Ordering::Relaxed);
         }
@@ -188,9 +197,10 @@ impl Engine {
         if matches!(s.state, DeviceState::Tunnel { .. }) {
             io.close(Peer::Tunnel(d));
         }
-        if let Some(o) = &s.origin {
-            self.unbind_origin(d, o);
-        }
+        let away = s
+            .origin
+            .as_ref()
+            .is_some_and(|o| self.leave_origin(io, d, o));
         // The CSE's requests this device still owed an answer to: 5103, not the CSE's own timeout.
         for (rqi, back) in &s.owed {
             self.answer_unreachable(io, *back, rqi, Format::Json);
@@ -198,7 +208,14 @@ impl Engine {
         if let Some(l) = s.link
             && !self.multiplex()
         {
-            self.remove_link(io, l);
+            match s.origin {
+                // Passthrough: the CSE routes to the device by its connection, so the link stays
+                // open for the hold time and what the CSE sends on it is held.
+                Some(o) if away && self.link(l).is_some_and(|k| k.is_open() && k.has_origin) => {
+                    self.orphan_link(io, l, o)
+                }
+                _ => self.remove_link(io, l),
+            }
         }
     }
 
@@ -274,7 +291,9 @@ impl Engine {
         if let Some(idle) = self.s.idle_timeout {
             io.set_timer(now + idle, timer(T_IDLE, d.index, d.generation));
         }
+        self.arm_device_ping(io, now, d);
         self.attach_link(io, now, d);
+        self.deliver_held(io, d);
         head_len + self.device_frames(io, now, d, &mut data[head_len..])
     }
 
@@ -326,8 +345,8 @@ impl Engine {
             device: d,
             since,
         };
-        let previous = match self.directory.claim(&origin, me) {
-            crate::Claim::Taken(previous) => previous,
+        let (previous, held_on) = match self.directory.claim(&origin, me) {
+            crate::Claim::Taken { previous, held_on } => (previous, held_on),
             crate::Claim::Newer => {
                 tracing::info!(device = d.index, origin = %origin, "a newer session holds this originator: not bound");
                 return;
@@ -349,8 +368,9 @@ impl Engine {
             _ => {}
         }
         if let Some(s) = self.session_mut(d) {
-            s.origin = Some(origin);
+            s.origin = Some(origin.clone());
         }
+        self.fetch_held(io, d, origin, held_on);
     }
 
     /// A newer session (of this core or another) took `origin` over: close `device`, the older
@@ -371,9 +391,9 @@ impl Engine {
         }
     }
 
-    /// Unbind a session's originator (deregistration, session end).
+    /// Unbind a session's originator (deregistration).
     pub(crate) fn unbind_origin(&mut self, d: DeviceId, origin: &str) {
-        self.directory.release(origin, self.core, d);
+        self.directory.release(origin, self.core, d, None);
     }
 
     fn device_frames(
@@ -393,6 +413,7 @@ impl Engine {
             match next_frame(io, Peer::Device(d), rx, tx, data, &mut at, input) {
                 Step::Need(used) => return used,
                 Step::Control => {}
+                Step::Pong => self.device_pong(d),
                 Step::Message(m) => self.device_message(io, now, d, m.bytes(data), m.text),
                 Step::Close { code, why, error } => {
                     if error {

@@ -5,11 +5,14 @@
 //! link that is gone is ignored. Once the engine closes or aborts a connection it forgets it (the
 //! adapter detaches it; no event follows), so a `*_closed` event always means the peer went away.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::counters::CoreCounters;
 use crate::device::Session;
+use crate::hold::{HoldStore, MemoryHold};
 use crate::link::Link;
 use crate::notify::NotifyConn;
 use crate::settings::{RelaySettings, UpstreamMode};
@@ -23,6 +26,10 @@ pub(crate) const T_REQUESTS: u64 = 3;
 pub(crate) const T_LINK_SETUP: u64 = 4;
 pub(crate) const T_RELINK: u64 = 5;
 pub(crate) const T_NOTIFY_HANDSHAKE: u64 = 6;
+pub(crate) const T_HOLD: u64 = 7;
+pub(crate) const T_ORPHAN: u64 = 8;
+pub(crate) const T_DEVICE_PING: u64 = 9;
+pub(crate) const T_LINK_PING: u64 = 10;
 
 pub(crate) fn timer(kind: u64, index: u32, generation: u32) -> Timer {
     Timer((kind << 56) | ((u64::from(index) & 0xff_ffff) << 32) | u64::from(generation))
@@ -47,10 +54,22 @@ pub struct Engine {
     pub(crate) rewrites: u64,
     /// This engine's core (part of its shared links' originators).
     pub(crate) core: usize,
+    /// The latest `now` of any event (for the few paths that do not carry one).
+    pub(crate) clock: Instant,
+    /// Requests of the CSE held for devices that are away.
+    pub(crate) hold: Box<dyn HoldStore>,
+    /// Originators this core remembers as away, by when it may forget them (earliest first).
+    pub(crate) away: BinaryHeap<Reverse<(Instant, Box<str>)>>,
+    /// When the hold timer is armed for.
+    pub(crate) hold_timer_at: Option<Instant>,
+    /// Held primitives dropped by a bound since the last log line (logged at most once a minute).
+    pub(crate) hold_drops_unlogged: u64,
+    pub(crate) hold_drops_logged_at: Option<Instant>,
 }
 
 impl Engine {
     pub fn new(settings: RelaySettings, counters: Arc<CoreCounters>) -> Self {
+        let settings_hold = settings.hold;
         Self {
             s: settings,
             counters,
@@ -63,7 +82,24 @@ impl Engine {
             draining: false,
             rewrites: 0,
             core: 0,
+            clock: Instant::now(),
+            hold: Box::new(MemoryHold::new(settings_hold)),
+            away: BinaryHeap::new(),
+            hold_timer_at: None,
+            hold_drops_unlogged: 0,
+            hold_drops_logged_at: None,
         }
+    }
+
+    /// Keep held primitives in `store` instead of memory.
+    pub fn with_hold_store(mut self, store: Box<dyn HoldStore>) -> Self {
+        self.hold = store;
+        self
+    }
+
+    /// Note the time of an event.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
     }
 
     /// The engine of core `core` (its shared links are named after it).
@@ -135,6 +171,7 @@ impl Engine {
 
     /// A timer armed earlier fired.
     pub fn timer(&mut self, io: &mut impl Io, now: Instant, t: Timer) {
+        self.tick(now);
         let kind = t.0 >> 56;
         let index = ((t.0 >> 32) & 0xff_ffff) as u32;
         let generation = t.0 as u32;
@@ -149,6 +186,10 @@ impl Engine {
             T_NOTIFY_HANDSHAKE => {
                 self.notify_handshake_timeout(io, now, NotifyId { index, generation })
             }
+            T_HOLD => self.hold_due(io, now),
+            T_ORPHAN => self.orphan_due(io, now, l),
+            T_DEVICE_PING => self.device_ping_due(io, now, d),
+            T_LINK_PING => self.link_ping_due(io, now, l),
             _ => {}
         }
     }
@@ -156,6 +197,7 @@ impl Engine {
     /// Shutdown: take no new work; close each device with 1001 once everything it sent is answered
     /// (the runtime closes what is left at its drain deadline).
     pub fn shutdown(&mut self, io: &mut impl Io, now: Instant) {
+        self.tick(now);
         self.draining = true;
         for (index, generation) in self.devices.ids() {
             let d = DeviceId { index, generation };

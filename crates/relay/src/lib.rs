@@ -26,7 +26,10 @@
 pub mod counters;
 mod device;
 pub mod engine;
+pub mod hold;
+mod holding;
 mod link;
+mod liveness;
 pub mod message;
 mod notify;
 mod poa;
@@ -44,6 +47,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 pub use engine::Engine;
+pub use hold::{HeldPrimitive, HoldLimits, HoldStore, MemoryHold};
 pub use settings::{OriginHeader, RelaySettings, UpstreamMode};
 
 /// A device session of one engine: slot and generation (a stale id of a closed session is ignored).
@@ -102,6 +106,19 @@ pub enum Envelope {
     },
     /// A session on the sending core now holds `origin`: close `device`, this core's older one.
     TakeOver { origin: Box<str>, device: DeviceId },
+    /// Session `device` of core `core` now holds `origin`, which was away with its requests held
+    /// on the receiving core: send them (an `Envelope::Held`).
+    Fetch {
+        origin: Box<str>,
+        core: usize,
+        device: DeviceId,
+    },
+    /// The requests held for `origin` while it was away, oldest first, for session `device`.
+    Held {
+        origin: Box<str>,
+        device: DeviceId,
+        items: Vec<hold::HeldPrimitive>,
+    },
 }
 
 /// Who holds an originator: the core, the session, and when that session was accepted.
@@ -115,53 +132,140 @@ pub(crate) struct Holder {
 /// Which session (on which core) holds each originator, shared by the engines of one process:
 /// claimed when a session binds an originator, released when it unbinds, read when the CSE
 /// delivers a request on a core that does not hold the device. One lock per claim, so two cores
-/// binding the same originator at once always see each other.
+/// binding the same originator at once always see each other. A device that left (not
+/// deregistered) is remembered as *away* on the core that holds its primitives until the hold
+/// time has passed, so that the CSE's requests for it are held there, in one place and in order.
 #[derive(Debug, Default)]
-pub struct Directory(std::sync::Mutex<std::collections::HashMap<Box<str>, Holder>>);
+pub struct Directory(std::sync::Mutex<std::collections::HashMap<Box<str>, Entry>>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    Live(Holder),
+    /// The device left; core `core` holds what comes for it until `until` (or later, while it
+    /// still holds something).
+    Away { core: usize, until: Instant },
+}
 
 /// What a claim found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Claim {
-    /// Claimed; the previous holder (now to be closed), if any.
-    Taken(Option<Holder>),
+    /// Claimed; the previous holder (now to be closed), if any, and the core holding primitives
+    /// kept while the device was away, if any.
+    Taken {
+        previous: Option<Holder>,
+        held_on: Option<usize>,
+    },
     /// A newer session holds it: the claim is refused (an older session must not evict a newer one).
     Newer,
 }
 
 impl Directory {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Box<str>, Entry>> {
+        // A poisoned lock only means another core panicked mid-update of a plain map.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Claim `origin` for `me` unless a newer session holds it.
     pub(crate) fn claim(&self, origin: &str, me: Holder) -> Claim {
-        let Ok(mut m) = self.0.lock() else {
-            return Claim::Taken(None);
+        let mut m = self.map();
+        let held_on = match m.get(origin) {
+            Some(Entry::Live(h)) if h.device == me.device && h.core == me.core => {
+                return Claim::Taken {
+                    previous: None,
+                    held_on: None,
+                };
+            }
+            Some(Entry::Live(h)) if h.since > me.since => return Claim::Newer,
+            Some(Entry::Away { core, .. }) => Some(*core),
+            _ => None,
         };
-        match m.get(origin) {
-            Some(h) if h.device == me.device && h.core == me.core => Claim::Taken(None),
-            Some(h) if h.since > me.since => Claim::Newer,
-            _ => Claim::Taken(m.insert(origin.into(), me)),
-        }
+        let previous = match m.insert(origin.into(), Entry::Live(me)) {
+            Some(Entry::Live(h)) => Some(h),
+            _ => None,
+        };
+        Claim::Taken { previous, held_on }
     }
 
-    /// Release `origin` if `device` of `core` holds it.
-    pub(crate) fn release(&self, origin: &str, core: usize, device: DeviceId) {
-        if let Ok(mut m) = self.0.lock()
-            && m.get(origin)
-                .is_some_and(|h| h.core == core && h.device == device)
-        {
-            m.remove(origin);
+    /// Release `origin` if `device` of `core` holds it; with `away_until`, remember it as away
+    /// (its requests held on `core`) until then.
+    pub(crate) fn release(
+        &self,
+        origin: &str,
+        core: usize,
+        device: DeviceId,
+        away_until: Option<Instant>,
+    ) -> bool {
+        let mut m = self.map();
+        let mine = matches!(m.get(origin), Some(Entry::Live(h)) if h.core == core && h.device == device);
+        if mine {
+            match away_until {
+                Some(until) => m.insert(origin.into(), Entry::Away { core, until }),
+                None => m.remove(origin),
+            };
         }
+        mine
     }
 
+    /// The live session holding `origin`.
     pub(crate) fn holder(&self, origin: &str) -> Option<Holder> {
-        self.0.lock().ok()?.get(origin).copied()
+        match self.map().get(origin) {
+            Some(Entry::Live(h)) => Some(*h),
+            _ => None,
+        }
     }
 
-    /// Originators held (for tests and leak checks).
+    /// The core holding requests for `origin` while it is away.
+    pub(crate) fn away(&self, origin: &str) -> Option<usize> {
+        match self.map().get(origin) {
+            Some(Entry::Away { core, .. }) => Some(*core),
+            _ => None,
+        }
+    }
+
+    /// Keep `origin` away on `core` at least until `until` (something held for it expires then).
+    pub(crate) fn extend_away(&self, origin: &str, core: usize, until: Instant) {
+        if let Some(Entry::Away { core: c, until: u }) = self.map().get_mut(origin)
+            && *c == core
+            && *u < until
+        {
+            *u = until;
+        }
+    }
+
+    /// Forget `origin` as away on `core` if its time is up; else when it is up.
+    pub(crate) fn forget_away(&self, origin: &str, core: usize, now: Instant) -> Option<Instant> {
+        let mut m = self.map();
+        match m.get(origin) {
+            Some(Entry::Away { core: c, until }) if *c == core => {
+                if *until <= now {
+                    m.remove(origin);
+                    None
+                } else {
+                    Some(*until)
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Originators held by a live session (for tests and leak checks).
     pub fn len(&self) -> usize {
-        self.0.lock().map_or(0, |m| m.len())
+        self.map()
+            .values()
+            .filter(|e| matches!(e, Entry::Live(_)))
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Originators remembered as away.
+    pub fn away_len(&self) -> usize {
+        self.map()
+            .values()
+            .filter(|e| matches!(e, Entry::Away { .. }))
+            .count()
     }
 }
 

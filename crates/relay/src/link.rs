@@ -60,6 +60,12 @@ pub(crate) struct Link {
     pub setup_deadline: Option<Instant>,
     /// Re-open at this time.
     pub relink_at: Option<Instant>,
+    /// Passthrough: kept open for a device that left (its originator), until then.
+    pub orphan: Option<Box<(Box<str>, Instant)>>,
+    /// When the last ping was sent and not yet answered.
+    pub ping_sent: Option<Instant>,
+    /// When the CSE last sent anything on it (pings go to quiet links only).
+    pub last_input: Instant,
 }
 
 impl Link {
@@ -72,6 +78,11 @@ impl Link {
             LinkState::Open { format, .. } => Some(format),
             _ => None,
         }
+    }
+
+    /// The originator of the device that left, if this is a link kept for it.
+    pub(crate) fn orphan_origin(&self) -> Option<&str> {
+        self.orphan.as_ref().map(|o| &*o.0)
     }
 }
 
@@ -86,6 +97,9 @@ impl Engine {
             timer_at: None,
             setup_deadline: None,
             relink_at: None,
+            orphan: None,
+            ping_sent: None,
+            last_input: self.clock,
         });
         LinkId { index, generation }
     }
@@ -100,6 +114,19 @@ impl Engine {
                 io.abort(Peer::Link(l));
             }
         }
+    }
+
+    /// Close an open link with 1000 and `why`, and forget it (a passthrough link kept for a device
+    /// that did not come back).
+    pub(crate) fn retire_link(&mut self, io: &mut impl Io, l: LinkId, why: &str) {
+        if let Some(LinkState::Open { tx, .. }) = self.link_mut(l).map(|k| &mut k.state) {
+            io.send_with(Peer::Link(l), |out| tx.close(m2m_ws::CloseCode::NORMAL, why, out));
+            io.close(Peer::Link(l));
+            self.counters.upstream_links.fetch_sub(1, Ordering::Relaxed);
+        } else if self.link(l).is_some_and(|k| !matches!(k.state, LinkState::Down)) {
+            io.abort(Peer::Link(l));
+        }
+        self.links.remove(l.index, l.generation);
     }
 
     /// Connect a link that is down.
@@ -204,9 +231,12 @@ impl Engine {
         l: LinkId,
         data: &mut [u8],
     ) -> usize {
-        let Some(link) = self.link(l) else {
+        self.tick(now);
+        let Some(link) = self.link_mut(l) else {
             return data.len();
         };
+        link.last_input = now;
+        let link = self.link(l).expect("checked");
         match &link.state {
             LinkState::Proxying => self.proxy_answer(io, now, l, data),
             LinkState::Handshaking(hs) => match hs.read_response(data, self.s.head) {
@@ -264,6 +294,7 @@ impl Engine {
         self.counters.upstream_links.fetch_add(1, Ordering::Relaxed);
         self.counters.link(LINK_OPEN);
         tracing::debug!(link = l.index, "upstream link open");
+        self.arm_link_ping(io, now, l);
         self.pump(io, now, l);
     }
 
@@ -279,6 +310,7 @@ impl Engine {
             match next_frame(io, Peer::Link(l), rx, tx, data, &mut at, input) {
                 Step::Need(used) => return used,
                 Step::Control => {}
+                Step::Pong => self.link_pong(l),
                 Step::Message(m) => self.link_message(io, now, l, m.bytes(data), m.text, format),
                 Step::Close { code, why, .. } => {
                     io.send_with(Peer::Link(l), |out| tx.close(code, &why, out));
@@ -330,6 +362,7 @@ impl Engine {
 
     /// The CSE closed the link or the connection broke.
     pub fn link_closed(&mut self, io: &mut impl Io, now: Instant, l: LinkId, why: &str) {
+        self.tick(now);
         self.link_lost(io, now, l, why);
     }
 
@@ -367,7 +400,20 @@ impl Engine {
     /// re-open it after the back-off.
     fn fail_and_retry(&mut self, io: &mut impl Io, now: Instant, l: LinkId, why: &str) {
         self.fail_link_requests(io, now, l, Rsc::TARGET_NOT_REACHABLE, why, true);
+        if self.link(l).is_some_and(|k| k.orphan.is_some()) {
+            // Kept for a device that left: nobody needs it re-opened.
+            self.links.remove(l.index, l.generation);
+            return;
+        }
         self.schedule_relink(io, now, l);
+    }
+
+    /// The link stopped answering pings: fail it (requests in flight 5103) and re-open it.
+    pub(crate) fn link_dead(&mut self, io: &mut impl Io, now: Instant, l: LinkId) {
+        if self.link(l).is_some_and(|k| k.is_open()) {
+            self.counters.upstream_links.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.link_failed(io, now, l, "no pong from the CSE within the ping timeout");
     }
 
     pub(crate) fn link_setup_timeout(&mut self, io: &mut impl Io, now: Instant, l: LinkId) {

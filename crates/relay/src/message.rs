@@ -82,6 +82,8 @@ pub(crate) enum Step {
     Message(Message),
     /// A control frame was handled (a ping answered), or a fragment taken in.
     Control,
+    /// The answer to our ping.
+    Pong,
     /// The peer sent a close frame (`error` false), or broke the protocol (`error` true): close
     /// with `code` and `why`.
     Close {
@@ -113,6 +115,7 @@ pub(crate) fn next_frame(
                     io.send_with(peer, |out| tx.pong(p, out));
                     Step::Control
                 }
+                Event::Pong(_) => Step::Pong,
                 Event::Close(f) => Step::Close {
                     code: f.code.unwrap_or(CloseCode::NORMAL),
                     why: String::new(),

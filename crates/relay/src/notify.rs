@@ -78,15 +78,15 @@ impl Engine {
         }
     }
 
-    /// Bytes from the CSE on a notify connection; returns how many were consumed (`_now` for the
-    /// same shape as the other data events).
+    /// Bytes from the CSE on a notify connection; returns how many were consumed.
     pub fn notify_data(
         &mut self,
         io: &mut impl Io,
-        _now: Instant,
+        now: Instant,
         n: NotifyId,
         data: &mut [u8],
     ) -> usize {
+        self.tick(now);
         match self.notifies.get(n.index, n.generation).map(|c| &c.state) {
             Some(NotifyState::Handshake) => self.notify_handshake(io, n, data),
             Some(NotifyState::Open { .. }) => self.notify_frames(io, n, data),
@@ -169,7 +169,7 @@ impl Engine {
             let format = *format;
             match next_frame(io, Peer::Notify(n), rx, tx, data, &mut at, input) {
                 Step::Need(used) => return used,
-                Step::Control => {}
+                Step::Control | Step::Pong => {}
                 Step::Message(m) => self.notify_message(io, n, m.bytes(data), m.text, format),
                 Step::Close { code, why, .. } => {
                     io.send_with(Peer::Notify(n), |out| tx.close(code, &why, out));

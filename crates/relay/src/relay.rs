@@ -47,6 +47,17 @@ pub(crate) struct Pending {
     pub deadline: Instant,
 }
 
+/// A request of the CSE on its way to a device: where its answer goes, its bytes and view.
+#[derive(Clone, Copy)]
+pub(crate) struct CseRequest<'a> {
+    pub back: Back,
+    pub bytes: &'a [u8],
+    pub view: &'a RoutingView<'a>,
+    pub format: Format,
+    /// Known to be UTF-8 (it came in a text frame).
+    pub text: bool,
+}
+
 /// A request's bytes, serialization and whether it came in the draft's `m2m:rqp` wrapper.
 #[derive(Clone, Copy)]
 pub(crate) struct Body<'a> {
@@ -684,8 +695,9 @@ impl Engine {
     }
 
     /// A request of the CSE (NOTIFY, verification) that arrived on `came_on` (a link, or a
-    /// connection to the notify listener): to the device it targets, on this core or posted to the
-    /// core that holds it, or answered 5103 (TS-0004: target not reachable).
+    /// connection to the notify listener): to the device it targets (a passthrough link's own
+    /// device, or by `to`), held if that device is away, or answered 5103 (TS-0004: target not
+    /// reachable).
     pub(crate) fn cse_request(
         &mut self,
         io: &mut impl Io,
@@ -702,41 +714,88 @@ impl Engine {
             core: self.core,
             peer: came_on,
         };
-        let owner = match came_on {
-            Peer::Link(l) => self.link(l).and_then(|k| k.owner),
-            _ => None,
+        let (owner, orphan_of) = match came_on {
+            Peer::Link(l) => self
+                .link(l)
+                .map_or((None, None), |k| (k.owner, k.orphan_origin().map(Box::<str>::from))),
+            _ => (None, None),
         };
-        let to = view.to.as_deref().unwrap_or_default();
-        let rqi = view.rqi.as_deref().unwrap_or_default();
-        let local = owner
-            .or_else(|| self.route(to))
-            .filter(|&d| self.session(d).is_some_and(Session::is_open));
-        if let Some(d) = local {
-            self.deliver_to_device(io, d, back, owner.is_none(), bytes, format, text, rqi);
+        if let Some(d) = owner.filter(|&d| self.session(d).is_some_and(Session::is_open)) {
+            let rqi = view.rqi.as_deref().unwrap_or_default();
+            self.deliver_to_device(io, d, back, false, bytes, format, text, rqi);
             return;
         }
-        let elsewhere = target_keys(to)
-            .into_iter()
-            .find_map(|k| self.directory.holder(k).map(|h| h.core))
-            .filter(|&core| core != self.core && owner.is_none());
-        if let Some(core) = elsewhere {
+        // A passthrough link kept for a device that left carries requests for that device only.
+        let to = orphan_of
+            .as_deref()
+            .unwrap_or_else(|| view.to.as_deref().unwrap_or_default());
+        let req = CseRequest {
+            back,
+            bytes,
+            view,
+            format,
+            text,
+        };
+        self.route_cse_request(io, to, req, true);
+    }
+
+    /// Place a request of the CSE for `to`: its live session here; held behind what is on its
+    /// way from another core; posted to the core with its session or holding for it (once:
+    /// `may_post`); held here while it is away; else answered 5103.
+    pub(crate) fn route_cse_request(
+        &mut self,
+        io: &mut impl Io,
+        to: &str,
+        req: CseRequest<'_>,
+        may_post: bool,
+    ) {
+        let rqi = req.view.rqi.as_deref().unwrap_or_default();
+        let keys = target_keys(to);
+        let live = keys.iter().find_map(|k| self.directory.holder(k));
+        let away = || keys.iter().find_map(|k| self.directory.away(k).map(|c| (*k, c)));
+        let (core, hold_as) = match (live, away()) {
+            (Some(h), _) if h.core == self.core => {
+                let d = h.device;
+                match self.session(d) {
+                    Some(s) if s.is_open() && !s.awaiting_held => {
+                        self.deliver_to_device(
+                            io, d, req.back, true, req.bytes, req.format, req.text, rqi,
+                        );
+                        return;
+                    }
+                    Some(s) if s.awaiting_held => (self.core, s.origin.clone()),
+                    _ => (self.core, None),
+                }
+            }
+            (Some(h), _) => (h.core, None),
+            (None, Some((key, core))) => (core, Some(key.into())),
+            (None, None) => (self.core, None),
+        };
+        if core == self.core {
+            match hold_as {
+                Some(origin) => self.hold_request(io, &origin, req),
+                None => self.answer_unreachable(io, req.back, rqi, req.format),
+            }
+            return;
+        }
+        if may_post {
             let env = Envelope::Deliver {
-                back,
+                back: req.back,
                 to: to.into(),
-                bytes: bytes.to_vec(),
-                format,
+                bytes: req.bytes.to_vec(),
+                format: req.format,
             };
             if io.post(core, env) {
                 return;
             }
         }
-        self.answer_unreachable(io, back, rqi, format);
+        self.answer_unreachable(io, req.back, rqi, req.format);
     }
 
     /// Give a request of the CSE to device `d` in its serialization; `owe`: remember where the
     /// answer goes (a shared link or the notify listener; a passthrough link is the device's own).
     #[allow(clippy::too_many_arguments)]
-    fn deliver_to_device(
+    pub(crate) fn deliver_to_device(
         &mut self,
         io: &mut impl Io,
         d: DeviceId,
@@ -774,13 +833,22 @@ impl Engine {
         rqi: &str,
         format: Format,
     ) {
-        let e = error(
-            Rsc::TARGET_NOT_REACHABLE,
-            "the target is not connected to the edge",
-            rqi,
-        );
-        self.counters.answer(e.rsc.0);
-        let rsp = Primitive::Response(e.to_response(&self.s.rvi));
+        let why = "the target is not connected to the edge";
+        self.answer_cse(io, back, rqi, format, Rsc::TARGET_NOT_REACHABLE, why);
+    }
+
+    /// The edge's own answer `rsc` to the CSE's request `rqi` (with `why` as `m2m:dbg`).
+    pub(crate) fn answer_cse(
+        &mut self,
+        io: &mut impl Io,
+        back: Back,
+        rqi: &str,
+        format: Format,
+        rsc: Rsc,
+        why: &str,
+    ) {
+        self.counters.answer(rsc.0);
+        let rsp = Primitive::Response(error(rsc, why, rqi).to_response(&self.s.rvi));
         if let Ok(bytes) = m2m_primitive::encode(&rsp, format) {
             let body = Body {
                 bytes: &bytes,
@@ -820,7 +888,8 @@ impl Engine {
     }
 
     /// A message from another core's engine.
-    pub fn message(&mut self, io: &mut impl Io, env: Envelope) {
+    pub fn message(&mut self, io: &mut impl Io, now: Instant, env: Envelope) {
+        self.tick(now);
         match env {
             Envelope::Deliver {
                 back,
@@ -831,16 +900,14 @@ impl Engine {
                 let Ok(view) = RoutingView::parse(format, &bytes) else {
                     return;
                 };
-                let rqi = view.rqi.as_deref().unwrap_or_default();
-                match self
-                    .route(&to)
-                    .filter(|&d| self.session(d).is_some_and(Session::is_open))
-                {
-                    Some(d) => {
-                        self.deliver_to_device(io, d, back, true, &bytes, format, false, rqi)
-                    }
-                    None => self.answer_unreachable(io, back, rqi, format),
-                }
+                let req = CseRequest {
+                    back,
+                    bytes: &bytes,
+                    view: &view,
+                    format,
+                    text: false,
+                };
+                self.route_cse_request(io, &to, req, false);
             }
             Envelope::TakeOver { origin, device } => self.taken_over(io, &origin, device),
             Envelope::Answer { to, bytes, format } => {
@@ -855,17 +922,17 @@ impl Engine {
                 };
                 self.send_answer(io, back, body);
             }
+            Envelope::Fetch {
+                origin,
+                core,
+                device,
+            } => self.send_held_to(io, origin, core, device),
+            Envelope::Held {
+                origin,
+                device,
+                items,
+            } => self.held_arrived(io, origin, device, items),
         }
-    }
-
-    /// The device on this core a shared link's request is for: `to` names its originator, bare or
-    /// as the last segment of a path.
-    fn route(&self, to: &str) -> Option<DeviceId> {
-        target_keys(to)
-            .into_iter()
-            .find_map(|k| self.directory.holder(k))
-            .filter(|h| h.core == self.core)
-            .map(|h| h.device)
     }
 
     /// Send a primitive from a device up link `l` in the link's serialization.

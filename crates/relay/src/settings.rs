@@ -113,6 +113,12 @@ pub struct RelaySettings {
     pub notify_allow_addrs: Vec<std::net::IpAddr>,
     /// `X-M2M-Origin` values (CSE-IDs) allowed on the notify listener (empty: any).
     pub notify_allow_origins: Vec<String>,
+    /// Holding the CSE's requests for devices that are away (`hold` module).
+    pub hold: crate::hold::HoldLimits,
+    /// WebSocket pings to devices and on upstream links this often (none: no pings).
+    pub ping_interval: Option<Duration>,
+    /// A connection that has not answered a ping within this is closed (a link is re-opened).
+    pub ping_timeout: Duration,
 }
 
 impl RelaySettings {
@@ -151,6 +157,9 @@ impl RelaySettings {
             notify_url: None,
             notify_allow_addrs: Vec::new(),
             notify_allow_origins: Vec::new(),
+            hold: crate::hold::HoldLimits::default(),
+            ping_interval: None,
+            ping_timeout: Duration::from_secs(10),
         }
     }
 }
