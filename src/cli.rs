@@ -148,9 +148,29 @@ struct RunArgs {
     /// Time to wait for the CSE's response before answering 4008, in ms.
     #[arg(long, default_value_t = 10_000)]
     request_timeout_ms: u64,
-    /// Upstream connect timeout in ms.
-    #[arg(long, default_value_t = 3_000)]
-    connect_timeout_ms: u64,
+    /// Upstream link set-up must finish within this: TCP connect, the proxy's CONNECT answer, TLS
+    /// and the WebSocket handshake, as one phase (units: 500ms, 3s, 1m).
+    #[arg(long, default_value = "3s", value_parser = duration)]
+    upstream_connect_timeout: Duration,
+    /// Hold the CSE's requests (NOTIFYs…) for a registered device that is away this long, unless
+    /// their own rqet says otherwise; the CSE is answered 1000 ACCEPTED (0: no holding, 5103).
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    hold_ttl: Duration,
+    /// Requests held per device (past it the oldest is dropped).
+    #[arg(long, default_value_t = 100)]
+    hold_max: usize,
+    /// Bytes held per device (past it the oldest is dropped).
+    #[arg(long, default_value_t = 256 << 10)]
+    hold_max_bytes: usize,
+    /// Bytes held per core for all devices (past it the oldest of any device is dropped).
+    #[arg(long, default_value_t = 64 << 20)]
+    hold_core_bytes: usize,
+    /// WebSocket ping to a device or upstream link that sent nothing for this long (0: no pings).
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    ping_interval: Duration,
+    /// A device or link that answers nothing within this after a ping is closed (a link re-opened).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    ping_timeout: Duration,
     /// Wait before re-opening a lost upstream link, in ms.
     #[arg(long, default_value_t = 500)]
     relink_backoff_ms: u64,
@@ -182,6 +202,14 @@ struct RunArgs {
     limits: echo::EchoLimits,
     #[command(flatten)]
     runtime: RuntimeArgs,
+}
+
+/// A duration with units (`30s`, `10m`, `500ms`, `1h 30m`); a bare `0` is zero.
+fn duration(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (say e.g. 30s, 10m, 500ms)"))
 }
 
 /// An upstream URL taken apart.
@@ -295,7 +323,7 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         deflate: args.deflate.then(m2m_ws::DeflateConfig::default),
         policy: m2m_ws::handshake::subprotocol::OneM2mPolicy::default(),
         handshake_timeout: Duration::from_millis(args.limits.handshake_timeout_ms),
-        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        connect_timeout: args.upstream_connect_timeout,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         relink_backoff: Duration::from_millis(args.relink_backoff_ms),
         max_in_flight: args.max_in_flight,
@@ -334,6 +362,14 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
             .filter(|a| a.starts_with('/'))
             .cloned()
             .collect(),
+        hold: m2m_relay::HoldLimits {
+            ttl: args.hold_ttl,
+            max_per_device: args.hold_max,
+            max_bytes_per_device: args.hold_max_bytes,
+            max_bytes_per_core: args.hold_core_bytes,
+        },
+        ping_interval: (!args.ping_interval.is_zero()).then_some(args.ping_interval),
+        ping_timeout: args.ping_timeout,
     };
     if args.upstream_mode == edge::settings::UpstreamMode::Multiplex && args.notify_listen.is_none()
     {

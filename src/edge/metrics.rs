@@ -35,6 +35,9 @@ pub mod names {
     pub const LINK_EVENTS: &str = "m2m_edge_upstream_link_events";
     pub const HANDLING: &str = "m2m_edge_handling";
     pub const RESIDENT_MEMORY: &str = "m2m_edge_resident_memory";
+    pub const HELD: &str = "m2m_edge_held_primitives";
+    pub const HELD_BYTES: &str = "m2m_edge_held";
+    pub const HELD_OUTCOMES: &str = "m2m_edge_held_outcomes";
 }
 
 pub use m2m_relay::counters::*;
@@ -163,6 +166,40 @@ pub fn series_names(text: &str) -> Vec<String> {
     out
 }
 
+/// Holding: what is held now, and what became of held primitives.
+fn register_hold(registry: &mut Registry, sum: &dyn Fn(&dyn Fn(&CoreCounters) -> f64) -> f64) {
+    let gauge = |v: f64| Series {
+        kind: MetricType::Gauge,
+        values: vec![(vec![], v)],
+    };
+    registry.register(
+        names::HELD,
+        "Requests of the CSE held for devices that are away",
+        gauge(sum(&|c| c.held[0].load(Ordering::Relaxed) as f64)),
+    );
+    registry.register_with_unit(
+        names::HELD_BYTES,
+        "Bytes of requests held for devices that are away",
+        prometheus_client::registry::Unit::Bytes,
+        gauge(sum(&|c| c.held[1].load(Ordering::Relaxed) as f64)),
+    );
+    let outcome = |name: &str, f: &dyn Fn(&CoreCounters) -> u64| {
+        (vec![("outcome", name.to_string())], sum(&|c| f(c) as f64))
+    };
+    registry.register(
+        names::HELD_OUTCOMES,
+        "Held requests delivered when their device came back, expired before, or dropped by a hold bound",
+        Series {
+            kind: MetricType::Counter,
+            values: vec![
+                outcome("delivered", &|c| c.held_delivered.load(Ordering::Relaxed)),
+                outcome("expired", &|c| c.held_expired.load(Ordering::Relaxed)),
+                outcome("dropped", &|c| c.held_dropped.load(Ordering::Relaxed)),
+            ],
+        },
+    );
+}
+
 /// Sum every core and encode the exposition text.
 pub fn render(cores: &[Arc<CoreCounters>]) -> String {
     let sum = |f: &dyn Fn(&CoreCounters) -> f64| cores.iter().map(|c| f(c)).sum::<f64>();
@@ -181,6 +218,7 @@ pub fn render(cores: &[Arc<CoreCounters>]) -> String {
         "Upstream WebSocket links to the CSE that are open",
         gauge(sum(&|c| c.upstream_links.load(Ordering::Relaxed) as f64)),
     );
+    register_hold(&mut registry, &sum);
     let mut per_core = Vec::new();
     for (i, c) in cores.iter().enumerate() {
         per_core.push((

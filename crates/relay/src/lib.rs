@@ -36,6 +36,7 @@ mod poa;
 mod relay;
 pub mod settings;
 mod slab;
+mod timing;
 mod tunnel;
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use m2m_primitive::{Format, Operation, Primitive, PrimitiveError, RoutingView, Rsc, Value};
 
@@ -20,7 +20,12 @@ use crate::{Back, DeviceId, Envelope, Io, LinkId, Peer};
 #[derive(Debug)]
 pub(crate) struct RequestMeta {
     pub rqi: String,
+    /// Answer 4008 if still queued then (`timing`).
+    pub queued_until: Instant,
+    /// Answer 4008 if the CSE has not answered by then.
     pub deadline: Instant,
+    /// `rt.rtv` 5: sent, never waited for, never answered by the edge.
+    pub no_response: bool,
     pub registration: bool,
     pub deregistration: bool,
 }
@@ -130,26 +135,19 @@ impl Engine {
         let op = view.op?;
         let registration = op == Operation::Create && matches!(view.ty, Some(2) | Some(16));
         let fr = view.fr.as_deref().filter(|f| !f.is_empty());
-        // The wall clock only for requests that carry an expiry.
-        let now_wall = view.rqet.map_or(0, |_| m2m_primitive::time::now_millis());
-        let left_ms = view
-            .rqet
-            .map(|t| t.resolve(now_wall).saturating_sub(now_wall));
-        if left_ms.is_some_and(|left| left < 0) {
-            let e = error(
-                Rsc::REQUEST_TIMEOUT,
-                "request expired (rqet in the past)",
-                rqi,
-            );
-            self.reply_error(io, d, e);
-            return None;
-        }
+        let times = match crate::timing::request_times(view, now, self.s.request_timeout) {
+            Ok(t) => t,
+            Err(why) => {
+                self.refuse(io, d, view, error(Rsc::REQUEST_TIMEOUT, why, rqi));
+                return None;
+            }
+        };
         if let Err(e) = self.check_identity(io, d, fr, registration, rqi) {
-            self.reply_error(io, d, e);
+            self.refuse(io, d, view, e);
             return None;
         }
         if let Err(e) = self.pass_gate(io, now, d, fr, registration, rqi) {
-            self.reply_error(io, d, e);
+            self.refuse(io, d, view, e);
             return None;
         }
         let s = self.session(d)?;
@@ -158,17 +156,34 @@ impl Engine {
             && s.origin.as_deref().is_some_and(|o| {
                 to == o || to.strip_suffix(o).is_some_and(|head| head.ends_with('/'))
             });
-        // The request's own expiry caps the edge's wait (TS-0004 §7.3.2.6).
-        let mut deadline = now + self.s.request_timeout;
-        if let Some(left) = left_ms {
-            deadline = deadline.min(now + Duration::from_millis(left.max(0) as u64));
-        }
         Some(RequestMeta {
             rqi: rqi.to_string(),
-            deadline,
+            queued_until: times.queued_until,
+            deadline: times.answer_by,
+            no_response: times.no_response,
             registration,
             deregistration,
         })
+    }
+
+    /// The edge's answer to a request it does not relay; none for a request with `rt.rtv` 5 (the
+    /// originator expects no response).
+    fn refuse(&mut self, io: &mut impl Io, d: DeviceId, view: &RoutingView<'_>, e: PrimitiveError) {
+        if view.rtv == Some(5) {
+            tracing::debug!(device = d.index, rsc = e.rsc.0, dbg = %e.dbg, "request without response refused");
+            self.counters.answer(e.rsc.0);
+            return;
+        }
+        self.reply_error(io, d, e);
+    }
+
+    /// The edge's answer about a queued request (4008, 5103), unless it expects no response.
+    fn answer_queued(&mut self, io: &mut impl Io, d: DeviceId, meta: &RequestMeta, rsc: Rsc, why: &str) {
+        if meta.no_response {
+            self.counters.answer(rsc.0);
+            return;
+        }
+        self.reply_error(io, d, error(rsc, why, &meta.rqi));
     }
 
     /// With `bind_identity`, `fr` must be the client certificate's identity (a registration may use
@@ -292,13 +307,11 @@ impl Engine {
         };
         let s = self.session(d).expect("live session");
         if s.queue.len() >= max_queued {
+            // A receiver error that says "not now" (5207 NOT_ACCEPTABLE), not that the target is
+            // unreachable (5103): the CSE may well be there, the edge will not take more.
             self.counters.limit(LIMIT_QUEUE_FULL);
-            let e = error(
-                Rsc::TARGET_NOT_REACHABLE,
-                "edge queue for this device is full",
-                &meta.rqi,
-            );
-            self.reply_error(io, d, e);
+            let why = "edge queue for this device is full";
+            self.answer_queued(io, d, &meta, Rsc::NOT_ACCEPTABLE, why);
             return;
         }
         let idle = s.queue.is_empty() && self.link(l).is_some_and(|k| k.waiting.is_empty());
@@ -313,7 +326,7 @@ impl Engine {
             format: body.format,
             wrapped: body.wrapped,
         });
-        let deadline = s.queue.back().map(|q| q.meta.deadline);
+        let deadline = s.queue.back().map(|q| q.meta.queued_until);
         if !s.waiting {
             s.waiting = true;
             if let Some(link) = self.link_mut(l) {
@@ -361,13 +374,9 @@ impl Engine {
                     k.waiting.push_back(d);
                 }
             }
-            if q.meta.deadline <= now {
-                let e = error(
-                    Rsc::REQUEST_TIMEOUT,
-                    "no upstream link within the request timeout",
-                    &q.meta.rqi,
-                );
-                self.reply_error(io, d, e);
+            if q.meta.queued_until <= now {
+                let why = "no upstream link within the request timeout";
+                self.answer_queued(io, d, &q.meta, Rsc::REQUEST_TIMEOUT, why);
                 continue;
             }
             let body = Body {
@@ -399,6 +408,11 @@ impl Engine {
                 return;
             }
         };
+        if meta.no_response {
+            // Nothing will come back: no slot, no timer, no entry to correlate.
+            self.send_frame(io, l, &up);
+            return;
+        }
         let collides = self
             .link(l)
             .is_some_and(|k| k.pending.contains_key(meta.rqi.as_str()));
@@ -620,24 +634,17 @@ impl Engine {
             let Some(s) = self.session_mut(d) else {
                 continue;
             };
-            let mut expired = Vec::new();
-            s.queue.retain(|q| {
-                let gone = q.meta.deadline <= now;
-                if gone {
-                    expired.push(q.meta.rqi.clone());
-                }
-                gone.then_some(()).is_none()
-            });
-            if let Some(first) = s.queue.iter().map(|q| q.meta.deadline).min() {
+            let (expired, kept): (VecDeque<Queued>, VecDeque<Queued>) =
+                std::mem::take(&mut s.queue)
+                    .into_iter()
+                    .partition(|q| q.meta.queued_until <= now);
+            s.queue = kept;
+            if let Some(first) = s.queue.iter().map(|q| q.meta.queued_until).min() {
                 next = Some(next.map_or(first, |n| n.min(first)));
             }
-            for rqi in expired {
-                let e = error(
-                    Rsc::REQUEST_TIMEOUT,
-                    "no upstream link within the request timeout",
-                    &rqi,
-                );
-                self.reply_error(io, d, e);
+            for q in expired {
+                let why = "no upstream link within the request timeout";
+                self.answer_queued(io, d, &q.meta, Rsc::REQUEST_TIMEOUT, why);
             }
         }
         if let (Some(at), Some(link)) = (next, self.link_mut(l))
@@ -686,7 +693,7 @@ impl Engine {
             s.waiting = false;
             let queue = std::mem::take(&mut s.queue);
             for q in queue {
-                self.reply_error(io, d, error(rsc, why, &q.meta.rqi));
+                self.answer_queued(io, d, &q.meta, rsc, why);
             }
         }
         for (index, generation) in self.devices.ids() {

@@ -841,9 +841,10 @@ fn a_full_device_queue_is_answered_at_once_and_nothing_more_is_kept() {
     for i in 0..4 {
         h.send(&mut dev, &retrieve("Cf", &format!("f{i}")));
     }
-    // One in flight, two queued, the fourth refused.
+    // One in flight, two queued, the fourth refused: 5207 NOT_ACCEPTABLE (the edge will not take
+    // more now), not 5103 (which would say the target is unreachable).
     let got = h.recv(&mut dev);
-    assert_eq!((rsc(&got[0]), rqi(&got[0])), (5103, "f3".to_string()));
+    assert_eq!((rsc(&got[0]), rqi(&got[0])), (5207, "f3".to_string()));
     assert_eq!(
         h.counters.limits[crate::counters::LIMIT_QUEUE_FULL]
             .load(std::sync::atomic::Ordering::Relaxed),

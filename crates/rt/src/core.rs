@@ -417,7 +417,7 @@ impl<M> Cx<'_, M> {
             None,
         )?;
         socket.set_nonblocking(true)?;
-        socket.set_tcp_nodelay(true)?;
+        crate::net::tune(socket2::SockRef::from(&socket))?;
         if let Some(ip) = source {
             crate::net::bind_address_no_port(&socket)?;
             socket.bind(&SocketAddr::new(ip, 0).into())?;
@@ -519,7 +519,7 @@ impl<A: App> Core<A> {
         peer: SocketAddr,
         listener: usize,
     ) -> Option<ConnId> {
-        let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+        let _ = crate::net::tune(socket2::SockRef::from(&fd));
         let tls_config = self.st.listener_tls.get(listener).cloned().flatten();
         let id = self.st.insert(fd, ConnState::Open);
         self.st.stats.accepted += 1;
@@ -671,7 +671,6 @@ impl<A: App> Core<A> {
             Ok(()) => {
                 let conn = self.st.conn_mut(id).expect("checked");
                 conn.state = ConnState::Open;
-                let _ = socket2::SockRef::from(&conn.fd).set_tcp_nodelay(true);
                 if let Some(t) = conn.tls.as_mut() {
                     let _ = tls::flush(t, &mut conn.output);
                 }
