@@ -167,7 +167,8 @@ pub fn series_names(text: &str) -> Vec<String> {
 }
 
 /// Holding: what is held now, and what became of held primitives.
-fn register_hold(registry: &mut Registry, sum: &dyn Fn(&dyn Fn(&CoreCounters) -> f64) -> f64) {
+fn register_hold(registry: &mut Registry, cores: &[Arc<CoreCounters>]) {
+    let sum = |f: &dyn Fn(&CoreCounters) -> f64| cores.iter().map(|c| f(c)).sum::<f64>();
     let gauge = |v: f64| Series {
         kind: MetricType::Gauge,
         values: vec![(vec![], v)],
@@ -218,7 +219,7 @@ pub fn render(cores: &[Arc<CoreCounters>]) -> String {
         "Upstream WebSocket links to the CSE that are open",
         gauge(sum(&|c| c.upstream_links.load(Ordering::Relaxed) as f64)),
     );
-    register_hold(&mut registry, &sum);
+    register_hold(&mut registry, cores);
     let mut per_core = Vec::new();
     for (i, c) in cores.iter().enumerate() {
         per_core.push((

@@ -186,7 +186,9 @@ fn time_member(
         _ => None,
     };
     if t.is_none() {
-        *deferred = Some(format!("{name} must be a timestamp, a duration or an integer"));
+        *deferred = Some(format!(
+            "{name} must be a timestamp, a duration or an integer"
+        ));
     }
     t
 }
@@ -820,7 +822,9 @@ mod tests {
             let v = RoutingView::parse(f, &bytes).unwrap();
             assert_eq!(
                 (v.op, &v.to, &v.fr, &v.rqi, v.ty, &v.rvi, v.rtv),
-                (json.op, &json.to, &json.fr, &json.rqi, json.ty, &json.rvi, json.rtv),
+                (
+                    json.op, &json.to, &json.fr, &json.rqi, json.ty, &json.rvi, json.rtv
+                ),
                 "{f:?}"
             );
             assert_eq!(

@@ -275,7 +275,10 @@ mod tests {
         assert_eq!(tags(&h.hold("a", item("a4", now, 60))), ["a1"]);
         assert_eq!(tags(&h.take("a")), ["a2", "a3", "a4"]);
         // One primitive bigger than the bound is dropped itself.
-        assert_eq!(tags(&h.hold("b", item("b-too-big", now, 60))), ["b-too-big"]);
+        assert_eq!(
+            tags(&h.hold("b", item("b-too-big", now, 60))),
+            ["b-too-big"]
+        );
         assert_eq!(tags(&h.take("b")), ["b1"]);
     }
 

@@ -63,7 +63,11 @@ impl Engine {
         self.directory.extend_away(origin, self.core, expires);
         self.arm_hold_timer(io, expires);
         self.update_hold_gauges();
-        tracing::debug!(origin, rqi, "request of the CSE held for a device that is away");
+        tracing::debug!(
+            origin,
+            rqi,
+            "request of the CSE held for a device that is away"
+        );
         let why = "held by the edge until the target reconnects or the request expires";
         self.answer_cse(io, req.back, rqi, req.format, Rsc::ACCEPTED, why);
     }

@@ -40,6 +40,10 @@ mod timing;
 mod tunnel;
 
 #[cfg(test)]
+mod holding_tests;
+#[cfg(test)]
+mod session_tests;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;
@@ -144,7 +148,10 @@ pub(crate) enum Entry {
     Live(Holder),
     /// The device left; core `core` holds what comes for it until `until` (or later, while it
     /// still holds something).
-    Away { core: usize, until: Instant },
+    Away {
+        core: usize,
+        until: Instant,
+    },
 }
 
 /// What a claim found.
@@ -197,7 +204,8 @@ impl Directory {
         away_until: Option<Instant>,
     ) -> bool {
         let mut m = self.map();
-        let mine = matches!(m.get(origin), Some(Entry::Live(h)) if h.core == core && h.device == device);
+        let mine =
+            matches!(m.get(origin), Some(Entry::Live(h)) if h.core == core && h.device == device);
         if mine {
             match away_until {
                 Some(until) => m.insert(origin.into(), Entry::Away { core, until }),

@@ -120,10 +120,15 @@ impl Engine {
     /// that did not come back).
     pub(crate) fn retire_link(&mut self, io: &mut impl Io, l: LinkId, why: &str) {
         if let Some(LinkState::Open { tx, .. }) = self.link_mut(l).map(|k| &mut k.state) {
-            io.send_with(Peer::Link(l), |out| tx.close(m2m_ws::CloseCode::NORMAL, why, out));
+            io.send_with(Peer::Link(l), |out| {
+                tx.close(m2m_ws::CloseCode::NORMAL, why, out)
+            });
             io.close(Peer::Link(l));
             self.counters.upstream_links.fetch_sub(1, Ordering::Relaxed);
-        } else if self.link(l).is_some_and(|k| !matches!(k.state, LinkState::Down)) {
+        } else if self
+            .link(l)
+            .is_some_and(|k| !matches!(k.state, LinkState::Down))
+        {
             io.abort(Peer::Link(l));
         }
         self.links.remove(l.index, l.generation);

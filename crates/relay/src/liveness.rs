@@ -90,9 +90,15 @@ impl Engine {
             Some(Due::Dead) => {
                 tracing::info!(device = d.index, "no pong within the ping timeout: closed");
                 self.counters.limit(LIMIT_PING_TIMEOUT);
-                if let Some(DeviceState::Open { tx, .. }) = self.session_mut(d).map(|s| &mut s.state) {
+                if let Some(DeviceState::Open { tx, .. }) =
+                    self.session_mut(d).map(|s| &mut s.state)
+                {
                     io.send_with(Peer::Device(d), |out| {
-                        tx.close(CloseCode::GOING_AWAY, "no pong within the ping timeout", out)
+                        tx.close(
+                            CloseCode::GOING_AWAY,
+                            "no pong within the ping timeout",
+                            out,
+                        )
                     });
                 }
                 // Not waiting for the close to be written: a dead peer does not read it.
@@ -142,13 +148,22 @@ mod tests {
         assert_eq!(due(t0 + sec(5), t0, None, &e), Some(Due::At(t0 + sec(30))));
         assert_eq!(due(t0 + sec(30), t0, None, &e), Some(Due::Ping));
         let sent = t0 + sec(30);
-        assert_eq!(due(sent + sec(1), t0, Some(sent), &e), Some(Due::At(sent + sec(10))));
+        assert_eq!(
+            due(sent + sec(1), t0, Some(sent), &e),
+            Some(Due::At(sent + sec(10)))
+        );
         assert_eq!(due(sent + sec(10), t0, Some(sent), &e), Some(Due::Dead));
         // Data after the ping answers it as well as a pong.
         let data = sent + sec(2);
-        assert_eq!(due(sent + sec(10), data, Some(sent), &e), Some(Due::At(data + sec(30))));
+        assert_eq!(
+            due(sent + sec(10), data, Some(sent), &e),
+            Some(Due::At(data + sec(30)))
+        );
         let mut off = crate::testing::settings();
         off.ping_interval = None;
-        assert_eq!(due(t0, t0, None, &Engine::new(off, Default::default())), None);
+        assert_eq!(
+            due(t0, t0, None, &Engine::new(off, Default::default())),
+            None
+        );
     }
 }

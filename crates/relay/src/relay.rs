@@ -178,7 +178,14 @@ impl Engine {
     }
 
     /// The edge's answer about a queued request (4008, 5103), unless it expects no response.
-    fn answer_queued(&mut self, io: &mut impl Io, d: DeviceId, meta: &RequestMeta, rsc: Rsc, why: &str) {
+    fn answer_queued(
+        &mut self,
+        io: &mut impl Io,
+        d: DeviceId,
+        meta: &RequestMeta,
+        rsc: Rsc,
+        why: &str,
+    ) {
         if meta.no_response {
             self.counters.answer(rsc.0);
             return;
@@ -722,9 +729,9 @@ impl Engine {
             peer: came_on,
         };
         let (owner, orphan_of) = match came_on {
-            Peer::Link(l) => self
-                .link(l)
-                .map_or((None, None), |k| (k.owner, k.orphan_origin().map(Box::<str>::from))),
+            Peer::Link(l) => self.link(l).map_or((None, None), |k| {
+                (k.owner, k.orphan_origin().map(Box::<str>::from))
+            }),
             _ => (None, None),
         };
         if let Some(d) = owner.filter(|&d| self.session(d).is_some_and(Session::is_open)) {
@@ -759,7 +766,10 @@ impl Engine {
         let rqi = req.view.rqi.as_deref().unwrap_or_default();
         let keys = target_keys(to);
         let live = keys.iter().find_map(|k| self.directory.holder(k));
-        let away = || keys.iter().find_map(|k| self.directory.away(k).map(|c| (*k, c)));
+        let away = || {
+            keys.iter()
+                .find_map(|k| self.directory.away(k).map(|c| (*k, c)))
+        };
         let (core, hold_as) = match (live, away()) {
             (Some(h), _) if h.core == self.core => {
                 let d = h.device;

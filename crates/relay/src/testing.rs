@@ -27,6 +27,8 @@ pub(crate) struct FakeIo {
     pub connects: Vec<(Peer, Target)>,
     pub timers: Vec<(Instant, Timer)>,
     pub identities: HashMap<DeviceId, String>,
+    /// The identity of every device not in `identities`.
+    pub identity_of_all: Option<String>,
     /// `connect` fails at once.
     pub refuse_connects: bool,
     /// Peers whose output is not taken off the wire (they stopped reading).
@@ -75,7 +77,10 @@ impl Io for FakeIo {
         self.timers.push((at, timer));
     }
     fn client_identity(&mut self, device: DeviceId) -> Option<String> {
-        self.identities.get(&device).cloned()
+        self.identities
+            .get(&device)
+            .cloned()
+            .or_else(|| self.identity_of_all.clone())
     }
     fn resolve(&mut self, _authority: &str) -> Option<SocketAddr> {
         None
@@ -95,6 +100,8 @@ pub(crate) struct End {
     /// Bytes read off the wire and not yet a whole frame.
     input: Vec<u8>,
     pub closed: Option<u16>,
+    /// Payloads of pings received and not yet answered.
+    pub pings: Vec<Vec<u8>>,
 }
 
 impl End {
@@ -112,6 +119,7 @@ impl End {
             format,
             input: Vec::new(),
             closed: None,
+            pings: Vec::new(),
         }
     }
 
@@ -127,6 +135,15 @@ impl End {
         out
     }
 
+    /// Pong frames for the pings received.
+    fn pongs(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in std::mem::take(&mut self.pings) {
+            self.tx.pong(&p, &mut out);
+        }
+        out
+    }
+
     /// Every whole primitive in `bytes` (plus what was left from before).
     fn read(&mut self, bytes: &[u8]) -> Vec<Primitive> {
         self.input.extend_from_slice(bytes);
@@ -138,6 +155,10 @@ impl End {
                 Event::Binary(b) => Some(b.to_vec()),
                 Event::Close(f) => {
                     self.closed = Some(f.code.map_or(1005, |c| c.0));
+                    None
+                }
+                Event::Ping(p) => {
+                    self.pings.push(p.to_vec());
                     None
                 }
                 _ => None,
@@ -232,11 +253,17 @@ impl Harness {
             .device_data(&mut self.io, self.now, id, &mut request);
         assert_eq!(used, request.len());
         let answer = self.io.wire.remove(&Peer::Device(id)).unwrap_or_default();
-        let (accepted, _) = hs
+        let (accepted, head) = hs
             .read_response(&answer, HeadLimits::default())
             .expect("the edge accepts the handshake")
             .expect("a whole answer");
         let format = format_of(accepted.protocol.as_deref().unwrap());
+        // Frames sent right after the handshake answer (held requests) are the device's input.
+        if answer.len() > head {
+            self.io
+                .wire
+                .insert(Peer::Device(id), answer[head..].to_vec());
+        }
         Dev {
             id,
             end: End::new(Role::Client, format),
@@ -260,6 +287,27 @@ impl Harness {
             .remove(&Peer::Device(dev.id))
             .unwrap_or_default();
         dev.end.read(&bytes)
+    }
+
+    /// The device reads its input and answers the pings in it; returns the primitives read.
+    pub fn answer_pings(&mut self, dev: &mut Dev) -> Vec<Primitive> {
+        let got = self.recv(dev);
+        let mut pongs = dev.end.pongs();
+        if !pongs.is_empty() {
+            self.engine
+                .device_data(&mut self.io, self.now, dev.id, &mut pongs);
+        }
+        got
+    }
+
+    /// The CSE reads link `l` and answers the pings on it.
+    pub fn cse_answer_pings(&mut self, l: LinkId) -> Vec<Primitive> {
+        let got = self.cse_recv(l);
+        let mut pongs = self.cse.get_mut(&l).expect("accepted link").end.pongs();
+        if !pongs.is_empty() {
+            self.engine.link_data(&mut self.io, self.now, l, &mut pongs);
+        }
+        got
     }
 
     /// Link ids the engine asked to connect, in order.

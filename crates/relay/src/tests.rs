@@ -9,31 +9,31 @@ use crate::Peer;
 use crate::settings::UpstreamMode;
 use crate::testing::{Dev, Harness, json, rqi, rsc, settings};
 
-fn registration(fr: &str, rqi: &str) -> Primitive {
+pub(crate) fn registration(fr: &str, rqi: &str) -> Primitive {
     json(&format!(
         r#"{{"op":1,"to":"cse-in","fr":"{fr}","rqi":"{rqi}","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"rn":"a","api":"Na","rr":true,"srv":["3"]}}}}}}"#
     ))
 }
 
-fn retrieve(fr: &str, rqi: &str) -> Primitive {
+pub(crate) fn retrieve(fr: &str, rqi: &str) -> Primitive {
     json(&format!(
         r#"{{"op":2,"to":"cse-in","fr":"{fr}","rqi":"{rqi}","rvi":"3"}}"#
     ))
 }
 
-fn created(rqi: &str, aei: &str) -> Primitive {
+pub(crate) fn created(rqi: &str, aei: &str) -> Primitive {
     json(&format!(
         r#"{{"rsc":2001,"rqi":"{rqi}","rvi":"3","pc":{{"m2m:ae":{{"rn":"a","aei":"{aei}","api":"Na"}}}}}}"#
     ))
 }
 
-fn ok(rqi: &str, tag: &str) -> Primitive {
+pub(crate) fn ok(rqi: &str, tag: &str) -> Primitive {
     json(&format!(
         r#"{{"rsc":2000,"rqi":"{rqi}","rvi":"3","pc":{{"m2m:cb":{{"rn":"{tag}"}}}}}}"#
     ))
 }
 
-fn multiplex(links: usize) -> Harness {
+pub(crate) fn multiplex(links: usize) -> Harness {
     let mut s = settings();
     s.mode = UpstreamMode::Multiplex;
     s.upstream_links = links;
@@ -42,7 +42,7 @@ fn multiplex(links: usize) -> Harness {
 }
 
 /// A device on a multiplexed edge that names itself with `fr` (as a device that registered earlier).
-fn named_device(h: &mut Harness, ae: &str) -> Dev {
+pub(crate) fn named_device(h: &mut Harness, ae: &str) -> Dev {
     h.device("oneM2M.json", Some(ae))
 }
 
@@ -434,10 +434,16 @@ fn a_passthrough_link_stays_for_the_hold_time_after_its_device_left() {
         panic!()
     };
     h.engine.device_closed(&mut h.io, h.now, dev.id, false);
-    assert!(!h.io.aborted.contains(&Peer::Link(l)), "kept: the CSE routes to Cx over it");
+    assert!(
+        !h.io.aborted.contains(&Peer::Link(l)),
+        "kept: the CSE routes to Cx over it"
+    );
     assert_eq!(h.engine.links(), 1);
     h.advance(h.engine.settings().hold.ttl);
-    assert!(h.io.closed.contains(&Peer::Link(l)), "closed after the hold time");
+    assert!(
+        h.io.closed.contains(&Peer::Link(l)),
+        "closed after the hold time"
+    );
     assert_eq!(h.engine.links(), 0);
     assert_eq!(h.engine.directory.away_len(), 0, "and Cx forgotten");
 }
@@ -567,7 +573,7 @@ fn queued_requests_expire_by_timer_while_the_link_stays_busy() {
 }
 
 /// Two engines of one process (cores 0 and 1) sharing one directory.
-fn two_cores(s: crate::RelaySettings) -> (Harness, Harness) {
+pub(crate) fn two_cores(s: crate::RelaySettings) -> (Harness, Harness) {
     let directory = std::sync::Arc::new(crate::Directory::default());
     let mut core0 = Harness::new(s.clone());
     let mut core1 = Harness::new(s);
@@ -579,7 +585,7 @@ fn two_cores(s: crate::RelaySettings) -> (Harness, Harness) {
     (core0, core1)
 }
 
-fn with_notify(links: usize) -> Harness {
+pub(crate) fn with_notify(links: usize) -> Harness {
     let mut h = multiplex(links);
     h.engine.s.notify_url = Some("ws://127.0.0.1:9001/".into());
     h

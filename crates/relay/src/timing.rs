@@ -35,7 +35,11 @@ pub(crate) fn request_times(
 ) -> Result<RequestTimes, &'static str> {
     let any = view.rqet.or(view.rset).or(view.oet).is_some();
     // The wall clock only for requests that carry a time.
-    let wall = if any { m2m_primitive::time::now_millis() } else { 0 };
+    let wall = if any {
+        m2m_primitive::time::now_millis()
+    } else {
+        0
+    };
     let left = |t: Option<AbsRelTime>| t.map(|t| t.resolve(wall).saturating_sub(wall));
     let (rqet, rset, oet) = (left(view.rqet), left(view.rset), left(view.oet));
     if rqet.is_some_and(|ms| ms < 0) {
@@ -81,7 +85,10 @@ mod tests {
     #[test]
     fn without_times_the_edges_timeout_rules() {
         let t = times("").unwrap();
-        assert_eq!((t.queued_until, t.answer_by, t.no_response), (secs(10), secs(10), false));
+        assert_eq!(
+            (t.queued_until, t.answer_by, t.no_response),
+            (secs(10), secs(10), false)
+        );
     }
 
     #[test]
@@ -99,7 +106,11 @@ mod tests {
         let t = times(r#","oet":"PT20S""#).unwrap();
         assert_eq!((t.queued_until, t.answer_by), (secs(10), secs(30)));
         assert_eq!(times(r#","oet":-5000"#).unwrap().answer_by, secs(10));
-        assert!(times(r#","rqet":"20000101T000000""#).unwrap_err().contains("rqet"));
+        assert!(
+            times(r#","rqet":"20000101T000000""#)
+                .unwrap_err()
+                .contains("rqet")
+        );
         assert!(times(r#","rset":-1"#).unwrap_err().contains("rset"));
     }
 

@@ -1,0 +1,199 @@
+//! Session correctness in memory: liveness (pings on devices and links), response types and times
+//! (`rt`, `rset`, `oet`), and upstream set-up that stalls behind a proxy.
+
+use std::time::Duration;
+
+use crate::Peer;
+use crate::counters::LIMIT_PING_TIMEOUT;
+use crate::testing::{Harness, json, rqi, rsc, settings};
+use crate::tests::{ok, retrieve};
+
+fn pinging() -> Harness {
+    let mut s = settings();
+    s.ping_interval = Some(Duration::from_secs(30));
+    s.ping_timeout = Duration::from_secs(10);
+    s.idle_timeout = Some(Duration::from_secs(45));
+    Harness::new(s)
+}
+
+fn ping_timeouts(h: &Harness) -> u64 {
+    h.counters.limits[LIMIT_PING_TIMEOUT].load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn a_quiet_device_that_answers_pings_stays_and_one_that_does_not_is_closed() {
+    let mut h = pinging();
+    let mut live = h.device("oneM2M.json", Some("Clive"));
+    let mut dead = h.device("oneM2M.json", Some("Cdead"));
+    h.cse_accept_all();
+    // Ten minutes of silence from both; only `live` answers the pings (the idle timeout of 45 s
+    // counts the pongs as input).
+    for _ in 0..60 {
+        h.advance(Duration::from_secs(10));
+        h.answer_pings(&mut live);
+        h.recv(&mut dead);
+        let links: Vec<_> = h.cse.keys().copied().collect();
+        for l in links {
+            h.cse_answer_pings(l);
+        }
+    }
+    assert!(!h.io.aborted.contains(&Peer::Device(live.id)));
+    assert!(h.engine.session(live.id).is_some());
+    assert!(h.io.aborted.contains(&Peer::Device(dead.id)));
+    assert_eq!(ping_timeouts(&h), 1);
+    // Closed within ping interval + timeout of its last input.
+    let _ = dead.end.pings.len();
+}
+
+#[test]
+fn the_dead_device_is_found_within_interval_plus_timeout() {
+    let mut h = pinging();
+    let mut dev = h.device("oneM2M.json", Some("Cd"));
+    h.cse_accept_all();
+    h.advance(Duration::from_secs(30));
+    h.recv(&mut dev);
+    assert_eq!(dev.end.pings.len(), 1, "pinged after 30 s of silence");
+    h.advance(Duration::from_secs(9));
+    assert!(!h.io.aborted.contains(&Peer::Device(dev.id)));
+    h.advance(Duration::from_secs(1));
+    assert!(
+        h.io.aborted.contains(&Peer::Device(dev.id)),
+        "dead at 30 + 10 s"
+    );
+}
+
+#[test]
+fn a_link_that_stops_answering_pings_is_reopened_and_its_requests_answered_5103() {
+    let mut s = settings();
+    s.ping_interval = Some(Duration::from_secs(30));
+    s.ping_timeout = Duration::from_secs(10);
+    s.request_timeout = Duration::from_secs(120);
+    let mut h = Harness::new(s);
+    let mut dev = h.device("oneM2M.json", Some("Cl"));
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(&mut dev, &retrieve("Cl", "q1"));
+    h.cse_recv(l);
+    // The CSE is silently gone: no answer, no pong (the device answers its own pings).
+    h.advance(Duration::from_secs(30));
+    h.answer_pings(&mut dev);
+    h.advance(Duration::from_secs(10));
+    let got = h.recv(&mut dev);
+    assert_eq!((rsc(&got[0]), rqi(&got[0])), (5103, "q1".to_string()));
+    assert_eq!(ping_timeouts(&h), 1);
+    assert!(h.io.aborted.contains(&Peer::Link(l)));
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.links_asked(), [l], "re-opened after the back-off");
+    // A link that answers its pings is left alone.
+    h.cse_accept_all();
+    for _ in 0..20 {
+        h.advance(Duration::from_secs(10));
+        h.cse_answer_pings(l);
+        h.answer_pings(&mut dev);
+    }
+    assert_eq!(ping_timeouts(&h), 1);
+}
+
+#[test]
+fn a_request_without_response_holds_no_slot_and_gets_no_answer() {
+    let mut h = Harness::new(settings());
+    let mut dev = h.device("oneM2M.json", Some("Cn"));
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(
+        &mut dev,
+        &json(r#"{"op":5,"to":"cse-in/x","fr":"Cn","rqi":"n1","rvi":"3","rt":{"rtv":5},"pc":{}}"#),
+    );
+    // With one request in flight per link, the next goes at once: n1 took no slot.
+    h.send(&mut dev, &retrieve("Cn", "q2"));
+    assert_eq!(
+        h.cse_recv(l).iter().map(rqi).collect::<Vec<_>>(),
+        ["n1", "q2"]
+    );
+    h.advance(Duration::from_secs(30));
+    let got = h.recv(&mut dev);
+    assert_eq!(got.len(), 1, "no 4008 for n1: {got:?}");
+    assert_eq!(rqi(&got[0]), "q2");
+    // Refused by the edge: still nothing answered.
+    h.send(
+        &mut dev,
+        &json(r#"{"op":2,"to":"cse-in","fr":"Cn","rqi":"n2","rvi":"3","rt":{"rtv":5},"rqet":-1}"#),
+    );
+    assert!(h.recv(&mut dev).is_empty());
+}
+
+#[test]
+fn non_blocking_requests_get_the_cses_acknowledgement() {
+    let mut h = Harness::new(settings());
+    let mut dev = h.device("oneM2M.json", Some("Cb"));
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(
+        &mut dev,
+        &json(r#"{"op":2,"to":"cse-in","fr":"Cb","rqi":"nb","rvi":"3","rt":{"rtv":1}}"#),
+    );
+    let up = h.cse_recv(l);
+    assert_eq!(rqi(&up[0]), "nb");
+    h.cse_send(
+        l,
+        &json(r#"{"rsc":1001,"rqi":"nb","rvi":"3","pc":{"m2m:uri":"cse-in/req1"}}"#),
+    );
+    let got = h.recv(&mut dev);
+    assert_eq!((rsc(&got[0]), rqi(&got[0])), (1001, "nb".to_string()));
+}
+
+#[test]
+fn rset_in_the_past_is_4008_and_bounds_the_wait_and_a_later_oet_extends_it() {
+    let mut h = Harness::new(settings());
+    let mut dev = h.device("oneM2M.json", Some("Ct"));
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(
+        &mut dev,
+        &json(r#"{"op":2,"to":"cse-in","fr":"Ct","rqi":"past","rvi":"3","rset":-5}"#),
+    );
+    let got = h.recv(&mut dev);
+    assert_eq!((rsc(&got[0]), rqi(&got[0])), (4008, "past".to_string()));
+    assert!(h.cse_recv(l).is_empty(), "never forwarded");
+    // rset in 2 s: 4008 at 2 s, not at the 10 s request timeout.
+    h.send(
+        &mut dev,
+        &json(r#"{"op":2,"to":"cse-in","fr":"Ct","rqi":"rs","rvi":"3","rset":"PT2S"}"#),
+    );
+    h.cse_recv(l);
+    h.advance(Duration::from_millis(2100));
+    let got = h.recv(&mut dev);
+    assert_eq!((rsc(&got[0]), rqi(&got[0])), (4008, "rs".to_string()));
+    // oet in 20 s: the CSE executes it then, so the edge waits past its own 10 s.
+    h.send(
+        &mut dev,
+        &json(r#"{"op":2,"to":"cse-in","fr":"Ct","rqi":"oe","rvi":"3","oet":"PT20S"}"#),
+    );
+    h.cse_recv(l);
+    h.advance(Duration::from_secs(15));
+    assert!(h.recv(&mut dev).is_empty(), "still waiting at 15 s");
+    h.cse_send(l, &ok("oe", "late"));
+    assert_eq!(rsc(&h.recv(&mut dev)[0]), 2000);
+}
+
+#[test]
+fn a_proxy_that_never_answers_connect_fails_the_link_within_the_connect_timeout() {
+    let mut s = settings();
+    s.upstream_proxy = true;
+    let mut h = Harness::new(s);
+    let mut dev = h.device("oneM2M.json", Some("Cx"));
+    let l = h.links_asked()[0];
+    h.engine.link_connected(&mut h.io, h.now, l, Ok(()));
+    let connect = String::from_utf8(h.io.wire.remove(&Peer::Link(l)).unwrap()).unwrap();
+    assert!(connect.starts_with("CONNECT "), "{connect}");
+    h.send(&mut dev, &retrieve("Cx", "w1"));
+    // The proxy never answers: the set-up timer (3 s) fails the link, the request gets 5103.
+    h.advance(Duration::from_secs(3));
+    let got = h.recv(&mut dev);
+    assert_eq!((rsc(&got[0]), rqi(&got[0])), (5103, "w1".to_string()));
+    assert!(h.io.aborted.contains(&Peer::Link(l)));
+}
