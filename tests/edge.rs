@@ -163,7 +163,7 @@ fn device_life(edge: SocketAddr, protocol: &str) {
 }
 
 /// GET `path` from an HTTP server; returns (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
@@ -185,7 +185,7 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// The value of one exposition line `name{labels} value`.
-fn metric(text: &str, series: &str) -> f64 {
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
@@ -451,6 +451,9 @@ fn wss_with_client_certificates_and_identity_binding() {
     let (server_cert, server_key) = ca.issue("edge", &["localhost", "127.0.0.1"]);
     let device = unique("Ctls");
     let (dev_cert, dev_key) = ca.issue(&device, &[]);
+    // Device B: a valid certificate of the same CA, for another AE.
+    let other = unique("Ctlsb");
+    let (b_cert, b_key) = ca.issue(&other, &[]);
     let rogue_ca = TestCa::new(&dir, "rogue");
     let (rogue_cert, rogue_key) = rogue_ca.issue("Crogue", &[]);
     let p = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
@@ -481,29 +484,30 @@ fn wss_with_client_certificates_and_identity_binding() {
                 "2001",
             ],
         );
-        // The same device trying another device's fr.
+        // Device B, with its own valid certificate, cannot act as A: not with A's fr ...
         run_python(
             "edge_tls_device.py",
             &[
                 &url,
                 &p(&ca.ca_pem),
-                &p(&dev_cert),
-                &p(&dev_key),
-                "Csomeoneelse",
+                &p(&b_cert),
+                &p(&b_key),
+                &device,
                 "4103",
             ],
         );
-        // ... nor via the handshake's X-M2M-Origin (the session would receive the other's NOTIFYs).
+        // ... nor via the handshake's X-M2M-Origin (the session would receive A's NOTIFYs and
+        // its held requests).
         run_python(
             "edge_tls_device.py",
             &[
                 &url,
                 &p(&ca.ca_pem),
-                &p(&dev_cert),
-                &p(&dev_key),
-                &device,
+                &p(&b_cert),
+                &p(&b_key),
+                &other,
                 "403",
-                "Csomeoneelse",
+                &device,
             ],
         );
         // A certificate from an unknown CA.

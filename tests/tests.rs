@@ -4,5 +4,7 @@
 mod acme_direct;
 mod echo;
 mod edge;
+mod holding;
 mod multiplex;
+mod session;
 mod support;

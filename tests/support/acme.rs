@@ -102,6 +102,21 @@ impl Acme {
         let _ = self.child.wait();
     }
 
+    /// Freeze the process (SIGSTOP): its sockets stay open and answer nothing, pings included,
+    /// like a CSE that hangs or a path that silently drops packets.
+    pub fn pause(&self) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Thaw a paused process (SIGCONT).
+    pub fn resume(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+    }
+
     /// Start again on the same ports and directory (and database).
     pub fn restart(&mut self) {
         self.child = spawn(&self.dir);

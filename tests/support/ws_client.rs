@@ -182,6 +182,69 @@ impl WsClient {
         }
     }
 
+    /// Read for `d`, answering pings (the behaviour of a live, quiet device); returns the pings
+    /// seen. Panics if the server closes.
+    pub fn answer_pings_for(&mut self, d: Duration) -> usize {
+        let (pings, closed) = self.read_for(d, true);
+        assert!(!closed, "the server closed a device that answers pings");
+        pings
+    }
+
+    /// Read for up to `d` without answering pings (a device that is gone); true when the server
+    /// closed the connection meanwhile.
+    pub fn closed_within(&mut self, d: Duration) -> bool {
+        self.read_for(d, false).1
+    }
+
+    fn read_for(&mut self, d: Duration, answer: bool) -> (usize, bool) {
+        let deadline = Instant::now() + d;
+        let mut pings = 0;
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let closed = loop {
+            while let Ok(Some((event, used))) = self.rx.read(&mut self.buf) {
+                let mut reply = Vec::new();
+                let close = match event {
+                    Event::Ping(p) => {
+                        pings += 1;
+                        if answer {
+                            self.tx.pong(p, &mut reply);
+                        }
+                        false
+                    }
+                    Event::Close(_) => true,
+                    _ => false,
+                };
+                self.buf.drain(..used);
+                if !reply.is_empty() {
+                    self.stream.write_all(&reply).unwrap();
+                }
+                if close {
+                    return (pings, true);
+                }
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break true,
+            }
+        };
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        (pings, closed)
+    }
+
     /// Send a request and wait for the response with the same `rqi` (NOTIFYs meanwhile are
     /// returned in `others`).
     pub fn request(

@@ -321,10 +321,12 @@ impl Engine {
     fn attach_link(&mut self, io: &mut impl Io, now: Instant, d: DeviceId) {
         let l = if self.multiplex() {
             self.pin(io, now)
+        } else if let Some(l) = self.adopt_orphan(d) {
+            l
         } else {
             let l = self.new_link(Some(d));
             self.session_mut(d).expect("live session").link = Some(l);
-            self.open_link(io, now, l);
+            self.open_passthrough_link(io, now, d, l);
             return;
         };
         self.session_mut(d).expect("live session").link = Some(l);

@@ -65,6 +65,8 @@ pub struct Engine {
     /// Held primitives dropped by a bound since the last log line (logged at most once a minute).
     pub(crate) hold_drops_unlogged: u64,
     pub(crate) hold_drops_logged_at: Option<Instant>,
+    /// Passthrough links kept open for devices that left, by originator.
+    pub(crate) orphans: rustc_hash::FxHashMap<Box<str>, LinkId>,
 }
 
 impl Engine {
@@ -88,6 +90,7 @@ impl Engine {
             hold_timer_at: None,
             hold_drops_unlogged: 0,
             hold_drops_logged_at: None,
+            orphans: Default::default(),
         }
     }
 

@@ -174,6 +174,11 @@ impl Engine {
         core: usize,
         device: DeviceId,
     ) {
+        // The device is back on another core: the link kept for it here goes first (see
+        // `open_passthrough_link`).
+        if let Some(&l) = self.orphans.get(&origin) {
+            self.retire_link(io, l, "the device is back on another connection");
+        }
         let items = self.hold.take(&origin);
         self.update_hold_gauges();
         let n = items.len();
@@ -208,6 +213,16 @@ impl Engine {
             }
             self.send_held(io, d, items);
             self.deliver_held(io, d);
+            // Passthrough: its own link waited for this (the other core closed its kept link).
+            let waiting_link = self.session(d).and_then(|s| s.link).filter(|&l| {
+                self.link(l).is_some_and(|k| {
+                    matches!(k.state, crate::link::LinkState::Down) && k.relink_at.is_none()
+                })
+            });
+            if let Some(l) = waiting_link.filter(|_| !self.multiplex()) {
+                let now = self.clock;
+                self.open_link(io, now, l);
+            }
             return;
         }
         // Keep arrival order: what came from the other core is older than what is held here.
@@ -288,8 +303,49 @@ impl Engine {
         let until = self.clock + self.s.hold.ttl;
         let Some(link) = self.link_mut(l) else { return };
         link.owner = None;
-        link.orphan = Some(Box::new((origin, until)));
+        link.orphan = Some(Box::new((origin.clone(), until)));
         io.set_timer(until, timer(T_ORPHAN, l.index, l.generation));
+        if let Some(old) = self.orphans.insert(origin, l)
+            && old != l
+        {
+            self.retire_link(io, old, "replaced by a newer link of this originator");
+        }
+    }
+
+    /// The link kept on this core for session `d`'s originator, if any.
+    pub(crate) fn orphan_for(&self, d: DeviceId) -> Option<LinkId> {
+        let origin = self.session(d)?.origin.as_deref()?;
+        self.orphans.get(origin).copied()
+    }
+
+    /// Passthrough: a device back on the core that kept its link takes that link over (a new link
+    /// would make a CSE like ACME close the kept one and, racing, forget the new one).
+    pub(crate) fn adopt_orphan(&mut self, d: DeviceId) -> Option<LinkId> {
+        let l = self.orphan_for(d)?;
+        let origin = self.session(d)?.origin.clone()?;
+        self.orphans.remove(&origin);
+        let link = self.link_mut(l)?;
+        link.orphan = None;
+        link.owner = Some(d);
+        tracing::debug!(
+            device = d.index,
+            link = l.index,
+            "kept link taken over by the returning device"
+        );
+        Some(l)
+    }
+
+    /// Link `l` goes: no longer kept for anyone.
+    pub(crate) fn forget_orphan(&mut self, l: LinkId) {
+        let origin = self
+            .link(l)
+            .and_then(|k| k.orphan_origin())
+            .map(Box::<str>::from);
+        if let Some(o) = origin
+            && self.orphans.get(&o) == Some(&l)
+        {
+            self.orphans.remove(&o);
+        }
     }
 
     pub(crate) fn orphan_due(&mut self, io: &mut impl Io, now: Instant, l: LinkId) {

@@ -10,7 +10,7 @@ use m2m_primitive::Primitive;
 use crate::NotifyId;
 use crate::Peer;
 use crate::testing::{End, Harness, json, rqi, rsc, settings};
-use crate::tests::{multiplex, named_device, retrieve, two_cores, with_notify};
+use crate::tests::{multiplex, named_device, ok, retrieve, two_cores, with_notify};
 use m2m_primitive::Value;
 
 fn notify(to: &str, rqi: &str) -> Primitive {
@@ -274,14 +274,10 @@ fn passthrough_holds_what_the_cse_sends_on_the_kept_link_and_delivers_it_on_retu
     h.send(&mut back, &json(r#"{"rsc":2000,"rqi":"p1","rvi":"3"}"#));
     assert!(
         h.cse_recv(l).is_empty(),
-        "the answer is dropped, not sent on the old link"
+        "the answer is dropped: the CSE had its 1000"
     );
-    // The new session has its own link; the kept one is closed when the CSE drops it.
-    let [l2] = h.cse_accept_all()[..] else {
-        panic!("a new link for the new session")
-    };
-    assert_ne!(l2, l);
-    h.cse_drop(l);
+    // The new session took the kept link over.
+    assert!(h.cse_accept_all().is_empty());
     assert_eq!(h.engine.links(), 1);
 }
 
@@ -297,5 +293,85 @@ fn holding_off_answers_5103_as_before() {
     assert_eq!(
         rsc(&cse_notifies(&mut h, n, &mut cse, &notify("Ca", "o"))[0]),
         5103
+    );
+}
+
+#[test]
+fn passthrough_keeps_the_link_again_when_the_returned_device_leaves_again() {
+    let mut h = Harness::new(settings());
+    let a = h.device("oneM2M.json", Some("Cp"));
+    let [l1] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.engine.device_closed(&mut h.io, h.now, a.id, false);
+    let b = h.device("oneM2M.json", Some("Cp"));
+    h.engine.device_closed(&mut h.io, h.now, b.id, false);
+    assert_eq!(h.engine.links(), 1, "the link is kept again");
+    h.cse_send(l1, &notify("Cp", "again"));
+    assert_eq!(rsc(&h.cse_recv(l1)[0]), 1000);
+}
+
+#[test]
+fn a_passthrough_device_back_on_the_same_core_takes_its_kept_link_over() {
+    let mut h = Harness::new(settings());
+    let a = h.device("oneM2M.json", Some("Cp"));
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.engine.device_closed(&mut h.io, h.now, a.id, false);
+    let mut b = h.device("oneM2M.json", Some("Cp"));
+    assert!(
+        h.cse_accept_all().is_empty(),
+        "no new link: a new one would make ACME forget it"
+    );
+    h.send(&mut b, &retrieve("Cp", "k1"));
+    assert_eq!(rqis(&h.cse_recv(l)), ["k1"]);
+    h.cse_send(l, &ok("k1", "x"));
+    assert_eq!(rsc(&h.recv(&mut b)[0]), 2000);
+    // Named by its first request's fr instead: the link opened without origin is replaced by the
+    // kept one.
+    h.engine.device_closed(&mut h.io, h.now, b.id, false);
+    let mut c = h.device("oneM2M.json", None);
+    let [fresh] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.send(&mut c, &retrieve("Cp", "k2"));
+    assert!(h.io.aborted.contains(&Peer::Link(fresh)));
+    assert_eq!(rqis(&h.cse_recv(l)), ["k2"]);
+    assert_eq!(h.engine.links(), 1);
+}
+
+#[test]
+fn a_passthrough_device_back_on_another_core_opens_its_link_after_the_kept_one_is_closed() {
+    let (mut core0, mut core1) = two_cores(settings());
+    let a = core0.device("oneM2M.json", Some("Cq"));
+    let [l0] = core0.cse_accept_all()[..] else {
+        panic!()
+    };
+    core0
+        .engine
+        .device_closed(&mut core0.io, core0.now, a.id, false);
+    core0.cse_send(l0, &notify("Cq", "q1"));
+    assert_eq!(rsc(&core0.cse_recv(l0)[0]), 1000);
+    let mut b = core1.device("oneM2M.json", Some("Cq"));
+    assert!(core1.links_asked().is_empty(), "waits for core 0");
+    core1.send(&mut b, &retrieve("Cq", "w1"));
+    let (_, fetch) = core1.io.posted.pop().unwrap();
+    core0.engine.message(&mut core0.io, core0.now, fetch);
+    assert!(
+        core0.io.closed.contains(&Peer::Link(l0)),
+        "the kept link closed first"
+    );
+    let (_, held) = core0.io.posted.pop().unwrap();
+    core1.engine.message(&mut core1.io, core1.now, held);
+    assert_eq!(rqis(&core1.recv(&mut b)), ["q1"]);
+    let [l1] = core1.cse_accept_all()[..] else {
+        panic!("then its own link")
+    };
+    assert_eq!(core1.cse[&l1].origin.as_deref(), Some("Cq"));
+    assert_eq!(
+        rqis(&core1.cse_recv(l1)),
+        ["w1"],
+        "the queued request goes up on it"
     );
 }

@@ -407,6 +407,7 @@ impl Engine {
         self.fail_link_requests(io, now, l, Rsc::TARGET_NOT_REACHABLE, why, true);
         if self.link(l).is_some_and(|k| k.orphan.is_some()) {
             // Kept for a device that left: nobody needs it re-opened.
+            self.forget_orphan(l);
             self.links.remove(l.index, l.generation);
             return;
         }
@@ -467,10 +468,32 @@ impl Engine {
         let Some(l) = self.session(d).and_then(|s| s.link) else {
             return;
         };
-        let Some(link) = self.link_mut(l) else { return };
-        if link.has_origin {
+        if self.link(l).is_none_or(|k| k.has_origin) {
             return;
         }
+        if self.orphan_for(d).is_some() {
+            // The link kept for this device's previous session carries its origin already.
+            let why = "upstream link replaced";
+            self.fail_link_requests(io, now, l, Rsc::TARGET_NOT_REACHABLE, why, false);
+            self.remove_link(io, l);
+            let adopted = self.adopt_orphan(d);
+            let Some(s) = self.session_mut(d) else { return };
+            s.link = adopted;
+            s.waiting = false;
+            if let Some(k) = adopted
+                && !self.session(d).is_some_and(|s| s.queue.is_empty())
+            {
+                if let Some(s) = self.session_mut(d) {
+                    s.waiting = true;
+                }
+                if let Some(link) = self.link_mut(k) {
+                    link.waiting.push_back(d);
+                }
+                self.pump(io, now, k);
+            }
+            return;
+        }
+        let Some(link) = self.link_mut(l) else { return };
         let was_open = link.is_open();
         if was_open {
             io.close(Peer::Link(l));
@@ -490,6 +513,23 @@ impl Engine {
             "upstream link replaced",
             false,
         );
+        self.open_passthrough_link(io, now, d, l);
+    }
+
+    /// Open device `d`'s own link, unless the requests held for it on another core are on their
+    /// way: that core closes the link it kept for the device first (ACME drops the association of
+    /// an originator's new connection when its older one closes after it), and the link opens when
+    /// they arrive (`held_arrived`). Requests wait in the device's queue meanwhile.
+    pub(crate) fn open_passthrough_link(
+        &mut self,
+        io: &mut impl Io,
+        now: Instant,
+        d: DeviceId,
+        l: LinkId,
+    ) {
+        if self.session(d).is_some_and(|s| s.awaiting_held) {
+            return;
+        }
         self.open_link(io, now, l);
     }
 }
