@@ -953,3 +953,45 @@ fn responses_through_the_edge_match_acme_directly() {
         }
     }
 }
+
+/// An MN-CSE registers a remoteCSE through the edge, in JSON and in CBOR, in both modes: the edge
+/// reads its `csi` from ACME's answer (in the link's serialization, whatever the device's), binds
+/// the session to it, and the MN-CSE's next requests with `fr` = its CSE-ID go through (not 4103).
+#[test]
+fn a_remote_cse_registers_through_the_edge_and_keeps_talking() {
+    let acme = start_acme("edge-acme-csr", false);
+    for io in drivers() {
+        for (mode, margs) in modes() {
+            let edge = start_edge(io, acme.ws, &with_mode(&[], &margs));
+            for protocol in ["oneM2M.json", "oneM2M.cbor"] {
+                let what = format!("{io}/{mode}/{protocol}");
+                let csi = format!("/{}", unique("id-mn"));
+                let mut others = Vec::new();
+                let mut mn = WsClient::connect(edge.addr, &[protocol], None).unwrap();
+                let reg = req(&format!(
+                    r#"{{"op":1,"to":"cse-in","fr":"{csi}","rqi":"m1","rvi":"3","ty":16,"pc":{{"m2m:csr":{{"rn":"{rn}","csi":"{csi}","cb":"{csi}/cse-mn","rr":true,"srv":["3"],"cst":2,"poa":["ws://default"]}}}}}}"#,
+                    rn = &csi[1..]
+                ));
+                let rsp = mn.request(&reg, &mut others);
+                expect(&rsp, 2001, &format!("{what}: remoteCSE create"));
+                let get = req(&format!(
+                    r#"{{"op":2,"to":"cse-in","fr":"{csi}","rqi":"m2","rvi":"3"}}"#
+                ));
+                expect(
+                    &mn.request(&get, &mut others),
+                    2000,
+                    &format!("{what}: after registration"),
+                );
+                let del = req(&format!(
+                    r#"{{"op":4,"to":"cse-in/{rn}","fr":"{csi}","rqi":"m3","rvi":"3"}}"#,
+                    rn = &csi[1..]
+                ));
+                expect(
+                    &mn.request(&del, &mut others),
+                    2002,
+                    &format!("{what}: deregistration"),
+                );
+            }
+        }
+    }
+}

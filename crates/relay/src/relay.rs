@@ -146,7 +146,8 @@ impl Engine {
             self.refuse(io, d, view, e);
             return None;
         }
-        if let Err(e) = self.pass_gate(io, now, d, fr, registration, rqi) {
+        let remote_cse = registration && view.ty == Some(16);
+        if let Err(e) = self.pass_gate(io, now, d, fr, (registration, remote_cse), rqi) {
             self.refuse(io, d, view, e);
             return None;
         }
@@ -238,13 +239,15 @@ impl Engine {
     /// Session gate (TS-0020 clause 6.4): before registration only an AE or remoteCSE create, unless
     /// the device names itself (a device that registered earlier and reconnects): then the CSE's
     /// answer decides. On a shared link a session bound to an AE may not speak for another one.
+    /// A remoteCSE create names its CSE-ID in `fr`: a passthrough link carries it before the create
+    /// goes up (ACME takes only AE creates on a connection without `X-M2M-Origin`).
     fn pass_gate(
         &mut self,
         io: &mut impl Io,
         now: Instant,
         d: DeviceId,
         fr: Option<&str>,
-        registration: bool,
+        (registration, remote_cse): (bool, bool),
         rqi: &str,
     ) -> Result<(), PrimitiveError> {
         let s = self.session(d).expect("live session");
@@ -273,7 +276,7 @@ impl Engine {
                 if registration
                     && f.len() > 1
                     && !self.multiplex()
-                    && self.s.origin_header == OriginHeader::Always =>
+                    && (self.s.origin_header == OriginHeader::Always || remote_cse) =>
             {
                 self.bind_origin(io, d, f.into());
                 self.relink_with_origin(io, now, d);

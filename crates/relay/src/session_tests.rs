@@ -197,3 +197,34 @@ fn a_proxy_that_never_answers_connect_fails_the_link_within_the_connect_timeout(
     assert_eq!((rsc(&got[0]), rqi(&got[0])), (5103, "w1".to_string()));
     assert!(h.io.aborted.contains(&Peer::Link(l)));
 }
+
+#[test]
+fn a_remote_cse_registration_binds_its_csi_whatever_the_serialization() {
+    for protocol in ["oneM2M.xml", "oneM2M.cbor", "oneM2M.json"] {
+        let mut h = crate::tests::multiplex(1);
+        let mut mn = h.device(protocol, None);
+        let [l] = h.cse_accept_all()[..] else {
+            panic!()
+        };
+        h.send(
+            &mut mn,
+            &json(r#"{"op":1,"to":"cse-in","fr":"/id-mn","rqi":"m1","rvi":"3","ty":16,"pc":{"m2m:csr":{"rn":"id-mn","csi":"/id-mn","cb":"/id-mn/cse-mn","rr":true,"srv":["3"]}}}"#),
+        );
+        assert_eq!(rqi(&h.cse_recv(l)[0]), "m1");
+        h.cse_send(
+            l,
+            &json(r#"{"rsc":2001,"rqi":"m1","rvi":"3","pc":{"m2m:csr":{"rn":"id-mn","csi":"/id-mn","ri":"csr1"}}}"#),
+        );
+        assert_eq!(rsc(&h.recv(&mut mn)[0]), 2001, "{protocol}");
+        assert!(
+            h.engine.directory.holder("/id-mn").is_some(),
+            "{protocol}: bound to its csi"
+        );
+        h.send(&mut mn, &retrieve("/id-mn", "m2"));
+        assert_eq!(
+            rqi(&h.cse_recv(l)[0]),
+            "m2",
+            "{protocol}: not refused by the gate"
+        );
+    }
+}
