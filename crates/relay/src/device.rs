@@ -103,8 +103,18 @@ impl Session {
 
     /// Remember that the answer to the CSE's request `rqi` goes to `back`; past `MAX_OWED`, the
     /// oldest is given up and returned (the caller answers it 5103).
+    /// Held requests delivered on return are remembered with a `back` of the device itself (their
+    /// answers go nowhere); those go first when the table is full, so that they never push out a
+    /// request the CSE is waiting on.
     pub(crate) fn owe(&mut self, rqi: &str, back: Back) -> Option<(Box<str>, Back)> {
-        let evicted = (self.owed.len() >= MAX_OWED).then(|| self.owed.remove(0));
+        let evicted = (self.owed.len() >= MAX_OWED).then(|| {
+            let at = self
+                .owed
+                .iter()
+                .position(|(_, b)| matches!(b.peer, Peer::Device(_)))
+                .unwrap_or(0);
+            self.owed.remove(at)
+        });
         self.owed.push((rqi.into(), back));
         evicted
     }
@@ -354,6 +364,10 @@ impl Engine {
                 return;
             }
         };
+        let inherit = previous
+            .filter(|h| h.core == self.core && h.device != d)
+            .and_then(|h| self.session(h.device))
+            .is_some_and(|s| s.awaiting_held);
         match previous {
             Some(h) if h.core == self.core && h.device != d => {
                 self.taken_over(io, &origin, h.device)
@@ -372,7 +386,7 @@ impl Engine {
         if let Some(s) = self.session_mut(d) {
             s.origin = Some(origin.clone());
         }
-        self.fetch_held(io, d, origin, held_on);
+        self.fetch_held(io, d, origin, held_on, inherit);
     }
 
     /// A newer session (of this core or another) took `origin` over: close `device`, the older

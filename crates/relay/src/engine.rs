@@ -30,6 +30,7 @@ pub(crate) const T_HOLD: u64 = 7;
 pub(crate) const T_ORPHAN: u64 = 8;
 pub(crate) const T_DEVICE_PING: u64 = 9;
 pub(crate) const T_LINK_PING: u64 = 10;
+pub(crate) const T_FETCH: u64 = 11;
 
 pub(crate) fn timer(kind: u64, index: u32, generation: u32) -> Timer {
     Timer((kind << 56) | ((u64::from(index) & 0xff_ffff) << 32) | u64::from(generation))
@@ -54,7 +55,7 @@ pub struct Engine {
     pub(crate) rewrites: u64,
     /// This engine's core (part of its shared links' originators).
     pub(crate) core: usize,
-    /// The latest `now` of any event (for the few paths that do not carry one).
+    /// The `now` of the event being handled (for the few paths that do not carry one).
     pub(crate) clock: Instant,
     /// Requests of the CSE held for devices that are away.
     pub(crate) hold: Box<dyn HoldStore>,
@@ -102,7 +103,7 @@ impl Engine {
 
     /// Note the time of an event.
     pub(crate) fn tick(&mut self, now: Instant) {
-        self.clock = self.clock.max(now);
+        self.clock = now;
     }
 
     /// The engine of core `core` (its shared links are named after it).
@@ -193,6 +194,7 @@ impl Engine {
             T_ORPHAN => self.orphan_due(io, now, l),
             T_DEVICE_PING => self.device_ping_due(io, now, d),
             T_LINK_PING => self.link_ping_due(io, now, l),
+            T_FETCH => self.fetch_overdue(io, d),
             _ => {}
         }
     }

@@ -23,10 +23,13 @@ use std::time::{Duration, Instant};
 
 use m2m_primitive::{Format, RoutingView, Rsc};
 
-use crate::engine::{Engine, T_HOLD, T_ORPHAN, timer};
+use crate::engine::{Engine, T_FETCH, T_HOLD, T_ORPHAN, timer};
 use crate::hold::HeldPrimitive;
 use crate::relay::CseRequest;
 use crate::{Back, DeviceId, Envelope, Io, LinkId, Peer};
+
+/// How long a session waits for the requests held for it on another core.
+const FETCH_WAIT: Duration = Duration::from_secs(2);
 
 /// Log held primitives dropped by a bound at most this often.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -96,26 +99,66 @@ impl Engine {
 
     /// A session just bound `origin`: if its requests were held on another core, ask for them
     /// (what comes meanwhile is held here behind them); then deliver what is held here.
+    /// `inherit`: the session this one took over was still waiting for its held requests; this
+    /// one waits for them instead (they are passed on to it when they come).
     pub(crate) fn fetch_held(
         &mut self,
         io: &mut impl Io,
         d: DeviceId,
         origin: Box<str>,
         held_on: Option<usize>,
+        inherit: bool,
     ) {
-        if let Some(core) = held_on.filter(|&c| c != self.core) {
-            let msg = Envelope::Fetch {
-                origin,
-                core: self.core,
-                device: d,
-            };
-            if io.post(core, msg)
-                && let Some(s) = self.session_mut(d)
-            {
+        let fetch = held_on.filter(|&c| c != self.core);
+        if fetch.is_some() || inherit {
+            let posted = fetch.is_none_or(|core| {
+                let msg = Envelope::Fetch {
+                    origin,
+                    core: self.core,
+                    device: d,
+                };
+                io.post(core, msg)
+            });
+            if posted && let Some(s) = self.session_mut(d) {
                 s.awaiting_held = true;
+                // The other core answers at once; if it cannot (its mailbox full, shutting down),
+                // the session must not wait forever.
+                let at = self.clock + FETCH_WAIT;
+                io.set_timer(at, timer(T_FETCH, d.index, d.generation));
             }
         }
         self.deliver_held(io, d);
+    }
+
+    /// The held requests fetched from another core did not come: go on without them.
+    pub(crate) fn fetch_overdue(&mut self, io: &mut impl Io, d: DeviceId) {
+        if !self.session(d).is_some_and(|s| s.awaiting_held) {
+            return;
+        }
+        tracing::warn!(
+            device = d.index,
+            "held requests from another core did not arrive"
+        );
+        self.resume_after_fetch(io, d, Vec::new());
+    }
+
+    /// Session `d` no longer waits: what came from the other core, then what was held here behind
+    /// it, then (passthrough) its own link, which waited for the other core's kept link to close.
+    fn resume_after_fetch(&mut self, io: &mut impl Io, d: DeviceId, items: Vec<HeldPrimitive>) {
+        if let Some(s) = self.session_mut(d) {
+            s.awaiting_held = false;
+        }
+        self.send_held(io, d, items);
+        self.deliver_held(io, d);
+        let waiting_link = self.session(d).and_then(|s| s.link).filter(|&l| {
+            self.link(l).is_some_and(|k| {
+                matches!(k.state, crate::link::LinkState::Down) && k.relink_at.is_none()
+            })
+        });
+        if let Some(l) = waiting_link.filter(|_| !self.multiplex()) {
+            let now = self.clock;
+            self.open_link(io, now, l);
+        }
     }
 
     /// Deliver what is held here for an open session's originator, oldest first.
@@ -195,8 +238,9 @@ impl Engine {
         }
     }
 
-    /// What another core held for `origin` arrived: to the session, then what was held here
-    /// behind it; if the session left meanwhile, held again (here, where it is now away).
+    /// What another core held for `origin` arrived: to the session that holds the originator now
+    /// (the one that asked, or one that took it over meanwhile), then what was held here behind it;
+    /// if none holds it, held again here, where it is away now.
     pub(crate) fn held_arrived(
         &mut self,
         io: &mut impl Io,
@@ -204,24 +248,36 @@ impl Engine {
         d: DeviceId,
         items: Vec<HeldPrimitive>,
     ) {
+        let holds = |e: &Self, d: DeviceId| {
+            e.session(d)
+                .is_some_and(|s| s.is_open() && s.origin.as_deref() == Some(&*origin))
+        };
         let here = self
-            .session(d)
-            .is_some_and(|s| s.is_open() && s.origin.as_deref() == Some(&*origin));
-        if here {
-            if let Some(s) = self.session_mut(d) {
-                s.awaiting_held = false;
-            }
-            self.send_held(io, d, items);
-            self.deliver_held(io, d);
-            // Passthrough: its own link waited for this (the other core closed its kept link).
-            let waiting_link = self.session(d).and_then(|s| s.link).filter(|&l| {
-                self.link(l).is_some_and(|k| {
-                    matches!(k.state, crate::link::LinkState::Down) && k.relink_at.is_none()
-                })
-            });
-            if let Some(l) = waiting_link.filter(|_| !self.multiplex()) {
-                let now = self.clock;
-                self.open_link(io, now, l);
+            .directory
+            .holder(&origin)
+            .filter(|h| h.core == self.core)
+            .map(|h| h.device);
+        let target = [Some(d), here]
+            .into_iter()
+            .flatten()
+            .find(|&t| holds(self, t));
+        if let Some(t) = target {
+            self.resume_after_fetch(io, t, items);
+            return;
+        }
+        if let Some(h) = self
+            .directory
+            .holder(&origin)
+            .filter(|h| h.core != self.core)
+        {
+            let n = items.len();
+            let msg = Envelope::Held {
+                origin,
+                device: h.device,
+                items,
+            };
+            if !io.post(h.core, msg) {
+                self.note_dropped(self.clock, n);
             }
             return;
         }
@@ -264,6 +320,11 @@ impl Engine {
     /// The hold timer: drop what expired, forget devices away for longer than the hold time,
     /// re-arm for the next.
     pub(crate) fn hold_due(&mut self, io: &mut impl Io, now: Instant) {
+        // A timer armed for a later time before an earlier one replaced it: the chain it belonged
+        // to is over (else every earlier arm would leave one more chain behind).
+        if self.hold_timer_at.is_some_and(|t| now < t) {
+            return;
+        }
         self.hold_timer_at = None;
         let expired = self.hold.expire(now).len();
         if expired > 0 {

@@ -375,3 +375,111 @@ fn a_passthrough_device_back_on_another_core_opens_its_link_after_the_kept_one_i
         "the queued request goes up on it"
     );
 }
+
+#[test]
+fn a_device_back_after_its_kept_link_closed_gets_a_link_of_its_own() {
+    let mut h = Harness::new(settings());
+    let a = h.device("oneM2M.json", Some("Cs"));
+    h.cse_accept_all();
+    h.engine.device_closed(&mut h.io, h.now, a.id, false);
+    // Away longer than the hold time: the kept link is closed and the device forgotten.
+    h.advance(h.engine.settings().hold.ttl + Duration::from_secs(1));
+    assert_eq!(h.engine.links(), 0);
+    let mut b = h.device("oneM2M.json", None);
+    h.cse_accept_all();
+    h.send(&mut b, &retrieve("Cs", "s1"));
+    let [l] = h.cse_accept_all()[..] else {
+        panic!("relinked with its origin")
+    };
+    assert_eq!(rqis(&h.cse_recv(l)), ["s1"]);
+}
+
+#[test]
+fn a_fetch_that_is_never_answered_does_not_leave_the_session_waiting() {
+    let (mut core0, mut core1) = two_cores(settings());
+    let a = core0.device("oneM2M.json", Some("Cw"));
+    core0.cse_accept_all();
+    core0
+        .engine
+        .device_closed(&mut core0.io, core0.now, a.id, false);
+    let mut b = core1.device("oneM2M.json", Some("Cw"));
+    core1.io.posted.clear(); // core 0 never hears of it
+    core1.send(&mut b, &retrieve("Cw", "w1"));
+    assert!(core1.links_asked().is_empty());
+    core1.advance(Duration::from_secs(2));
+    let [l] = core1.cse_accept_all()[..] else {
+        panic!("the link opens once the wait is over")
+    };
+    assert_eq!(rqis(&core1.cse_recv(l)), ["w1"]);
+}
+
+#[test]
+fn held_requests_fetched_for_a_session_that_was_taken_over_go_to_the_new_one() {
+    let (mut core0, mut core1) = two_cores(with_notify(1).engine.settings().clone());
+    let a = named_device(&mut core0, "Cv");
+    core0.cse_accept_all();
+    core0
+        .engine
+        .device_closed(&mut core0.io, core0.now, a.id, false);
+    let (n, mut cse) = core0.notify_connect("127.0.0.1", "/id-in").unwrap();
+    cse_notifies(&mut core0, n, &mut cse, &notify("Cv", "v1"));
+    let mut first = named_device(&mut core1, "Cv");
+    let (_, fetch) = core1.io.posted.pop().unwrap();
+    let mut second = named_device(&mut core1, "Cv");
+    core0.engine.message(&mut core0.io, core0.now, fetch);
+    let (_, held) = core0.io.posted.pop().unwrap();
+    core1.engine.message(&mut core1.io, core1.now, held);
+    assert_eq!(rqis(&core1.recv(&mut second)), ["v1"]);
+    assert!(core1.recv(&mut first).is_empty());
+}
+
+#[test]
+fn binding_a_certificate_identity_that_delivers_past_the_output_bound_does_not_panic() {
+    let mut s = with_notify(1).engine.settings().clone();
+    s.bind_identity = true;
+    s.max_output_bytes = 100;
+    let mut h = Harness::new(s);
+    h.io.identity_of_all = Some("Co".into());
+    let mut a = h.device("oneM2M.json", None);
+    h.cse_accept_all();
+    h.send(
+        &mut a,
+        &json(r#"{"op":2,"to":"cse-in","rqi":"o0","rvi":"3"}"#),
+    );
+    h.engine.device_closed(&mut h.io, h.now, a.id, false);
+    let (n, mut cse) = h.notify_connect("127.0.0.1", "/id-in").unwrap();
+    cse_notifies(&mut h, n, &mut cse, &notify("Co", "o1"));
+    let mut b = h.device("oneM2M.json", None);
+    h.io.stalled.insert(Peer::Device(b.id));
+    h.send(
+        &mut b,
+        &json(r#"{"op":2,"to":"cse-in","rqi":"o2","rvi":"3"}"#),
+    );
+    assert!(
+        h.io.aborted.contains(&Peer::Device(b.id)),
+        "closed at the bound"
+    );
+}
+
+#[test]
+fn earlier_expiries_do_not_leave_timers_behind() {
+    let (mut h, n, mut cse) = away_device();
+    for i in 0..50 {
+        let rqet = format!(r#","rqet":"PT{}S""#, 500 - i);
+        cse_notifies(
+            &mut h,
+            n,
+            &mut cse,
+            &notify_with("Ca", &format!("e{i}"), &rqet),
+        );
+    }
+    h.advance(Duration::from_secs(1000));
+    let hold_timers = |h: &Harness| {
+        h.io.timers
+            .iter()
+            .filter(|(_, t)| t.0 >> 56 == crate::engine::T_HOLD)
+            .count()
+    };
+    assert!(hold_timers(&h) <= 1, "{} hold timers left", hold_timers(&h));
+    assert_eq!(outcome(&h).2, 50);
+}

@@ -66,6 +66,8 @@ pub(crate) struct Link {
     pub ping_sent: Option<Instant>,
     /// When the CSE last sent anything on it (pings go to quiet links only).
     pub last_input: Instant,
+    /// A ping timer is armed for it (one chain per link, however often it re-opens).
+    pub ping_armed: bool,
 }
 
 impl Link {
@@ -100,12 +102,14 @@ impl Engine {
             orphan: None,
             ping_sent: None,
             last_input: self.clock,
+            ping_armed: false,
         });
         LinkId { index, generation }
     }
 
     /// Forget a passthrough link whose device is gone (what it had in flight has no one to answer).
     pub(crate) fn remove_link(&mut self, io: &mut impl Io, l: LinkId) {
+        self.forget_orphan(l);
         if let Some(link) = self.links.remove(l.index, l.generation) {
             if link.is_open() {
                 self.counters.upstream_links.fetch_sub(1, Ordering::Relaxed);
@@ -131,6 +135,7 @@ impl Engine {
         {
             io.abort(Peer::Link(l));
         }
+        self.forget_orphan(l);
         self.links.remove(l.index, l.generation);
     }
 
@@ -471,7 +476,10 @@ impl Engine {
         if self.link(l).is_none_or(|k| k.has_origin) {
             return;
         }
-        if self.orphan_for(d).is_some() {
+        if self
+            .orphan_for(d)
+            .is_some_and(|k| self.link(k).is_some_and(Link::is_open))
+        {
             // The link kept for this device's previous session carries its origin already.
             let why = "upstream link replaced";
             self.fail_link_requests(io, now, l, Rsc::TARGET_NOT_REACHABLE, why, false);

@@ -53,7 +53,14 @@ impl Engine {
     }
 
     pub(crate) fn arm_link_ping(&mut self, io: &mut impl Io, now: Instant, l: LinkId) {
-        if let Some(interval) = self.s.ping_interval {
+        let Some(interval) = self.s.ping_interval else {
+            return;
+        };
+        if let Some(k) = self.link_mut(l)
+            && !k.ping_armed
+        {
+            k.ping_armed = true;
+            k.ping_sent = None;
             io.set_timer(now + interval, timer(T_LINK_PING, l.index, l.generation));
         }
     }
@@ -109,9 +116,13 @@ impl Engine {
     }
 
     pub(crate) fn link_ping_due(&mut self, io: &mut impl Io, now: Instant, l: LinkId) {
-        let Some(k) = self.link(l).filter(|k| k.is_open()) else {
+        let Some(k) = self.link_mut(l) else { return };
+        if !k.is_open() {
+            // The chain ends here; the link's next opening starts a new one.
+            k.ping_armed = false;
             return;
-        };
+        }
+        let k = self.link(l).expect("checked");
         let t = timer(T_LINK_PING, l.index, l.generation);
         match due(now, k.last_input, k.ping_sent, self) {
             None => {}

@@ -146,6 +146,9 @@ impl Engine {
             self.refuse(io, d, view, e);
             return None;
         }
+        // Binding an identity delivers what was held for it, which may close a device that does not
+        // read (output bound).
+        self.session(d)?;
         let remote_cse = registration && view.ty == Some(16);
         if let Err(e) = self.pass_gate(io, now, d, fr, (registration, remote_cse), rqi) {
             self.refuse(io, d, view, e);
@@ -157,10 +160,16 @@ impl Engine {
             && s.origin.as_deref().is_some_and(|o| {
                 to == o || to.strip_suffix(o).is_some_and(|head| head.ends_with('/'))
             });
+        // On a shared link one device's far `rset` or `oet` must not hold a slot other devices
+        // need: there the edge waits at most its request timeout.
+        let answer_by = match self.multiplex() {
+            true => times.answer_by.min(now + self.s.request_timeout),
+            false => times.answer_by,
+        };
         Some(RequestMeta {
             rqi: rqi.to_string(),
             queued_until: times.queued_until,
-            deadline: times.answer_by,
+            deadline: answer_by,
             no_response: times.no_response,
             registration,
             deregistration,
@@ -250,7 +259,9 @@ impl Engine {
         (registration, remote_cse): (bool, bool),
         rqi: &str,
     ) -> Result<(), PrimitiveError> {
-        let s = self.session(d).expect("live session");
+        let Some(s) = self.session(d) else {
+            return Ok(());
+        };
         let registered = s.registered;
         // The usual case first, without copying the origin: a bound session, its own fr (or any
         // fr in passthrough, where the CSE judges it).
@@ -313,6 +324,9 @@ impl Engine {
     ) {
         let max_queued = self.s.max_queued;
         let Some(l) = self.session(d).and_then(|s| s.link) else {
+            // Never silently: a session without a link (a bug, or gone mid-event) answers 5103.
+            let why = "no upstream link for this session";
+            self.answer_queued(io, d, &meta, Rsc::TARGET_NOT_REACHABLE, why);
             return;
         };
         let s = self.session(d).expect("live session");
