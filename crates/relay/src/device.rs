@@ -301,7 +301,7 @@ impl Engine {
         if let Some(idle) = self.s.idle_timeout {
             io.set_timer(now + idle, timer(T_IDLE, d.index, d.generation));
         }
-        self.arm_device_ping(io, now, d);
+        self.arm_ping_sweep(io, now);
         self.attach_link(io, now, d);
         self.deliver_held(io, d);
         head_len + self.device_frames(io, now, d, &mut data[head_len..])

@@ -28,8 +28,7 @@ pub(crate) const T_RELINK: u64 = 5;
 pub(crate) const T_NOTIFY_HANDSHAKE: u64 = 6;
 pub(crate) const T_HOLD: u64 = 7;
 pub(crate) const T_ORPHAN: u64 = 8;
-pub(crate) const T_DEVICE_PING: u64 = 9;
-pub(crate) const T_LINK_PING: u64 = 10;
+pub(crate) const T_PING_SWEEP: u64 = 9;
 pub(crate) const T_FETCH: u64 = 11;
 
 pub(crate) fn timer(kind: u64, index: u32, generation: u32) -> Timer {
@@ -66,6 +65,8 @@ pub struct Engine {
     /// Held primitives dropped by a bound since the last log line (logged at most once a minute).
     pub(crate) hold_drops_unlogged: u64,
     pub(crate) hold_drops_logged_at: Option<Instant>,
+    /// The liveness sweep's timer is armed.
+    pub(crate) ping_sweep_armed: bool,
     /// Passthrough links kept open for devices that left, by originator.
     pub(crate) orphans: rustc_hash::FxHashMap<Box<str>, LinkId>,
 }
@@ -92,6 +93,7 @@ impl Engine {
             hold_drops_unlogged: 0,
             hold_drops_logged_at: None,
             orphans: Default::default(),
+            ping_sweep_armed: false,
         }
     }
 
@@ -192,8 +194,7 @@ impl Engine {
             }
             T_HOLD => self.hold_due(io, now),
             T_ORPHAN => self.orphan_due(io, now, l),
-            T_DEVICE_PING => self.device_ping_due(io, now, d),
-            T_LINK_PING => self.link_ping_due(io, now, l),
+            T_PING_SWEEP => self.ping_sweep(io, now),
             T_FETCH => self.fetch_overdue(io, d),
             _ => {}
         }

@@ -66,8 +66,6 @@ pub(crate) struct Link {
     pub ping_sent: Option<Instant>,
     /// When the CSE last sent anything on it (pings go to quiet links only).
     pub last_input: Instant,
-    /// A ping timer is armed for it (one chain per link, however often it re-opens).
-    pub ping_armed: bool,
 }
 
 impl Link {
@@ -102,7 +100,6 @@ impl Engine {
             orphan: None,
             ping_sent: None,
             last_input: self.clock,
-            ping_armed: false,
         });
         LinkId { index, generation }
     }
@@ -304,7 +301,7 @@ impl Engine {
         self.counters.upstream_links.fetch_add(1, Ordering::Relaxed);
         self.counters.link(LINK_OPEN);
         tracing::debug!(link = l.index, "upstream link open");
-        self.arm_link_ping(io, now, l);
+        self.arm_ping_sweep(io, now);
         self.pump(io, now, l);
     }
 

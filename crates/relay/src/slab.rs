@@ -65,6 +65,14 @@ impl<T> Slab<T> {
         self.live
     }
 
+    /// Every live entry with its (index, generation), in slot order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = ((u32, u32), &T)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (g, v))| v.as_ref().map(|v| ((i as u32, *g), v)))
+    }
+
     /// Every live entry's (index, generation).
     pub(crate) fn ids(&self) -> Vec<(u32, u32)> {
         self.entries
