@@ -42,6 +42,8 @@ mod tunnel;
 #[cfg(test)]
 mod holding_tests;
 #[cfg(test)]
+mod invariants_tests;
+#[cfg(test)]
 mod session_tests;
 #[cfg(test)]
 mod testing;

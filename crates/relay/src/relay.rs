@@ -752,8 +752,10 @@ impl Engine {
             _ => (None, None),
         };
         if let Some(d) = owner.filter(|&d| self.session(d).is_some_and(Session::is_open)) {
+            // Owed like any other: if the device leaves before it answers, the CSE is answered
+            // 5103 on this link (which now outlives the device, for holding).
             let rqi = view.rqi.as_deref().unwrap_or_default();
-            self.deliver_to_device(io, d, back, false, bytes, format, text, rqi);
+            self.deliver_to_device(io, d, back, true, bytes, format, text, rqi);
             return;
         }
         // A passthrough link kept for a device that left carries requests for that device only.

@@ -327,8 +327,10 @@ impl Harness {
         let mut accepted = Vec::new();
         let asked: Vec<(Peer, Target)> = std::mem::take(&mut self.io.connects);
         for (peer, _) in asked {
-            if let Peer::Link(l) = peer {
-                self.cse_accept(l);
+            if let Peer::Link(l) = peer
+                && !accepted.contains(&l)
+                && self.cse_accept(l)
+            {
                 accepted.push(l);
             }
         }
@@ -336,10 +338,14 @@ impl Harness {
     }
 
     /// The CSE accepts link `l`: TCP, then the WebSocket handshake (JSON and CBOR, like ACME).
-    pub fn cse_accept(&mut self, l: LinkId) {
+    /// False when the engine no longer connects that link (it failed or was closed meanwhile).
+    pub fn cse_accept(&mut self, l: LinkId) -> bool {
         self.engine
             .link_connected(&mut self.io, self.now, l, Ok(()));
         let request = self.io.wire.remove(&Peer::Link(l)).unwrap_or_default();
+        if request.is_empty() {
+            return false;
+        }
         let (req, _) = parse_request(&request, HeadLimits::default())
             .unwrap()
             .unwrap();
@@ -357,6 +363,7 @@ impl Harness {
                 origin,
             },
         );
+        true
     }
 
     /// What the CSE received on link `l` since the last call.
