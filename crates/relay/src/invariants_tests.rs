@@ -32,6 +32,9 @@ impl Rng {
 
 const DEVICES: usize = 6;
 
+/// The connection a request of the CSE came on: the core and its link (none: the notify listener).
+type Conn = (usize, Option<LinkId>);
+
 /// The world: two cores, the devices (core, session) that are connected, what was sent and answered.
 struct World {
     cores: [Harness; 2],
@@ -39,7 +42,7 @@ struct World {
     /// Per device request rqi: times answered, and whether the session that sent it is still there.
     requests: HashMap<String, (u32, bool)>,
     /// Per CSE request rqi: times answered, and whether the connection it came on is still there.
-    notifies: HashMap<String, (u32, bool, (usize, Option<LinkId>))>,
+    notifies: HashMap<String, (u32, bool, Conn)>,
     /// Device requests the CSE has not answered yet: core, link, rqi.
     at_cse: Vec<(usize, LinkId, String)>,
     notify_conns: [Option<(NotifyId, End)>; 2],
