@@ -483,3 +483,18 @@ fn earlier_expiries_do_not_leave_timers_behind() {
     assert!(hold_timers(&h) <= 1, "{} hold timers left", hold_timers(&h));
     assert_eq!(outcome(&h).2, 50);
 }
+
+#[test]
+fn a_passthrough_device_that_leaves_owing_an_answer_gets_it_answered_5103_on_the_kept_link() {
+    let mut h = Harness::new(settings());
+    let mut a = h.device("oneM2M.json", Some("Cq"));
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    h.cse_send(l, &notify("Cq", "q1"));
+    assert_eq!(rqis(&h.recv(&mut a)), ["q1"]);
+    // It leaves without answering: the link outlives it (holding), so the CSE must not wait.
+    h.engine.device_closed(&mut h.io, h.now, a.id, false);
+    let back = h.cse_recv(l);
+    assert_eq!((rsc(&back[0]), rqi(&back[0])), (5103, "q1".to_string()));
+}
