@@ -230,9 +230,16 @@ fn enum_code(key: &str, v: &Value) -> Result<u32, PrimitiveError> {
 
 /// An `m2m:absRelTimestamp` member must be a string or an integer (its content is checked by
 /// validation, which knows the receive time).
+/// An `m2m:absRelTimestamp`: a timestamp, a duration or a number of milliseconds (as the routing
+/// view reads it, so that whatever decodes also has a view).
 fn abs_rel_value(key: &str, v: Value) -> Result<Value, PrimitiveError> {
     match v {
-        Value::String(_) | Value::Int(_) | Value::UInt(_) => Ok(v),
+        Value::String(ref s) if crate::time::AbsRelTime::parse_str(s).is_none() => {
+            Err(PrimitiveError::bad_request(format!(
+                "{key} must be a timestamp, a duration or an integer, not {s:?}"
+            )))
+        }
+        Value::String(_) | Value::Int(_) => Ok(v),
         other => Err(PrimitiveError::bad_request(format!(
             "{key} must be a timestamp or an integer, not {}",
             other.type_name()
