@@ -242,8 +242,17 @@ fn ratio_line(name: &str, edge: u64, direct: u64) -> String {
     )
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+/// Run the bench; the exit status follows `--threshold`, judged on the edge leg (0 / 99, 1 when
+/// the run could not do its job, 2 for a threshold that does not parse).
+pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let _ = &args.scenario; // applied by the command-line parser
+    let thresholds = match crate::threshold::parse_all(&args.s.thresholds) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("m2m-loadgen bench: threshold {e}");
+            return Ok(std::process::ExitCode::from(2));
+        }
+    };
     let out = args
         .out
         .clone()
@@ -373,5 +382,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if errors > 0 {
         eprintln!("m2m-loadgen bench: {errors} errors (see the tables)");
     }
-    Ok(())
+    let edge_leg = &legs[0].summary;
+    let verdicts: Vec<_> = thresholds.iter().map(|t| t.judge(edge_leg)).collect();
+    if !verdicts.is_empty() {
+        let text = crate::threshold::render(&verdicts);
+        print!("{text}");
+        std::fs::write(out.join("thresholds.txt"), &text)?;
+    }
+    if let Some(why) = crate::threshold::run_failed(edge_leg) {
+        eprintln!("m2m-loadgen bench: the run could not do its job: {why}");
+        return Ok(std::process::ExitCode::FAILURE);
+    }
+    if verdicts.iter().any(|v| !v.pass) {
+        eprintln!("m2m-loadgen bench: a threshold failed");
+        return Ok(std::process::ExitCode::from(99));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }

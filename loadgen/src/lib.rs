@@ -22,6 +22,7 @@ pub mod recorder;
 pub mod report;
 pub mod scenario;
 pub mod schedule;
+pub mod threshold;
 
 use std::path::PathBuf;
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use m2m_loadgen::{bench, cpus, cse, default_out, device, engine, metrics, report, scenario};
+use m2m_loadgen::{
+    bench, cpus, cse, default_out, device, engine, metrics, report, scenario, threshold,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -81,9 +83,19 @@ struct MergeArgs {
     /// Folder for the merged summary.json, report.html and table.txt.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Pass/fail criteria judged on the merged histograms (as for `run`).
+    #[arg(long = "threshold", value_delimiter = ',')]
+    thresholds: Vec<String>,
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let thresholds = match threshold::parse_all(&args.s.thresholds) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("m2m-loadgen: threshold {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let plan = scenario::Plan::new(args.s)?;
     if args.check {
         print!("{}", plan.to_toml());
@@ -94,7 +106,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             plan.shard.0,
             plan.shard.1
         );
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let out = args.out.unwrap_or_else(|| default_out("loadgen"));
     eprintln!(
@@ -119,7 +131,33 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let outcome = engine::run(plan, Some(&out), live, args.quiet, state)?;
     print!("{}", report::table::render(&outcome.summary));
-    Ok(())
+    verdict(outcome.summary, &thresholds, &out)
+}
+
+/// Judge the run: thresholds (printed, and added to summary.json), then the exit status: 99 when a
+/// threshold fails, 1 when the run could not do its job at all, else 0.
+fn verdict(
+    mut summary: report::Summary,
+    thresholds: &[threshold::Threshold],
+    out: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    summary.thresholds = thresholds.iter().map(|t| t.judge(&summary)).collect();
+    if !summary.thresholds.is_empty() {
+        print!("{}", threshold::render(&summary.thresholds));
+        std::fs::write(
+            out.join("summary.json"),
+            serde_json::to_string_pretty(&summary)?,
+        )?;
+    }
+    if let Some(why) = threshold::run_failed(&summary) {
+        eprintln!("m2m-loadgen: the run could not do its job: {why}");
+        return Ok(ExitCode::FAILURE);
+    }
+    if summary.thresholds.iter().any(|v| !v.pass) {
+        eprintln!("m2m-loadgen: a threshold failed");
+        return Ok(ExitCode::from(99));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn stop_on_signal(live: &Arc<device::Live>) {
@@ -138,7 +176,14 @@ fn stop_on_signal(live: &Arc<device::Live>) {
     });
 }
 
-fn merge(args: MergeArgs) -> anyhow::Result<()> {
+fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    let thresholds = match threshold::parse_all(&args.thresholds) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("m2m-loadgen: threshold {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let logs = args
         .logs
         .iter()
@@ -154,7 +199,7 @@ fn merge(args: MergeArgs) -> anyhow::Result<()> {
         logs.len(),
         out.display()
     );
-    Ok(())
+    verdict(summary, &thresholds, &out)
 }
 
 fn cse(args: CseArgs) -> anyhow::Result<()> {
@@ -226,13 +271,13 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(a) => run(a),
-        Command::Cse(a) => cse(a),
+        Command::Cse(a) => cse(a).map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a),
         Command::Merge(a) => merge(a),
         Command::Edge { .. } => unreachable!("handled before parsing"),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("m2m-loadgen: {e:#}");
             ExitCode::FAILURE

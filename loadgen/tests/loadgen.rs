@@ -581,6 +581,59 @@ fn merge_adds_the_shards_of_a_distributed_run() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("all_ops"));
     assert!(out_dir.join("report.html").exists());
+
+    // Thresholds judged on the merged histograms: exit 0 when they hold, 99 when one fails, 2 when
+    // one does not parse; the verdicts are printed and kept in summary.json.
+    let judge = |thresholds: &[&str]| {
+        let mut cmd = Command::new(loadgen_bin());
+        cmd.arg("merge")
+            .arg(a.join("run.hlog"))
+            .arg(b.join("run.hlog"))
+            .arg("--out")
+            .arg(&out_dir);
+        for t in thresholds {
+            cmd.args(["--threshold", t]);
+        }
+        cmd.output().unwrap()
+    };
+    let held = judge(&["all_ops.p99<60s", "errors==0", "errors<0.1%"]);
+    assert_eq!(
+        held.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&held.stderr)
+    );
+    assert!(String::from_utf8_lossy(&held.stdout).contains("PASS all_ops.p99<60s"));
+    let merged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(merged["thresholds"].as_array().map(Vec::len), Some(3));
+    assert_eq!(merged["thresholds"][0]["pass"], true);
+    let failed = judge(&["all_ops.p99<60s", "all_ops.p50<1us"]);
+    assert_eq!(failed.status.code(), Some(99));
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("FAIL all_ops.p50<1us: measured"));
+    let bad = judge(&["all_ops.p99<5"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("needs its unit"));
+}
+
+#[test]
+fn a_run_that_connects_no_device_exits_1_even_without_thresholds() {
+    let closed = free_port();
+    let out_dir = temp_dir("nothing");
+    let out = Command::new(loadgen_bin())
+        .args(["run", "--quiet", "--target"])
+        .arg(format!("ws://127.0.0.1:{closed}/"))
+        .args(["--devices", "2", "--duration", "1s", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no device connected"));
 }
 
 #[test]

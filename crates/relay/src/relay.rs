@@ -156,10 +156,8 @@ impl Engine {
         }
         let s = self.session(d)?;
         let to = view.to.as_deref().unwrap_or_default();
-        let deregistration = op == Operation::Delete
-            && s.origin.as_deref().is_some_and(|o| {
-                to == o || to.strip_suffix(o).is_some_and(|head| head.ends_with('/'))
-            });
+        let deregistration =
+            op == Operation::Delete && s.origin.as_deref().is_some_and(|o| names_registree(to, o));
         // On a shared link one device's far `rset` or `oet` must not hold a slot other devices
         // need: there the edge waits at most its request timeout.
         let answer_by = match self.multiplex() {
@@ -981,6 +979,22 @@ impl Engine {
             Err(e) => tracing::debug!(link = l.index, error = %e, "undeliverable device answer"),
         }
     }
+}
+
+/// Whether `to` names the registree `origin` itself — a direct child of the CSEBase, as an AE or
+/// remoteCSE always is, by its id or under the CSEBase: `Cx` or `cse-in/Cx` (CSE-relative),
+/// `/id-in/Cx` or `/id-in/cse-in/Cx` (SP-relative), `//sp/id-in/Cx` or `//sp/id-in/cse-in/Cx`
+/// (absolute). A deeper resource that happens to end in the same name (`cse-in/Cother/Cx`) is not
+/// its deregistration.
+pub(crate) fn names_registree(to: &str, origin: &str) -> bool {
+    let origin = origin.trim_start_matches('/');
+    let (depth, path) = match (to.strip_prefix("//"), to.strip_prefix('/')) {
+        (Some(rest), _) => (4, rest),
+        (None, Some(rest)) => (3, rest),
+        (None, None) => (2, to),
+    };
+    let segments = path.split('/').count();
+    path.rsplit('/').next() == Some(origin) && (segments == depth || segments == depth - 1)
 }
 
 /// The originator a request's `to` may name: the whole of it, or its last path segment.

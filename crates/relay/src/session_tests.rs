@@ -228,3 +228,29 @@ fn a_remote_cse_registration_binds_its_csi_whatever_the_serialization() {
         );
     }
 }
+
+#[test]
+fn only_a_delete_of_the_registree_itself_is_a_deregistration() {
+    use crate::relay::names_registree;
+    for to in [
+        "Cx",
+        "cse-in/Cx",
+        "/id-in/Cx",
+        "/id-in/cse-in/Cx",
+        "//sp.example/id-in/Cx",
+        "//sp.example/id-in/cse-in/Cx",
+    ] {
+        assert!(names_registree(to, "Cx"), "{to}");
+    }
+    for to in [
+        "cse-in/Cother/Cx",
+        "/id-in/cse-in/Cother/Cx",
+        "Cother/Cx/Cx",
+        "cse-in/Cxy",
+        "/Cx",
+    ] {
+        assert!(!names_registree(to, "Cx"), "{to}");
+    }
+    // A remoteCSE's CSE-ID names it with its leading slash.
+    assert!(names_registree("cse-in/id-mn", "/id-mn"));
+}

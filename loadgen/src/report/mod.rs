@@ -121,6 +121,9 @@ pub struct Summary {
     pub max_connected: u64,
     pub timeline: Vec<TimelinePoint>,
     pub scenario: String,
+    /// The run's thresholds with what was measured and whether each held (`--threshold`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<crate::threshold::Verdict>,
 }
 
 impl Summary {
@@ -164,6 +167,7 @@ impl Summary {
             max_connected: m.timeline.iter().map(|p| p.connected).max().unwrap_or(0),
             timeline: m.timeline.clone(),
             scenario: m.scenario.clone(),
+            thresholds: Vec::new(),
         }
     }
 
