@@ -242,6 +242,17 @@ fn ratio_line(name: &str, edge: u64, direct: u64) -> String {
     )
 }
 
+/// A scenario flag `bench` would silently ignore: refused instead.
+fn not_for_bench(s: &ScenarioArgs) -> Option<&'static str> {
+    if !s.target.is_empty() {
+        return Some("--target");
+    }
+    if s.shard != "0/1" {
+        return Some("--shard");
+    }
+    None
+}
+
 /// Run the bench; the exit status follows `--threshold`, judged on the edge leg (0 / 99, 1 when
 /// the run could not do its job, 2 for a threshold that does not parse).
 pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -253,6 +264,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             return Ok(std::process::ExitCode::from(2));
         }
     };
+    if let Some(flag) = not_for_bench(&args.s) {
+        eprintln!(
+            "m2m-loadgen bench: {flag} does not apply: bench starts its own CSE and edge and runs one \
+             shard (use `m2m-loadgen run` for another target or a distributed run)"
+        );
+        return Ok(std::process::ExitCode::from(2));
+    }
     let out = args
         .out
         .clone()

@@ -638,6 +638,15 @@ fn a_run_that_connects_no_device_exits_1_even_without_thresholds() {
 
 #[test]
 fn bench_runs_cse_edge_and_scenario_in_one_command() {
+    // Flags that cannot apply to bench are refused, not ignored.
+    for (flag, value) in [("--target", "ws://127.0.0.1:1/"), ("--shard", "1/2")] {
+        let out = Command::new(loadgen_bin())
+            .args(["bench", flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{flag} does not apply")));
+    }
     let dir = temp_dir("bench");
     let out = Command::new(loadgen_bin())
         .args([
