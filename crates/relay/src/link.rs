@@ -379,14 +379,26 @@ impl Engine {
         if matches!(link.state, LinkState::Down) {
             return;
         }
+        if !was_open {
+            // Closed before it was set up (a refused or reset connect, a CSE that hangs up on the
+            // handshake): a set-up failure, counted as one.
+            link.setup_deadline = None;
+            link.state = LinkState::Down;
+            tracing::warn!(
+                link = l.index,
+                reason = why,
+                "upstream link failed before it opened"
+            );
+            self.counters.link(LINK_FAILED);
+            self.fail_and_retry(io, now, l, "upstream CSE not reachable");
+            return;
+        }
         link.state = LinkState::Down;
         link.has_origin = false;
         tracing::info!(link = l.index, reason = why, "upstream link lost");
         self.counters.link(LINK_LOST);
         self.counters.error(3);
-        if was_open {
-            self.counters.upstream_links.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.counters.upstream_links.fetch_sub(1, Ordering::Relaxed);
         self.fail_and_retry(io, now, l, "upstream CSE not reachable");
     }
 

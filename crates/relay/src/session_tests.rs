@@ -254,3 +254,16 @@ fn only_a_delete_of_the_registree_itself_is_a_deregistration() {
     // A remoteCSE's CSE-ID names it with its leading slash.
     assert!(names_registree("cse-in/id-mn", "/id-mn"));
 }
+
+#[test]
+fn a_link_closed_before_it_opened_counts_as_a_set_up_failure_not_a_loss() {
+    use crate::counters::{LINK_FAILED, LINK_LOST};
+    let mut h = Harness::new(settings());
+    let _dev = h.device("oneM2M.json", Some("Cf"));
+    let l = h.links_asked()[0];
+    // The connect completes and the CSE hangs up before answering the handshake.
+    h.engine.link_connected(&mut h.io, h.now, l, Ok(()));
+    h.engine.link_closed(&mut h.io, h.now, l, "reset");
+    let events = |i: usize| h.counters.link_events[i].load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!((events(LINK_FAILED), events(LINK_LOST)), (1, 0));
+}
