@@ -400,6 +400,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     if errors > 0 {
         eprintln!("m2m-loadgen bench: {errors} errors (see the tables)");
     }
+    for leg in &legs {
+        if let Some(line) = crate::threshold::lag_warning(&leg.summary) {
+            eprintln!("m2m-loadgen bench ({}): {line}", leg.label);
+        }
+    }
     let edge_leg = &legs[0].summary;
     let verdicts: Vec<_> = thresholds.iter().map(|t| t.judge(edge_leg)).collect();
     if !verdicts.is_empty() {

@@ -580,6 +580,12 @@ impl Device {
             },
         );
         c.ops += 1;
+        if matches!(plan.load, Load::Open { .. }) {
+            self.ctx
+                .rec
+                .borrow_mut()
+                .record(Metric::ScheduleLag, now.saturating_duration_since(intended));
+        }
         self.ctx.live.sent.fetch_add(1, Ordering::Relaxed);
         self.send(c, bytes).await
     }

@@ -141,6 +141,9 @@ fn verdict(
     thresholds: &[threshold::Threshold],
     out: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(line) = threshold::lag_warning(&summary) {
+        eprintln!("m2m-loadgen: {line}");
+    }
     summary.thresholds = thresholds.iter().map(|t| t.judge(&summary)).collect();
     if !summary.thresholds.is_empty() {
         print!("{}", threshold::render(&summary.thresholds));

@@ -64,10 +64,13 @@ pub enum Metric {
     Uncorrected(OpKind),
     Notify,
     Deregister,
+    /// Open loop: how late the loadgen itself sent each request (actual minus intended send time),
+    /// so its own lateness is shown rather than hidden in the corrected latency.
+    ScheduleLag,
 }
 
 impl Metric {
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
 
     pub fn all() -> impl Iterator<Item = Metric> {
         (0..Self::COUNT).map(Self::from_index)
@@ -84,6 +87,7 @@ impl Metric {
             Self::Uncorrected(k) => 9 + k as usize,
             Self::Deregister => 13,
             Self::Notify => 14,
+            Self::ScheduleLag => 15,
         }
     }
 
@@ -97,7 +101,8 @@ impl Metric {
             5..=8 => Self::Op(OpKind::ALL[i - 5]),
             9..=12 => Self::Uncorrected(OpKind::ALL[i - 9]),
             13 => Self::Deregister,
-            _ => Self::Notify,
+            14 => Self::Notify,
+            _ => Self::ScheduleLag,
         }
     }
 
@@ -113,6 +118,7 @@ impl Metric {
             Self::Uncorrected(k) => format!("{}.uncorrected", k.name()),
             Self::Notify => "notify".into(),
             Self::Deregister => "deregister".into(),
+            Self::ScheduleLag => "schedule_lag".into(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Pass/fail criteria for a run, so that the loadgen can gate a CI pipeline (as k6 thresholds or
 //! Artillery's `ensure` do): `METRIC.STAT OP VALUE`, e.g. `all_ops.p99<5ms`, `create_cin.p99.9<=20ms`,
-//! `notify.p50<2ms`, `errors<0.1%`, `errors==0`. METRIC is `all_ops` or an operation's name in the
-//! summary; STAT is `p50`, `p90`, `p99`, `p99.9`, `max` or `mean` (corrected latencies); VALUE takes
+//! `notify.p50<2ms`, `errors<0.1%`, `errors==0`, `schedule_lag.p99<1ms`. METRIC is `all_ops` or a
+//! metric's name in the summary (an operation, or the loadgen's own `schedule_lag`); STAT is `p50`, `p90`, `p99`, `p99.9`, `max` or `mean` (corrected latencies); VALUE takes
 //! `us`, `ms` or `s`. `errors` compares a count, or with `%` a share of operations and errors. A threshold
 //! naming an operation the run did not measure fails (nothing measured proves nothing).
 //!
@@ -83,7 +83,7 @@ impl Threshold {
             let (metric, stat) = lhs
                 .split_once('.')
                 .ok_or_else(|| format!("{text:?}: expected METRIC.STAT (e.g. all_ops.p99)"))?;
-            if matches!(metric, "schedule_lag" | "rate") {
+            if metric == "rate" {
                 return Err(format!(
                     "{text:?}: {metric} is not recorded by this version"
                 ));
@@ -210,6 +210,20 @@ pub fn run_failed(s: &Summary) -> Option<String> {
     None
 }
 
+/// One clear line when the loadgen's own lateness is large next to what it measured (schedule lag
+/// p99 above 10 % of the corrected p99 of all operations): the results include it.
+pub fn lag_warning(s: &Summary) -> Option<String> {
+    let lag = s.metrics.iter().find(|m| m.name == "schedule_lag")?;
+    let p99 = s.all_ops.p99_us;
+    (lag.count > 0 && lag.p99_us * 10 > p99).then(|| {
+        format!(
+            "the load generator fell behind its schedule: lag p99 {:.3} ms against a corrected p99 of {:.3} ms; results include it",
+            lag.p99_us as f64 / 1000.0,
+            p99 as f64 / 1000.0
+        )
+    })
+}
+
 /// The verdicts as lines, one per threshold.
 pub fn render(verdicts: &[Verdict]) -> String {
     verdicts
@@ -303,11 +317,30 @@ mod tests {
             ("all_ops<5ms", "expected METRIC.STAT"),
             ("errors<x%", "not a non-negative number"),
             ("all_ops.p99=>5ms", "operator"),
-            ("schedule_lag.p99<1ms", "not recorded"),
+            ("rate.p50>=0.99", "not recorded"),
         ] {
             let e = Threshold::parse(t).unwrap_err();
             assert!(e.contains(why), "{t}: {e}");
         }
+    }
+
+    #[test]
+    fn a_large_schedule_lag_is_said_and_can_be_a_threshold() {
+        let mut s = summary();
+        assert_eq!(lag_warning(&s), None, "open loop not measured");
+        let mut lag = s.metrics[0].clone();
+        lag.name = "schedule_lag".into();
+        lag.p99_us = 100;
+        s.metrics.push(lag);
+        assert_eq!(lag_warning(&s), None, "0.1 ms against 2 ms");
+        s.metrics[1].p99_us = 400;
+        assert!(lag_warning(&s).unwrap().contains("lag p99 0.400 ms"));
+        assert!(
+            !Threshold::parse("schedule_lag.p99<0.2ms")
+                .unwrap()
+                .judge(&s)
+                .pass
+        );
     }
 
     #[test]

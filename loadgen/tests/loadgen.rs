@@ -265,6 +265,20 @@ fn a_stalled_target_shows_up_in_the_corrected_latency() {
     };
     let (c, u) = (op("create_cin"), op("create_cin.uncorrected"));
     assert!(c.p99_us >= 200_000, "corrected p99 {} µs", c.p99_us);
+    // Every open-loop request's own lateness is recorded too (here the one-outstanding bound holds
+    // requests back during the stall, so the loadgen itself is late: shown, not hidden).
+    let lag = op("schedule_lag");
+    assert!(
+        lag.count >= c.count,
+        "lag of {} sends, {} creates",
+        lag.count,
+        c.count
+    );
+    assert!(
+        lag.max_us >= 100_000,
+        "lag max {} µs during a 500 ms stall",
+        lag.max_us
+    );
     assert!(
         c.p90_us > u.p90_us,
         "corrected p90 {} vs uncorrected {}",
