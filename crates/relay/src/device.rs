@@ -90,6 +90,11 @@ impl Session {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn new_for_tests() -> Self {
+        Self::new(Instant::now())
+    }
+
     pub(crate) fn is_open(&self) -> bool {
         matches!(self.state, DeviceState::Open { .. })
     }
@@ -107,14 +112,17 @@ impl Session {
     /// answers go nowhere); those go first when the table is full, so that they never push out a
     /// request the CSE is waiting on.
     pub(crate) fn owe(&mut self, rqi: &str, back: Back) -> Option<(Box<str>, Back)> {
-        let evicted = (self.owed.len() >= MAX_OWED).then(|| {
-            let at = self
-                .owed
-                .iter()
-                .position(|(_, b)| matches!(b.peer, Peer::Device(_)))
-                .unwrap_or(0);
-            self.owed.remove(at)
-        });
+        let held = |b: &Back| matches!(b.peer, Peer::Device(_));
+        let mut evicted = None;
+        if self.owed.len() >= MAX_OWED {
+            match self.owed.iter().position(|(_, b)| held(b)) {
+                Some(at) => evicted = Some(self.owed.remove(at)),
+                // Full of requests the CSE waits on: a held one is not remembered (its answer
+                // goes nowhere anyway) rather than pushing one of them out.
+                None if held(&back) => return None,
+                None => evicted = Some(self.owed.remove(0)),
+            }
+        }
         self.owed.push((rqi.into(), back));
         evicted
     }

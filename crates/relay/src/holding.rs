@@ -248,9 +248,13 @@ impl Engine {
         d: DeviceId,
         items: Vec<HeldPrimitive>,
     ) {
+        // The session the directory names now (a takeover may be on its way to the one that asked).
         let holds = |e: &Self, d: DeviceId| {
             e.session(d)
                 .is_some_and(|s| s.is_open() && s.origin.as_deref() == Some(&*origin))
+                && e.directory
+                    .holder(&origin)
+                    .is_some_and(|h| h.core == e.core && h.device == d)
         };
         let here = self
             .directory

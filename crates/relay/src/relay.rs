@@ -142,7 +142,7 @@ impl Engine {
                 return None;
             }
         };
-        if let Err(e) = self.check_identity(io, d, fr, registration, rqi) {
+        if let Err(e) = self.check_identity(io, now, d, (fr, registration), rqi) {
             self.refuse(io, d, view, e);
             return None;
         }
@@ -206,9 +206,9 @@ impl Engine {
     fn check_identity(
         &mut self,
         io: &mut impl Io,
+        now: Instant,
         d: DeviceId,
-        fr: Option<&str>,
-        registration: bool,
+        (fr, registration): (Option<&str>, bool),
         rqi: &str,
     ) -> Result<(), PrimitiveError> {
         if !self.s.bind_identity {
@@ -237,6 +237,9 @@ impl Engine {
             _ => {
                 if s.origin.is_none() && !registration {
                     self.bind_origin(io, d, id.into());
+                    // Passthrough: the link must carry the identity now (ACME takes nothing but
+                    // a registration on a link without X-M2M-Origin).
+                    self.relink_with_origin(io, now, d);
                 }
                 Ok(())
             }

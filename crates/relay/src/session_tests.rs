@@ -267,3 +267,56 @@ fn a_link_closed_before_it_opened_counts_as_a_set_up_failure_not_a_loss() {
     let events = |i: usize| h.counters.link_events[i].load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!((events(LINK_FAILED), events(LINK_LOST)), (1, 0));
 }
+
+#[test]
+fn under_identity_binding_a_passthrough_link_is_relinked_with_the_certificate_identity() {
+    let mut s = settings();
+    s.bind_identity = true;
+    let mut h = Harness::new(s);
+    h.io.identity_of_all = Some("Cid".into());
+    let mut dev = h.device("oneM2M.json", None);
+    let [l] = h.cse_accept_all()[..] else {
+        panic!()
+    };
+    assert_eq!(h.cse[&l].origin, None);
+    h.send(
+        &mut dev,
+        &json(r#"{"op":2,"to":"cse-in","rqi":"i1","rvi":"3"}"#),
+    );
+    let [again] = h.cse_accept_all()[..] else {
+        panic!("relinked")
+    };
+    assert_eq!(h.cse[&again].origin.as_deref(), Some("Cid"));
+    assert_eq!(rqi(&h.cse_recv(again)[0]), "i1");
+}
+
+#[test]
+fn a_held_delivery_never_pushes_out_an_answer_the_cse_waits_for() {
+    use crate::{Back, Peer};
+    let mut s = crate::device::Session::new_for_tests();
+    let link = Back {
+        core: 0,
+        peer: Peer::Link(crate::LinkId {
+            index: 0,
+            generation: 0,
+        }),
+    };
+    let nowhere = Back {
+        core: 0,
+        peer: Peer::Device(crate::DeviceId {
+            index: 0,
+            generation: 0,
+        }),
+    };
+    for i in 0..64 {
+        assert!(s.owe(&format!("real{i}"), link).is_none());
+    }
+    assert!(s.owe("held", nowhere).is_none(), "not remembered");
+    assert_eq!(s.owed.len(), 64);
+    assert!(s.owed.iter().all(|(r, _)| r.starts_with("real")));
+    // A real one past the bound pushes out the oldest real one (answered 5103 by the caller).
+    assert_eq!(
+        s.owe("real64", link).map(|(r, _)| r).as_deref(),
+        Some("real0")
+    );
+}
