@@ -49,6 +49,25 @@ fn due(
     }
 }
 
+/// The connections of `table` that need a ping or are dead; `state` gives an open connection's last
+/// input and unanswered ping (none for one that is not open).
+fn due_now<T>(
+    table: &crate::slab::Slab<T>,
+    now: Instant,
+    interval: Duration,
+    timeout: Duration,
+    state: impl Fn(&T) -> Option<(Instant, Option<Instant>)>,
+) -> Vec<((u32, u32), Due)> {
+    table
+        .iter()
+        .filter_map(|(id, v)| {
+            let (last_input, ping_sent) = state(v)?;
+            Some((id, due(now, last_input, ping_sent, interval, timeout)))
+        })
+        .filter(|(_, due)| *due != Due::Nothing)
+        .collect()
+}
+
 /// How often the sweep runs for a ping interval.
 fn sweep_step(interval: Duration) -> Duration {
     (interval / 4).max(Duration::from_millis(50))
@@ -85,34 +104,22 @@ impl Engine {
             return;
         };
         let timeout = self.s.ping_timeout;
-        let devices: Vec<(DeviceId, Due)> = self
-            .devices
-            .iter()
-            .filter(|(_, s)| s.is_open())
-            .map(|((index, generation), s)| {
-                let d = DeviceId { index, generation };
-                (d, due(now, s.last_input, s.ping_sent, interval, timeout))
-            })
-            .filter(|(_, due)| *due != Due::Nothing)
-            .collect();
-        let links: Vec<(LinkId, Due)> = self
-            .links
-            .iter()
-            .filter(|(_, k)| k.is_open())
-            .map(|((index, generation), k)| {
-                let l = LinkId { index, generation };
-                (l, due(now, k.last_input, k.ping_sent, interval, timeout))
-            })
-            .filter(|(_, due)| *due != Due::Nothing)
-            .collect();
-        for (d, what) in devices {
+        let devices = due_now(&self.devices, now, interval, timeout, |s| {
+            s.is_open().then_some((s.last_input, s.ping_sent))
+        });
+        let links = due_now(&self.links, now, interval, timeout, |k| {
+            k.is_open().then_some((k.last_input, k.ping_sent))
+        });
+        for ((index, generation), what) in devices {
+            let d = DeviceId { index, generation };
             match what {
                 Due::Ping => self.ping_device(io, now, d),
                 Due::Dead => self.device_dead(io, d),
                 Due::Nothing => {}
             }
         }
-        for (l, what) in links {
+        for ((index, generation), what) in links {
+            let l = LinkId { index, generation };
             match what {
                 Due::Ping => self.ping_link(io, now, l),
                 Due::Dead => {
