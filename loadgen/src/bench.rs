@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// (one shared link per edge core, NOTIFYs through the edge's notify listener).
     #[arg(long)]
     passthrough: bool,
+    /// Run this m2m-edge binary instead of the edge built into the loadgen (to compare two edge
+    /// builds with the same loadgen); it is started as `PATH run --listen … --upstream …`.
+    #[arg(long)]
+    edge_bin: Option<PathBuf>,
 }
 
 /// A child process we started; killed when dropped.
@@ -125,6 +129,15 @@ fn self_cpu_seconds() -> f64 {
 
 fn spawn(name: &'static str, args: &[String], stdout: bool) -> anyhow::Result<ChildProc> {
     let exe = std::env::current_exe().context("finding our own binary")?;
+    spawn_program(name, &exe, args, stdout)
+}
+
+fn spawn_program(
+    name: &'static str,
+    exe: &Path,
+    args: &[String],
+    stdout: bool,
+) -> anyhow::Result<ChildProc> {
     let mut cmd = Command::new(exe);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -145,7 +158,7 @@ fn spawn(name: &'static str, args: &[String], stdout: bool) -> anyhow::Result<Ch
     }
     let child = cmd
         .spawn()
-        .with_context(|| format!("starting the {name}"))?;
+        .with_context(|| format!("starting the {name} ({})", exe.display()))?;
     Ok(ChildProc { name, child })
 }
 
@@ -167,6 +180,8 @@ fn wait_listening(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
 struct Leg {
     label: &'static str,
     summary: Summary,
+    measurements: crate::report::Measurements,
+    dir: PathBuf,
     edge_cpu: Option<f64>,
     cse_cpu: f64,
     loadgen_cpu: f64,
@@ -203,13 +218,27 @@ fn run_leg(
         self_cpu_seconds(),
     );
     let outcome = engine::run(plan, Some(&dir), live.clone(), args.quiet, metrics.clone())?;
-    Ok(Leg {
+    let leg = Leg {
         label,
         edge_cpu: edge.map(|e| e.cpu_seconds() - edge0.unwrap_or(0.0)),
         cse_cpu: cse.cpu_seconds() - cse0,
         loadgen_cpu: self_cpu_seconds() - me0,
         summary: outcome.summary,
-    })
+        measurements: outcome.measurements,
+        dir,
+    };
+    // The reports again, now with the CPU each part spent.
+    let mut summary = leg.summary.clone();
+    summary.cpu_seconds = [
+        Some(("loadgen".to_string(), leg.loadgen_cpu)),
+        Some(("simulated CSE".to_string(), leg.cse_cpu)),
+        leg.edge_cpu.map(|e| ("edge".to_string(), e)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    crate::report::write_all(&leg.dir, &leg.measurements, &summary)?;
+    Ok(Leg { summary, ..leg })
 }
 
 fn describe(leg: &Leg) -> String {
@@ -348,7 +377,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         None => None,
     };
     let shared: Shared = (live, metrics);
-    let edge = spawn("edge", &edge_args, false)?;
+    let edge = match &args.edge_bin {
+        // Our own `edge` subcommand takes the edge's command line after the word `edge`.
+        Some(bin) => spawn_program("edge", bin, &edge_args[1..], false)?,
+        None => spawn("edge", &edge_args, false)?,
+    };
     wait_listening(edge_addr, "edge")?;
     let result = (|| -> anyhow::Result<Vec<Leg>> {
         let mut legs = vec![run_leg(
@@ -411,6 +444,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         let text = crate::threshold::render(&verdicts);
         print!("{text}");
         std::fs::write(out.join("thresholds.txt"), &text)?;
+        let mut judged = edge_leg.clone();
+        judged.thresholds = verdicts.clone();
+        crate::report::write_all(&legs[0].dir, &legs[0].measurements, &judged)?;
     }
     if let Some(why) = crate::threshold::run_failed(edge_leg) {
         eprintln!("m2m-loadgen bench: the run could not do its job: {why}");

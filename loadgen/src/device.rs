@@ -512,6 +512,10 @@ impl Device {
                 _ = &mut send_timer, if armed.is_some() => {
                     armed = None;
                     let planned = next.expect("armed only with a time");
+                    if planned >= ctx.deadline {
+                        // Woken early for a send the schedule places after the end.
+                        break;
+                    }
                     let intended = if closed_loop { planned.max(Instant::now()) } else { planned };
                     let sends = pacer.as_ref().is_none_or(Pacer::sends_at_peek);
                     if let Some(p) = pacer.as_mut() {
@@ -580,11 +584,16 @@ impl Device {
             },
         );
         c.ops += 1;
-        if matches!(plan.load, Load::Open { .. }) {
-            self.ctx
-                .rec
-                .borrow_mut()
-                .record(Metric::ScheduleLag, now.saturating_duration_since(intended));
+        {
+            let mut rec = self.ctx.rec.borrow_mut();
+            rec.sent(
+                intended
+                    .saturating_duration_since(self.ctx.start)
+                    .as_micros() as u64,
+            );
+            if matches!(plan.load, Load::Open { .. }) {
+                rec.record(Metric::ScheduleLag, now.saturating_duration_since(intended));
+            }
         }
         self.ctx.live.sent.fetch_add(1, Ordering::Relaxed);
         self.send(c, bytes).await

@@ -19,7 +19,8 @@ use crate::device::{Device, Live, WorkerCtx};
 use crate::progress::Progress;
 use crate::recorder::{Interval, Recorder};
 use crate::report::{self, Measurements, Second, Summary, hlog};
-use crate::scenario::Plan;
+use crate::scenario::{Load, Plan};
+use crate::schedule::Pacer;
 
 /// A worker's message to the collector.
 enum FromWorker {
@@ -84,6 +85,7 @@ pub fn run(
     let scenario = plan.to_toml();
     let mut measurements = Measurements {
         scenario: scenario.clone(),
+        command: crate::command_line(),
         started_unix: started
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -208,6 +210,16 @@ fn worker(
             devices.push(tokio::task::spawn_local(async move {
                 tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
                 if Instant::now() < ctx.deadline {
+                    // What the schedule asks of this device from its planned start to the end,
+                    // whether or not it gets to send it: the base of the achieved rate.
+                    if let (Load::Open { schedule, .. }, None) =
+                        (&ctx.plan.load, ctx.plan.args.requests)
+                    {
+                        let from = at.saturating_duration_since(start);
+                        let pacer = Pacer::new(schedule.clone(), ctx.plan.args.devices, id, from);
+                        let n = pacer.slots_until(ctx.deadline.saturating_duration_since(start));
+                        ctx.rec.borrow_mut().scheduled(n);
+                    }
                     Device::new(ctx, id).run().await;
                 }
             }));

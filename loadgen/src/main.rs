@@ -131,12 +131,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let outcome = engine::run(plan, Some(&out), live, args.quiet, state)?;
     print!("{}", report::table::render(&outcome.summary));
-    verdict(outcome.summary, &thresholds, &out)
+    verdict(&outcome.measurements, outcome.summary, &thresholds, &out)
 }
 
-/// Judge the run: thresholds (printed, and added to summary.json), then the exit status: 99 when a
+/// Judge the run: thresholds (printed, and added to summary.json and the report), then the exit status: 99 when a
 /// threshold fails, 1 when the run could not do its job at all, else 0.
 fn verdict(
+    m: &report::Measurements,
     mut summary: report::Summary,
     thresholds: &[threshold::Threshold],
     out: &std::path::Path,
@@ -147,10 +148,7 @@ fn verdict(
     summary.thresholds = thresholds.iter().map(|t| t.judge(&summary)).collect();
     if !summary.thresholds.is_empty() {
         print!("{}", threshold::render(&summary.thresholds));
-        std::fs::write(
-            out.join("summary.json"),
-            serde_json::to_string_pretty(&summary)?,
-        )?;
+        report::write_all(out, m, &summary)?;
     }
     if let Some(why) = threshold::run_failed(&summary) {
         eprintln!("m2m-loadgen: the run could not do its job: {why}");
@@ -202,7 +200,7 @@ fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
         logs.len(),
         out.display()
     );
-    verdict(summary, &thresholds, &out)
+    verdict(&m, summary, &thresholds, &out)
 }
 
 fn cse(args: CseArgs) -> anyhow::Result<()> {

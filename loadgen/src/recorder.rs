@@ -172,6 +172,14 @@ pub struct Interval {
     pub errors: BTreeMap<String, u64>,
     /// Things that are not errors: connections opened, reconnects.
     pub events: BTreeMap<String, u64>,
+    /// Operation requests sent.
+    pub sent: u64,
+    /// Open loop: the sends the schedule asked of the devices (counted when each device ends),
+    /// so that achieved against scheduled rate can be judged.
+    pub scheduled: u64,
+    /// The measured window: the earliest and latest intended send time, µs since the run's start.
+    pub first_send_us: Option<u64>,
+    pub last_send_us: Option<u64>,
 }
 
 impl Default for Interval {
@@ -180,6 +188,10 @@ impl Default for Interval {
             hists: (0..Metric::COUNT).map(|_| new_histogram()).collect(),
             errors: BTreeMap::new(),
             events: BTreeMap::new(),
+            sent: 0,
+            scheduled: 0,
+            first_send_us: None,
+            last_send_us: None,
         }
     }
 }
@@ -194,6 +206,18 @@ impl Interval {
         }
         for (k, v) in &other.events {
             *self.events.entry(k.clone()).or_default() += v;
+        }
+        self.sent += other.sent;
+        self.scheduled += other.scheduled;
+        self.first_send_us = min_some(self.first_send_us, other.first_send_us);
+        self.last_send_us = self.last_send_us.max(other.last_send_us);
+    }
+
+    /// The measured window in seconds: first to last intended send (0 without two sends).
+    pub fn window_s(&self) -> f64 {
+        match (self.first_send_us, self.last_send_us) {
+            (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e6,
+            _ => 0.0,
         }
     }
 
@@ -223,6 +247,13 @@ impl Interval {
     }
 }
 
+fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// A worker's recorder: the open interval.
 #[derive(Debug, Default)]
 pub struct Recorder {
@@ -240,6 +271,19 @@ impl Recorder {
 
     pub fn event(&mut self, key: &str) {
         *self.current.events.entry(key.to_string()).or_default() += 1;
+    }
+
+    /// A request sent that was meant to leave at `intended_us` (µs since the run's start).
+    pub fn sent(&mut self, intended_us: u64) {
+        let c = &mut self.current;
+        c.sent += 1;
+        c.first_send_us = min_some(c.first_send_us, Some(intended_us));
+        c.last_send_us = c.last_send_us.max(Some(intended_us));
+    }
+
+    /// Sends the schedule asked of a device over its life.
+    pub fn scheduled(&mut self, n: u64) {
+        self.current.scheduled += n;
     }
 
     /// Close the interval and start a new one.
@@ -282,5 +326,22 @@ mod tests {
         assert_eq!(sum.errors["rsc 4004"], 2);
         assert_eq!(sum.error_total(), 3);
         assert!(a.take().hists.iter().all(|h| h.is_empty()));
+    }
+
+    #[test]
+    fn the_measured_window_spans_first_to_last_intended_send_over_workers() {
+        let mut a = Recorder::default();
+        a.sent(2_000_000);
+        a.sent(5_000_000);
+        a.scheduled(3);
+        let mut b = Recorder::default();
+        b.sent(1_500_000);
+        b.scheduled(2);
+        let mut sum = Interval::default();
+        assert_eq!(sum.window_s(), 0.0);
+        sum.add(&a.take());
+        sum.add(&b.take());
+        assert_eq!((sum.sent, sum.scheduled), (3, 5));
+        assert_eq!(sum.window_s(), 3.5);
     }
 }

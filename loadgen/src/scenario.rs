@@ -21,8 +21,8 @@ pub struct ScenarioArgs {
     #[arg(long, default_value = "")]
     pub target: String,
     /// Pass/fail criterion `METRIC.STAT OP VALUE` (repeatable; `thresholds = [...]` in a scenario
-    /// file): `all_ops.p99<5ms`, `create_cin.p99.9<=20ms`, `errors<0.1%`, `errors==0`. Exit 99 when
-    /// one fails.
+    /// file): `all_ops.p99<5ms`, `create_cin.p99.9<=20ms`, `errors<0.1%`, `errors==0`,
+    /// `schedule_lag.p99<1ms`, `rate>=0.99` (sent/scheduled). Exit 99 when one fails.
     #[arg(long = "threshold", value_delimiter = ',')]
     pub thresholds: Vec<String>,
     /// Number of simulated devices (ADN-AEs), across all shards.

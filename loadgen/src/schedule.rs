@@ -152,6 +152,17 @@ impl Pacer {
     pub fn advance(&mut self) {
         self.next += self.interval_at(self.next);
     }
+
+    /// How many requests the schedule asks of this device from `peek()` until `end` (exclusive).
+    pub fn slots_until(&self, end: Duration) -> u64 {
+        let mut p = self.clone();
+        let mut n = 0;
+        while p.next < end {
+            n += u64::from(p.sends_at_peek());
+            p.advance();
+        }
+        n
+    }
 }
 
 #[cfg(test)]
@@ -161,6 +172,22 @@ mod tests {
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
+    }
+
+    #[test]
+    fn slots_count_what_the_schedule_asks_of_a_device() {
+        // 10 devices at 100/s: 10/s each; device 5 starts half an interval in.
+        let p = Pacer::new(Schedule::Constant(100.0), 10, 5, Duration::ZERO);
+        assert_eq!(p.peek(), ms(50));
+        assert_eq!(p.slots_until(Duration::from_secs(1)), 10);
+        assert_eq!(p.slots_until(ms(50)), 0);
+        // A zero-rate stretch asks for nothing.
+        let steps = Schedule::Steps(vec![
+            (0.0, Duration::from_secs(1)),
+            (10.0, Duration::from_secs(1)),
+        ]);
+        let p = Pacer::new(steps, 1, 0, Duration::ZERO);
+        assert_eq!(p.slots_until(Duration::from_secs(2)), 10);
     }
 
     #[test]

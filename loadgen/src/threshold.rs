@@ -1,7 +1,8 @@
 //! Pass/fail criteria for a run, so that the loadgen can gate a CI pipeline (as k6 thresholds or
 //! Artillery's `ensure` do): `METRIC.STAT OP VALUE`, e.g. `all_ops.p99<5ms`, `create_cin.p99.9<=20ms`,
-//! `notify.p50<2ms`, `errors<0.1%`, `errors==0`, `schedule_lag.p99<1ms`. METRIC is `all_ops` or a
-//! metric's name in the summary (an operation, or the loadgen's own `schedule_lag`); STAT is `p50`, `p90`, `p99`, `p99.9`, `max` or `mean` (corrected latencies); VALUE takes
+//! `notify.p50<2ms`, `errors<0.1%`, `errors==0`, `schedule_lag.p99<1ms`, `rate>=0.99` (open loop:
+//! requests sent over requests the schedule asked for; also as a percentage). METRIC is `all_ops` or a
+//! metric's name in the summary (an operation, or the loadgen's own `schedule_lag`); STAT is `p50`, `p90`, `p95`, `p99`, `p99.9`, `max` or `mean` (corrected latencies); VALUE takes
 //! `us`, `ms` or `s`. `errors` compares a count, or with `%` a share of operations and errors. A threshold
 //! naming an operation the run did not measure fails (nothing measured proves nothing).
 //!
@@ -13,14 +14,22 @@ use crate::report::{MetricSummary, Summary};
 /// What a threshold compares.
 #[derive(Debug, Clone, PartialEq)]
 enum Measure {
-    Latency { metric: String, stat: Stat },
-    Errors { share: bool },
+    Latency {
+        metric: String,
+        stat: Stat,
+    },
+    Errors {
+        share: bool,
+    },
+    /// Open loop: requests sent over requests scheduled.
+    Rate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stat {
     P50,
     P90,
+    P95,
     P99,
     P999,
     Max,
@@ -74,7 +83,12 @@ impl Threshold {
         .find_map(|(op, c)| rest.strip_prefix(op).map(|v| (c, v.trim())))
         .ok_or_else(|| format!("{text:?}: the operator must be <, <=, >, >= or =="))?;
         let lhs = lhs.trim();
-        let (measure, value) = if lhs == "errors" {
+        let (measure, value) = if lhs == "rate" {
+            match value.strip_suffix('%') {
+                Some(pct) => (Measure::Rate, number(text, pct)? / 100.0),
+                None => (Measure::Rate, number(text, value)?),
+            }
+        } else if lhs == "errors" {
             match value.strip_suffix('%') {
                 Some(pct) => (Measure::Errors { share: true }, number(text, pct)? / 100.0),
                 None => (Measure::Errors { share: false }, number(text, value)?),
@@ -83,21 +97,22 @@ impl Threshold {
             let (metric, stat) = lhs
                 .split_once('.')
                 .ok_or_else(|| format!("{text:?}: expected METRIC.STAT (e.g. all_ops.p99)"))?;
-            if metric == "rate" {
+            if metric == "rate" || metric == "errors" {
                 return Err(format!(
-                    "{text:?}: {metric} is not recorded by this version"
+                    "{text:?}: {metric} takes no statistic (e.g. {metric}>=0.99)"
                 ));
             }
             let stat = match stat {
                 "p50" => Stat::P50,
                 "p90" => Stat::P90,
+                "p95" => Stat::P95,
                 "p99" => Stat::P99,
                 "p99.9" => Stat::P999,
                 "max" => Stat::Max,
                 "mean" => Stat::Mean,
                 other => {
                     return Err(format!(
-                        "{text:?}: unknown statistic {other:?} (p50, p90, p99, p99.9, max, mean)"
+                        "{text:?}: unknown statistic {other:?} (p50, p90, p95, p99, p99.9, max, mean)"
                     ));
                 }
             };
@@ -126,6 +141,9 @@ impl Threshold {
                 let share = s.errors_total as f64 / all;
                 Some((share, format!("{:.3}%", share * 100.0)))
             }
+            Measure::Rate => s
+                .achieved_rate
+                .map(|r| (r, format!("{r:.4} ({} of {} sent)", s.sent, s.scheduled))),
             Measure::Latency { metric, stat } => metric_of(s, metric).map(|m| {
                 let us = stat_of(m, *stat);
                 (us, format!("{:.3}ms", us / 1000.0))
@@ -161,6 +179,7 @@ fn stat_of(m: &MetricSummary, stat: Stat) -> f64 {
     match stat {
         Stat::P50 => m.p50_us as f64,
         Stat::P90 => m.p90_us as f64,
+        Stat::P95 => m.p95_us as f64,
         Stat::P99 => m.p99_us as f64,
         Stat::P999 => m.p999_us as f64,
         Stat::Max => m.max_us as f64,
@@ -201,7 +220,9 @@ pub fn parse_all(texts: &[String]) -> Result<Vec<Threshold>, String> {
 
 /// Why a run could not do its job at all (exit 1 even without thresholds), if so.
 pub fn run_failed(s: &Summary) -> Option<String> {
-    if s.max_connected == 0 {
+    // The gauge is sampled once a second, so a short run can end with every device gone before a
+    // sample: connections opened count too.
+    if s.max_connected == 0 && s.events.get("connections").copied().unwrap_or(0) == 0 {
         return Some("no device connected".into());
     }
     if s.operations == 0 && s.errors_total > 0 {
@@ -252,6 +273,7 @@ mod tests {
             mean_us: 700.0,
             p50_us: 500,
             p90_us: 800,
+            p95_us: 900,
             p99_us: p99,
             p999_us: 3000,
             max_us: 9000,
@@ -260,9 +282,14 @@ mod tests {
             tool: "m2m-loadgen",
             version: "0",
             started_unix: 0.0,
+            command: String::new(),
             seconds: 10,
             operations: 1000,
             ops_per_s: 100.0,
+            window_s: 10.0,
+            sent: 1002,
+            scheduled: 1010,
+            achieved_rate: Some(1002.0 / 1010.0),
             errors_total: 2,
             metrics: vec![m("create_cin", 1500)],
             all_ops: m("all_ops", 2000),
@@ -272,6 +299,7 @@ mod tests {
             timeline: Vec::new(),
             scenario: String::new(),
             thresholds: Vec::new(),
+            cpu_seconds: Vec::new(),
         }
     }
 
@@ -303,6 +331,24 @@ mod tests {
     }
 
     #[test]
+    fn achieved_rate_as_a_fraction_or_a_percentage() {
+        assert!(judge("rate>=0.99").pass);
+        assert!(!judge("rate>=0.995").pass);
+        assert!(judge("rate>=99%").pass);
+        assert_eq!(
+            judge("rate>=0.99").measured.as_deref(),
+            Some("0.9921 (1002 of 1010 sent)")
+        );
+        let mut closed = summary();
+        closed.achieved_rate = None;
+        let v = Threshold::parse("rate>=0.5").unwrap().judge(&closed);
+        assert!(
+            !v.pass && v.measured.is_none(),
+            "closed loop has no schedule"
+        );
+    }
+
+    #[test]
     fn an_operation_not_measured_fails() {
         let v = judge("notify.p50<2ms");
         assert!(!v.pass && v.measured.is_none());
@@ -317,7 +363,8 @@ mod tests {
             ("all_ops<5ms", "expected METRIC.STAT"),
             ("errors<x%", "not a non-negative number"),
             ("all_ops.p99=>5ms", "operator"),
-            ("rate.p50>=0.99", "not recorded"),
+            ("rate.p50>=0.99", "takes no statistic"),
+            ("rate>=x", "not a non-negative number"),
         ] {
             let e = Threshold::parse(t).unwrap_err();
             assert!(e.contains(why), "{t}: {e}");
@@ -349,6 +396,10 @@ mod tests {
         assert_eq!(run_failed(&s), None);
         s.max_connected = 0;
         assert!(run_failed(&s).unwrap().contains("no device"));
+        // Connected between two samples of the gauge: it did connect.
+        s.events.insert("connections".into(), 5);
+        assert_eq!(run_failed(&s), None);
+        s.events.clear();
         s.max_connected = 10;
         s.operations = 0;
         assert!(run_failed(&s).unwrap().contains("every request failed"));

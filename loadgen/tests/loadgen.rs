@@ -709,7 +709,72 @@ fn bench_runs_cse_edge_and_scenario_in_one_command() {
             .find(|m| m["name"] == "notify")
             .unwrap_or_else(|| panic!("{leg}: no notify metric"));
         assert!(notify["count"].as_u64().unwrap() > 50, "{leg}: {notify}");
+        assert!(s["achieved_rate"].as_f64().unwrap() > 0.9, "{leg}");
     }
+    // The edge leg's report says when, with what and how it ran, and what each part cost.
+    let html = std::fs::read_to_string(dir.join("edge/report.html")).unwrap();
+    for needle in [
+        "Run started",
+        "m2m-loadgen 0.",
+        "bench --devices 30",
+        "<th>p95</th>",
+        "<h2>CPU</h2>",
+        "simulated CSE",
+    ] {
+        assert!(html.contains(needle), "{needle} missing from the report");
+    }
+}
+
+/// `bench --edge-bin PATH` runs that edge binary (here a wrapper that records it was used and then
+/// runs the built-in edge) with the edge's own command line.
+#[test]
+fn bench_runs_another_edge_binary_when_told() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("edge-bin");
+    let marker = dir.join("edge-args");
+    let wrapper = dir.join("m2m-edge");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$@\" > '{}'\nexec '{}' edge \"$@\"\n",
+            marker.display(),
+            loadgen_bin()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(loadgen_bin())
+        .args([
+            "bench",
+            "--devices",
+            "5",
+            "--rate",
+            "50",
+            "--duration",
+            "1s",
+            "--quiet",
+        ])
+        .arg("--edge-bin")
+        .arg(&wrapper)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let args = std::fs::read_to_string(&marker).expect("the wrapper ran");
+    assert!(args.starts_with("run --listen 127.0.0.1:"), "{args}");
+    let missing = Command::new(loadgen_bin())
+        .args(["bench", "--devices", "1", "--duration", "1s", "--quiet"])
+        .args(["--edge-bin", "/nonexistent/m2m-edge", "--out"])
+        .arg(dir.join("out2"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/m2m-edge"));
 }
 
 fn check_scenario(path: &Path, extra: &[&str]) -> String {
@@ -993,4 +1058,217 @@ fn a_real_prometheus_scrapes_every_dashboard_series_during_a_bench_run() {
     at_least("m2m_loadgen_devices_connected", 20.0);
     at_least("m2m_loadgen_responses_total", 100.0);
     at_least("m2m_loadgen_request_latency_seconds_count", 100.0);
+}
+
+/// A TCP relay that holds every byte, both ways, during a stall of `stall` at the start of every
+/// `period`, the first one `first` after the relay starts: a target that freezes on a clock.
+struct StallingRelay {
+    addr: SocketAddr,
+}
+
+impl StallingRelay {
+    fn start(upstream: SocketAddr, first: Duration, stall: Duration, period: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let t0 = Instant::now();
+        // Sleep out the stall the instant `now` falls in, if any.
+        let hold = move || loop {
+            let now = t0.elapsed();
+            if now < first {
+                return;
+            }
+            let into = (now - first).as_nanos() % period.as_nanos();
+            let into = Duration::from_nanos(into as u64);
+            if into >= stall {
+                return;
+            }
+            std::thread::sleep(stall - into);
+        };
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let _ = from.set_nodelay(true);
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            hold();
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { addr }
+    }
+}
+
+/// Constant-rate arrivals against a target that freezes for S every P: a request intended at a
+/// uniform time inside a stall waits out the rest of it, so above the quantile `1 - f` (f: the share
+/// of the measured window spent stalled) the latency is base + S·(q − (1 − f))/f. The corrected p99
+/// and p99.9 must land within 5 % of that; the loadgen itself must not fall behind (the relay only
+/// delays, the loadgen keeps sending), and a threshold the stall breaks must exit 99.
+#[test]
+fn corrected_percentiles_match_the_analytic_values_under_periodic_stalls() {
+    let cse = start_cse();
+    let (first, stall, period) = (
+        Duration::from_secs(1),
+        Duration::from_millis(200),
+        Duration::from_secs(1),
+    );
+    let relay = StallingRelay::start(cse.addr, first, stall, period);
+    let dir = temp_dir("periodic-stall");
+    let out = Command::new(loadgen_bin())
+        .args(["run", "--quiet", "--target"])
+        .arg(format!("ws://{}/", relay.addr))
+        .args([
+            "--devices",
+            "20",
+            "--rate",
+            "1000",
+            "--duration",
+            "6s",
+            "--ramp",
+            "0",
+            "--subscribe",
+            "false",
+            "--threshold",
+            "all_ops.p99<20ms",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(99),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("FAIL all_ops.p99<20ms"), "{stdout}");
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    let metric = |name: &str| {
+        s["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {s}"))
+            .clone()
+    };
+    assert_eq!(s["errors_total"], 0, "{}", s["errors"]);
+    // Stalls at 1 s, 2 s, … 5 s of the relay's clock all fall inside the window (the run starts
+    // a few ms after the relay and sends until 6 s).
+    let window = s["window_s"].as_f64().unwrap();
+    let stalled = 5.0 * stall.as_secs_f64();
+    let f = stalled / window;
+    let base_us = s["all_ops"]["p50_us"].as_f64().unwrap();
+    let analytic = |q: f64| base_us + stall.as_secs_f64() * 1e6 * (q - (1.0 - f)) / f;
+    let all = &s["all_ops"];
+    for (stat, q) in [("p99_us", 0.99), ("p999_us", 0.999)] {
+        let measured = all[stat].as_f64().unwrap();
+        let expected = analytic(q);
+        let off = (measured - expected).abs() / expected;
+        eprintln!(
+            "{stat}: corrected {measured} µs, analytic {expected:.0} µs ({:.1} % off); uncorrected create_cin {}",
+            off * 100.0,
+            metric("create_cin.uncorrected")[stat]
+        );
+        assert!(
+            off < 0.05,
+            "{stat}: corrected {measured} µs vs analytic {expected:.0} µs ({:.1} % off)",
+            off * 100.0
+        );
+    }
+    // The loadgen kept its schedule: the stall is the target's, not ours.
+    let lag = metric("schedule_lag");
+    assert!(
+        lag["p99_us"].as_f64().unwrap() < 0.1 * all["p99_us"].as_f64().unwrap(),
+        "lag {lag}"
+    );
+    assert!(
+        s["achieved_rate"].as_f64().unwrap() > 0.99,
+        "{}",
+        s["achieved_rate"]
+    );
+}
+
+/// What `merge` reports is what one histogram of every sample would say, bucket for bucket: shards
+/// of random samples spread over seconds, written to interval logs, read back and merged, against
+/// one histogram that recorded them all directly. Then the same for two real shards' runs.
+#[test]
+fn merged_histograms_equal_one_histogram_of_all_samples_exactly() {
+    use m2m_loadgen::recorder::{Metric, new_histogram, record};
+    use m2m_loadgen::report::hlog;
+    use std::collections::BTreeMap;
+    let dir = temp_dir("merge-exact");
+    let metric = Metric::Op(OpKind::Update);
+    let mut all = new_histogram();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut logs = Vec::new();
+    for shard in 0..2u64 {
+        let mut seconds: BTreeMap<u64, m2m_loadgen::report::Second> = BTreeMap::new();
+        for _ in 0..20_000 {
+            // Latencies from 1 µs to ~10 s, log-uniform, so every bucket size is exercised.
+            let us = (10f64.powf(rng.f64() * 7.0)) as u64;
+            let d = Duration::from_micros(us);
+            record(&mut all, d);
+            let t = 1 + rng.u64(0..10);
+            let s = seconds.entry(t).or_insert_with(hlog::second);
+            record(&mut s.interval.hists[metric.index()], d);
+        }
+        let path = dir.join(format!("shard{shard}.hlog"));
+        let started = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1000 + shard);
+        hlog::write_file(&path, started, "", &seconds).unwrap();
+        logs.push(hlog::read_file(&path).unwrap());
+    }
+    let merged = hlog::merge(&logs).unwrap();
+    let h = merged.total.hist(metric);
+    assert_eq!(h.len(), all.len());
+    let buckets = |h: &hdrhistogram::Histogram<u64>| {
+        h.iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(buckets(h), buckets(&all));
+    for q in [0.5, 0.9, 0.99, 0.999, 0.9999, 1.0] {
+        assert_eq!(h.value_at_quantile(q), all.value_at_quantile(q), "q {q}");
+    }
+
+    // Two real shards: their in-memory totals added = their logs merged.
+    let other = std::thread::spawn(|| small_run_dir("exact1", "1/2"));
+    let (a, oa) = small_run_dir("exact0", "0/2");
+    let (b, ob) = other.join().unwrap();
+    let merged = hlog::merge(&[
+        hlog::read_file(&a.join("run.hlog")).unwrap(),
+        hlog::read_file(&b.join("run.hlog")).unwrap(),
+    ])
+    .unwrap();
+    for m in Metric::all() {
+        let mut direct = oa.measurements.total.hist(m).clone();
+        direct.add(ob.measurements.total.hist(m)).unwrap();
+        assert_eq!(
+            buckets(merged.total.hist(m)),
+            buckets(&direct),
+            "{}",
+            m.name()
+        );
+    }
+    assert!(merged.total.ops() > 0);
 }

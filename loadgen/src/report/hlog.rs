@@ -30,6 +30,19 @@ struct SecondComment {
     errors: BTreeMap<String, u64>,
     #[serde(default)]
     events: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    sent: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    scheduled: u64,
+    /// The earliest and latest intended send in this second, µs since the log's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_send_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_send_us: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Start a log: headers, the scenario as a comment.
@@ -79,6 +92,10 @@ where
         connected: s.connected,
         errors: s.interval.errors.clone(),
         events: s.interval.events.clone(),
+        sent: s.interval.sent,
+        scheduled: s.interval.scheduled,
+        first_send_us: s.interval.first_send_us,
+        last_send_us: s.interval.last_send_us,
     };
     w.write_comment(&format!(
         "{SECOND_PREFIX}{}",
@@ -165,6 +182,10 @@ pub fn read_file(path: &Path) -> anyhow::Result<Log> {
             second.connected = sc.connected;
             second.interval.errors = sc.errors;
             second.interval.events = sc.events;
+            second.interval.sent = sc.sent;
+            second.interval.scheduled = sc.scheduled;
+            second.interval.first_send_us = sc.first_send_us;
+            second.interval.last_send_us = sc.last_send_us;
         }
     }
     Ok(log)
@@ -185,10 +206,15 @@ pub fn merge(logs: &[Log]) -> anyhow::Result<Measurements> {
     let mut scenario = String::new();
     for log in logs {
         let shift = log.started_unix - first;
+        let shift_us = (shift * 1e6).round() as u64;
         for (t, s) in &log.seconds {
             let at = (*t as f64 + shift).round().max(0.0) as u64;
             let mine = seconds.entry(at).or_default();
-            mine.interval.add(&s.interval);
+            // Send times are kept since each log's own start: move them onto the earliest's.
+            let mut interval = s.interval.clone();
+            interval.first_send_us = interval.first_send_us.map(|u| u + shift_us);
+            interval.last_send_us = interval.last_send_us.map(|u| u + shift_us);
+            mine.interval.add(&interval);
             mine.connected += s.connected;
         }
         if !scenario.contains(&log.scenario) {
@@ -200,6 +226,7 @@ pub fn merge(logs: &[Log]) -> anyhow::Result<Measurements> {
     }
     let mut m = Measurements {
         scenario,
+        command: crate::command_line(),
         started_unix: first,
         ..Default::default()
     };
@@ -284,6 +311,35 @@ mod tests {
         assert_eq!(s.errors["rsc 4004"], 3);
         let at2 = s.timeline.iter().find(|p| p.t == 2).unwrap();
         assert_eq!((at2.ops_per_s, at2.connected), (100, 2));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Each shard keeps its send times since its own start; merged, the window spans the earliest
+    /// first send to the latest last send on one clock, and the counts add.
+    #[test]
+    fn merge_puts_the_shards_send_windows_on_one_clock() {
+        let dir = std::env::temp_dir().join(format!("m2m-hlog-win-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let shard = |name: &str, started: u64, first: u64, last: u64| {
+            let mut seconds = BTreeMap::new();
+            let mut s = second();
+            s.interval.sent = 10;
+            s.interval.scheduled = 12;
+            s.interval.first_send_us = Some(first);
+            s.interval.last_send_us = Some(last);
+            seconds.insert(1, s);
+            let path = dir.join(name);
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(started);
+            write_file(&path, at, "", &seconds).unwrap();
+            read_file(&path).unwrap()
+        };
+        let a = shard("a.hlog", 100, 500_000, 2_500_000);
+        let b = shard("b.hlog", 101, 200_000, 3_000_000);
+        assert_eq!(a.seconds[&1].interval.last_send_us, Some(2_500_000));
+        let s = Summary::new(&merge(&[a, b]).unwrap());
+        assert_eq!((s.sent, s.scheduled), (20, 24));
+        // a: 0.5 s .. 2.5 s; b (a second later): 1.2 s .. 4.0 s.
+        assert_eq!(s.window_s, 3.5);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,6 +1,8 @@
 //! The HTML report: one self-contained page (inline SVG drawn with `plotters`, inline CSS, no
 //! script, no network) with the latency percentile distribution of every operation (corrected and
-//! uncorrected), latency and throughput over time, the error breakdown and the scenario that ran.
+//! uncorrected), latency and throughput over time (all operations and each), the loadgen's own
+//! lateness, the error breakdown, and at the top when, with what version and command line and with
+//! which scenario it ran (and in `bench` the CPU each part spent).
 
 use std::fmt::Write;
 
@@ -187,6 +189,39 @@ pub fn render(m: &Measurements, s: &Summary) -> String {
             ("p99", pts(&|p| p.p99_us as f64 / 1000.0)),
         ],
     );
+    // One line per operation (p99 by default: the tail is what changes first).
+    let per_op: Vec<(&str, Vec<(f64, f64)>)> = OpKind::ALL
+        .iter()
+        .filter(|k| tl.iter().any(|p| p.ops.iter().any(|o| o.name == k.name())))
+        .map(|k| {
+            let pts = tl
+                .iter()
+                .filter_map(|p| {
+                    let o = p.ops.iter().find(|o| o.name == k.name())?;
+                    Some((p.t as f64, o.p99_us as f64 / 1000.0))
+                })
+                .collect();
+            (k.name(), pts)
+        })
+        .collect();
+    let per_op = if per_op.is_empty() {
+        String::new()
+    } else {
+        or_note(time_chart(
+            "p99 over time by operation (ms, corrected)",
+            "ms",
+            &per_op,
+        ))
+    };
+    let lag = if tl.iter().any(|p| p.lag_p99_us > 0) {
+        or_note(time_chart(
+            "The loadgen's own lateness over time (schedule lag p99, ms)",
+            "ms",
+            &[("schedule lag p99", pts(&|p| p.lag_p99_us as f64 / 1000.0))],
+        ))
+    } else {
+        String::new()
+    };
     let throughput = time_chart(
         "Throughput and devices over time",
         "per second / devices",
@@ -201,12 +236,13 @@ pub fn render(m: &Measurements, s: &Summary) -> String {
         let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
         let _ = write!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&x.name),
             x.count,
             x.mean_us / 1000.0,
             ms(x.p50_us),
             ms(x.p90_us),
+            ms(x.p95_us),
             ms(x.p99_us),
             ms(x.p999_us),
             ms(x.max_us)
@@ -229,6 +265,56 @@ pub fn render(m: &Measurements, s: &Summary) -> String {
         }
         errors.push_str("</table>");
     }
+    let mut notes = String::new();
+    if let Some(rate) = s.achieved_rate {
+        let _ = write!(
+            notes,
+            "<p>Sent {} of {} scheduled requests ({:.2} %).</p>",
+            s.sent,
+            s.scheduled,
+            rate * 100.0
+        );
+    }
+    if let Some(line) = crate::threshold::lag_warning(s) {
+        let _ = write!(notes, "<p class=\"note\">{}</p>", escape(&line));
+    }
+    if !s.thresholds.is_empty() {
+        notes.push_str("<table><tr><th>threshold</th><th>measured</th><th>verdict</th></tr>");
+        for v in &s.thresholds {
+            let _ = write!(
+                notes,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&v.threshold),
+                escape(v.measured.as_deref().unwrap_or("not measured")),
+                if v.pass {
+                    "PASS"
+                } else {
+                    "<b class=\"note\">FAIL</b>"
+                }
+            );
+        }
+        notes.push_str("</table>");
+    }
+    let cpu = if s.cpu_seconds.is_empty() {
+        String::new()
+    } else {
+        let ops = s.operations.max(1) as f64;
+        let mut t = String::from(
+            "<h2>CPU</h2><table><tr><th>part</th><th>CPU seconds</th><th>µs per operation</th></tr>",
+        );
+        for (part, secs) in &s.cpu_seconds {
+            let _ = write!(
+                t,
+                "<tr><td>{}</td><td>{secs:.2}</td><td>{:.1}</td></tr>",
+                escape(part),
+                secs * 1e6 / ops
+            );
+        }
+        t.push_str("</table>");
+        t
+    };
+    let started =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(s.started_unix.max(0.0));
     let events: Vec<String> = s
         .events
         .iter()
@@ -247,24 +333,37 @@ pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
 .note {{ color: #a00; }}
 </style></head><body>
 <h1>m2m-loadgen report</h1>
-<p>{ops} operations in {secs} s ({rate:.0} ops/s), peak {conn} devices connected, {errs} errors.
+<p>Run started {date} by m2m-loadgen {version}.</p>
+<pre>{command}</pre>
+<details><summary>Scenario</summary>
+<pre>{scenario}</pre>
+</details>
+<p>{ops} operations in {secs} s ({rate:.0} ops/s over the measured {window:.1} s), peak {conn} devices
+connected, {errs} errors.
 Latencies are measured from each request's intended send time (coordinated omission corrected);
-<code>.uncorrected</code> rows measure from the actual send.</p>
+<code>.uncorrected</code> rows measure from the actual send; <code>schedule_lag</code> is how late the
+loadgen itself sent.</p>
+{notes}
 <h2>Latency (ms)</h2>
-<table><tr><th>metric</th><th>count</th><th>mean</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>
+<table><tr><th>metric</th><th>count</th><th>mean</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th></tr>
 {rows}</table>
+{cpu}
 <h2>Latency distribution</h2>
 {pct}
 <h2>Over time</h2>
 {latency}
+{per_op}
+{lag}
 {throughput}
 <h2>Errors</h2>
 {errors}
 <p>Events: {events}</p>
-<h2>Scenario</h2>
-<pre>{scenario}</pre>
 </body></html>
 "#,
+        date = humantime::format_rfc3339_seconds(started),
+        version = escape(s.version),
+        command = escape(&s.command),
+        window = s.window_s,
         ops = s.operations,
         secs = s.seconds,
         rate = s.ops_per_s,

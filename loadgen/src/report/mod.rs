@@ -33,6 +33,8 @@ pub struct Measurements {
     pub scenario: String,
     /// Unix time of the run's start, seconds.
     pub started_unix: f64,
+    /// The command line that produced these measurements.
+    pub command: String,
     pub total: Interval,
     pub timeline: Vec<TimelinePoint>,
 }
@@ -57,6 +59,26 @@ impl Measurements {
             } else {
                 all.value_at_quantile(0.99)
             },
+            lag_p99_us: {
+                let lag = s.interval.hist(Metric::ScheduleLag);
+                if lag.is_empty() {
+                    0
+                } else {
+                    lag.value_at_quantile(0.99)
+                }
+            },
+            ops: OpKind::ALL
+                .iter()
+                .filter_map(|k| {
+                    let h = s.interval.hist(Metric::Op(*k));
+                    (!h.is_empty()).then(|| OpPoint {
+                        name: k.name(),
+                        p50_us: h.value_at_quantile(0.5),
+                        p95_us: h.value_at_quantile(0.95),
+                        p99_us: h.value_at_quantile(0.99),
+                    })
+                })
+                .collect(),
         });
     }
 }
@@ -68,6 +90,7 @@ pub struct MetricSummary {
     pub mean_us: f64,
     pub p50_us: u64,
     pub p90_us: u64,
+    pub p95_us: u64,
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
@@ -81,6 +104,7 @@ impl MetricSummary {
             mean_us: h.mean(),
             p50_us: h.value_at_quantile(0.5),
             p90_us: h.value_at_quantile(0.9),
+            p95_us: h.value_at_quantile(0.95),
             p99_us: h.value_at_quantile(0.99),
             p999_us: h.value_at_quantile(0.999),
             max_us: h.max(),
@@ -98,6 +122,20 @@ pub struct TimelinePoint {
     /// Corrected p50 and p99 of all operations in this second, µs (0 when none).
     pub p50_us: u64,
     pub p99_us: u64,
+    /// The loadgen's own lateness in this second: schedule lag p99, µs (0 when none).
+    pub lag_p99_us: u64,
+    /// Per operation: corrected latencies in this second.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<OpPoint>,
+}
+
+/// One operation's latency in one second of the timeline.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OpPoint {
+    pub name: &'static str,
+    pub p50_us: u64,
+    pub p95_us: u64,
+    pub p99_us: u64,
 }
 
 /// The JSON summary (`summary.json`).
@@ -106,11 +144,22 @@ pub struct Summary {
     pub tool: &'static str,
     pub version: &'static str,
     pub started_unix: f64,
+    /// The command line that ran.
+    pub command: String,
     pub seconds: u64,
     pub operations: u64,
-    /// Operations per second in the steady part of the run (seconds with traffic, without the
-    /// first and the last).
+    /// Completed operations per second over the measured window (first to last intended send;
+    /// without two sends, the seconds with traffic), not over connecting and tearing down.
     pub ops_per_s: f64,
+    /// The measured window, seconds.
+    pub window_s: f64,
+    /// Operation requests sent.
+    pub sent: u64,
+    /// Open loop: the sends the schedule asked for (0 in closed loop or with `--requests`).
+    pub scheduled: u64,
+    /// Open loop: sent / scheduled (the `rate` threshold).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub achieved_rate: Option<f64>,
     pub errors_total: u64,
     /// Per operation and phase; `*.uncorrected` are latencies from the actual send time.
     pub metrics: Vec<MetricSummary>,
@@ -124,6 +173,9 @@ pub struct Summary {
     /// The run's thresholds with what was measured and whether each held (`--threshold`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub thresholds: Vec<crate::threshold::Verdict>,
+    /// `bench`: CPU seconds of each part (loadgen, simulated CSE, edge) during the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpu_seconds: Vec<(String, f64)>,
 }
 
 impl Summary {
@@ -134,8 +186,8 @@ impl Summary {
             .map(|x| MetricSummary::of(&x.name(), total.hist(x)))
             .collect();
         let operations = total.ops();
-        // Throughput over the seconds with traffic, leaving out the first and the last (ramp-up and
-        // the partial final second) when there are enough.
+        // Without a window (logs from an older version, a single send): throughput over the seconds
+        // with traffic, leaving out the first and the last when there are enough.
         let busy: Vec<u64> = m
             .timeline
             .iter()
@@ -152,13 +204,24 @@ impl Summary {
         } else {
             steady.iter().sum::<u64>() as f64 / steady.len() as f64
         };
+        let window_s = total.window_s();
         Self {
             tool: "m2m-loadgen",
             version: env!("CARGO_PKG_VERSION"),
             started_unix: m.started_unix,
+            command: m.command.clone(),
             seconds: m.timeline.last().map_or(0, |p| p.t),
             operations,
-            ops_per_s: steady_rate,
+            ops_per_s: if window_s > 0.0 {
+                operations as f64 / window_s
+            } else {
+                steady_rate
+            },
+            window_s,
+            sent: total.sent,
+            scheduled: total.scheduled,
+            achieved_rate: (total.scheduled > 0)
+                .then(|| total.sent as f64 / total.scheduled as f64),
             errors_total: total.error_total(),
             metrics,
             all_ops: MetricSummary::of("all_ops", &total.all_ops()),
@@ -168,6 +231,7 @@ impl Summary {
             timeline: m.timeline.clone(),
             scenario: m.scenario.clone(),
             thresholds: Vec::new(),
+            cpu_seconds: Vec::new(),
         }
     }
 
