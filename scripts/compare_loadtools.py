@@ -1,20 +1,34 @@
 #!/usr/bin/env python3
-"""Side by side: m2m-loadgen and Locust drive the same scenario against the same simulated CSE
-(`m2m-loadgen cse`, on loopback) and we report, per tool, the requests it completed, whether it held
-the target rate, and the requests per CPU-second the *load tool* spent (utime + stime of its process
-tree, from getrusage(RUSAGE_CHILDREN)). "Held" means the steady-state rate (loadgen: its summary's
-ops_per_s; Locust: the median per-second rate over the second half) reached 95 % of the target.
+"""Side by side: m2m-loadgen, Locust, Artillery (its WebSocket engine) and Tsung (its websocket
+sessions) drive the same scenario against the same simulated CSE (`m2m-loadgen cse`, on loopback) and
+we report, per tool, the requests it completed, whether it held the target rate, the requests per
+CPU-second the *load tool* spent (utime + stime of its process tree, from
+getrusage(RUSAGE_CHILDREN)), and the latency it reports. "Held" means the steady-state rate
+(loadgen: its summary's ops_per_s over the measured window; the others: the median rate of their
+reporting intervals over the second half of the run) reached 95 % of the target.
 Interleaved repetitions; medians.
 
-    python3 scripts/compare_loadtools.py [--devices 1000] [--rate 2000] [--seconds 60] [--rounds 1]
+What each tool can express of the scenario (register, then the request/response mix):
+- Locust: all of it; latency from the actual send (no coordinated-omission correction), percentiles.
+- Artillery (ws engine): all of it, each send waits for the response whose rqi matches; it reports
+  counts and the session length only: no per-message latency, no NOTIFY handling, no correction.
+- Tsung: all of it, each request waits for one response frame; it reports mean and max per request
+  (no percentiles), no NOTIFY handling, no correction.
+Locust, Artillery and Tsung pace with a think time after each response (closed loop with think), so
+a slow target lowers their rate instead of showing up as latency.
 
-Needs `cargo build --release -p m2m-loadgen` and Locust in .peers/locust (the script installs it).
+    python3 scripts/compare_loadtools.py [--devices 1000] [--rate 2000] [--seconds 60] [--rounds 1]
+        [--tools loadgen,locust,artillery,tsung]
+
+Needs `cargo build --release -p m2m-loadgen`; installs Locust into .peers/locust, Artillery into
+.peers/artillery (npm) and Tsung (apt-get, needs root) when missing.
 """
 import argparse
 import csv
 import json
 import os
 import pathlib
+import re
 import resource
 import shutil
 import statistics
@@ -26,12 +40,54 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LOADGEN = ROOT / "target/release/m2m-loadgen"
 LOCUST_VENV = ROOT / ".peers/locust"
+ARTILLERY_DIR = ROOT / ".peers/artillery"
+ARTILLERY = ARTILLERY_DIR / "node_modules/.bin/artillery"
+TOOLS = ROOT / "scripts/loadtools"
 
 
 def ensure_locust():
     if not (LOCUST_VENV / "bin/locust").exists():
         subprocess.check_call([sys.executable, "-m", "venv", str(LOCUST_VENV)])
         subprocess.check_call([str(LOCUST_VENV / "bin/pip"), "install", "-q", "locust==2.*", "websocket-client"])
+
+
+def ensure_artillery():
+    if not ARTILLERY.exists():
+        ARTILLERY_DIR.mkdir(parents=True, exist_ok=True)
+        # Artillery pulls Playwright for its browser engine; the ws engine needs no browser.
+        env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
+        subprocess.check_call(["npm", "install", "--prefix", str(ARTILLERY_DIR), "--no-audit", "--no-fund",
+                               "--ignore-scripts", "artillery@2"], env=env, stdout=subprocess.DEVNULL)
+
+
+def ensure_tsung():
+    if shutil.which("tsung") is None:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        if subprocess.call(["apt-get", "install", "-y", "-qq", "tsung"], env=env) != 0:
+            subprocess.check_call(["apt-get", "update", "-qq"], env=env)
+            subprocess.check_call(["apt-get", "install", "-y", "-qq", "tsung"], env=env)
+
+
+def fill(template, values):
+    text = template.read_text()
+    for k, v in values.items():
+        text = text.replace(f"@{k}@", str(v))
+    left = re.findall(r"@[A-Z_]+@", text)
+    assert not left, f"unfilled placeholders {left} in {template.name}"
+    return text
+
+
+def pace(a):
+    """Per-device think time (s) and loop count for the tools that pace with a think time."""
+    per_device = a.rate / a.devices
+    return 1.0 / per_device, max(1, int(a.seconds * per_device))
+
+
+def median_second_half(rates):
+    """The median rate of the reporting intervals in the second half, without the last (partial)."""
+    whole = rates[:-1] if len(rates) >= 3 else rates
+    tail = whole[len(whole) // 2:] or [0.0]
+    return statistics.median(tail)
 
 
 def run_measured(cmd, env=None):
@@ -84,14 +140,86 @@ def locust_round(target, a, work):
             "p50_ms": float(total["50%"]), "p99_ms": float(total["99%"])}
 
 
+def artillery_round(target, a, work):
+    think, loops = pace(a)
+    ramp_s = max(1, round(a.devices / 200))
+    d = work / f"artillery-{time.time_ns()}"
+    d.mkdir()
+    shutil.copy(TOOLS / "artillery-processor.js", d)
+    script = d / "scenario.yml"
+    script.write_text(fill(TOOLS / "artillery.yml.in", {
+        "TARGET": target, "RAMP_S": ramp_s, "RAMP_RATE": max(1, round(a.devices / ramp_s)),
+        "DEVICES": a.devices, "THINK_MS": round(think * 1000), "LOOPS": loops}))
+    report = d / "report.json"
+    cmd = [str(ARTILLERY), "run", "--quiet", "--output", str(report), str(script)]
+    cpu, (wall, stdout, err, status) = cpu_of(lambda: run_measured(cmd))
+    if not report.exists():
+        raise SystemExit(f"artillery failed: {err[-2000:]}")
+    r = json.loads(report.read_text())
+    counters = r["aggregate"]["counters"]
+    setup = 3 * counters.get("vusers.created", 0)
+    requests = counters.get("websocket.messages_received", 0) - setup
+    errors = sum(v for k, v in counters.items() if k.startswith("errors.")) + counters.get("vusers.failed", 0)
+    # Its reporting periods (10 s): messages received per second, minus nothing (set-up is early).
+    rates = []
+    for p in r.get("intermediate", []):
+        c = p.get("counters", {})
+        span = (int(p.get("lastCounterAt", 0)) - int(p.get("firstCounterAt", 0))) / 1000 or 10
+        rates.append(c.get("websocket.messages_received", 0) / span)
+    return {"requests": requests, "errors": errors, "rate": median_second_half(rates), "cpu": cpu,
+            "p50_ms": None, "p99_ms": None}
+
+
+def tsung_round(port, a, work):
+    think, loops = pace(a)
+    ramp_s = max(1, round(a.devices / 200))
+    d = work / f"tsung-{time.time_ns()}"
+    d.mkdir()
+    conf = d / "scenario.xml"
+    # Arrivals are Poisson: the phase lasts twice the ramp, maxnumber stops it at the device count.
+    conf.write_text(fill(TOOLS / "tsung.xml.in", {
+        "PORT": port, "RAMP_S": 2 * ramp_s, "RAMP_RATE": max(1, round(a.devices / ramp_s)),
+        "DEVICES": a.devices, "THINK": f"{think:.4f}", "LOOPS": loops, "DURATION": a.seconds + 10}))
+    cmd = ["tsung", "-f", str(conf), "-l", str(d), "start"]
+    cpu, (wall, stdout, err, status) = cpu_of(lambda: run_measured(cmd))
+    logs = list(d.glob("*/tsung.log"))
+    if not logs:
+        raise SystemExit(f"tsung failed: {stdout[-1000:]} {err[-1000:]}")
+    # Each dump (every 10 s) has per-interval lines `stats: NAME count mean stddev max min ...`.
+    ops, errors, rates, weighted, worst = 0, 0, [], 0.0, 0.0
+    dumps = []
+    for line in logs[0].read_text().splitlines():
+        f = line.split()
+        if line.startswith("# stats: dump at "):
+            dumps.append(int(f[-1]))
+        elif line.startswith("stats: tr_op "):
+            n = int(f[2])
+            ops += n
+            span = dumps[-1] - dumps[-2] if len(dumps) >= 2 else 10
+            rates.append(n / max(span, 1))
+            weighted += n * float(f[3])
+            worst = max(worst, float(f[5]))
+        elif line.startswith("stats: error_") or line.startswith("stats: match"):
+            errors += int(f[2])
+    return {"requests": ops, "errors": errors, "rate": median_second_half(rates), "cpu": cpu,
+            "p50_ms": None, "p99_ms": None, "mean_ms": weighted / max(ops, 1), "max_ms": worst}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--rate", type=float, default=2000)
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--tools", default="loadgen,locust,artillery,tsung")
     a = ap.parse_args()
-    ensure_locust()
+    tools = a.tools.split(",")
+    if "locust" in tools:
+        ensure_locust()
+    if "artillery" in tools:
+        ensure_artillery()
+    if "tsung" in tools:
+        ensure_tsung()
     assert LOADGEN.exists(), "cargo build --release -p m2m-loadgen first"
     work = pathlib.Path(tempfile.mkdtemp(prefix="loadtools-"))
     cse = subprocess.Popen([str(LOADGEN), "cse", "--listen", "127.0.0.1:0", "--workers", "1"],
@@ -101,27 +229,45 @@ def main():
         target = f"ws://{addr}/"
         # One Locust process runs on one core; the loadgen runs with its default (a worker per CPU)
         # and with one worker, like for like.
-        results = {"m2m-loadgen": [], "m2m-loadgen/1": [], "locust": []}
+        port = int(addr.rsplit(":", 1)[1])
+        rounds = {
+            "m2m-loadgen": ("loadgen", lambda: loadgen_round(target, a, work)),
+            "m2m-loadgen/1": ("loadgen", lambda: loadgen_round(target, a, work, workers=1)),
+            "locust": ("locust", lambda: locust_round(target, a, work)),
+            "artillery": ("artillery", lambda: artillery_round(target, a, work)),
+            "tsung": ("tsung", lambda: tsung_round(port, a, work)),
+        }
+        rounds = {name: fn for name, (tool, fn) in rounds.items() if tool in tools}
+        results = {name: [] for name in rounds}
         for _ in range(a.rounds):
-            results["m2m-loadgen"].append(loadgen_round(target, a, work))
-            results["m2m-loadgen/1"].append(loadgen_round(target, a, work, workers=1))
-            results["locust"].append(locust_round(target, a, work))
+            for name, fn in rounds.items():
+                results[name].append(fn())
     finally:
         cse.terminate()
         cse.wait()
     print(f"scenario: {a.devices} devices, target {a.rate:.0f} requests/s, {a.seconds} s, same op mix, "
           f"no subscriptions; simulated CSE on loopback; median of {a.rounds} interleaved round(s)")
     print(f"{'tool':<14} {'requests':>9} {'errors':>7} {'achieved/s':>10} {'held':>5} {'CPU s':>7} "
-          f"{'req/CPU-s':>10} {'p50 ms':>7} {'p99 ms':>7}")
+          f"{'req/CPU-s':>10} {'p50 ms':>7} {'p99 ms':>7}  other latency it reports")
     per_cpu = {}
     for tool, rs in results.items():
-        med = lambda k: statistics.median(r[k] for r in rs)
+        def med(k):
+            values = [r[k] for r in rs if r.get(k) is not None]
+            return statistics.median(values) if values else None
         held = med("rate") >= 0.95 * a.rate
         per_cpu[tool] = med("requests") / max(med("cpu"), 1e-9)
+        show = lambda v: f"{v:>7.2f}" if v is not None else f"{'n/a':>7}"
+        other = ""
+        if tool == "tsung":
+            other = f"mean {med('mean_ms'):.2f} ms, max {med('max_ms'):.2f} ms (no percentiles)"
+        elif tool == "artillery":
+            other = "none per message (session length only)"
         print(f"{tool:<14} {med('requests'):>9.0f} {med('errors'):>7.0f} {med('rate'):>10.0f} {'yes' if held else 'NO':>5} "
-              f"{med('cpu'):>7.2f} {per_cpu[tool]:>10.0f} {med('p50_ms'):>7.2f} {med('p99_ms'):>7.2f}")
-    for tool in ("m2m-loadgen", "m2m-loadgen/1"):
-        print(f"{tool} / locust requests per CPU-second: {per_cpu[tool] / per_cpu['locust']:.1f}x")
+              f"{med('cpu'):>7.2f} {per_cpu[tool]:>10.0f} {show(med('p50_ms'))} {show(med('p99_ms'))}  {other}")
+    for mine in ("m2m-loadgen", "m2m-loadgen/1"):
+        for other in ("locust", "artillery", "tsung"):
+            if mine in per_cpu and other in per_cpu:
+                print(f"{mine} / {other} requests per CPU-second: {per_cpu[mine] / per_cpu[other]:.1f}x")
     shutil.rmtree(work, ignore_errors=True)
 
 
