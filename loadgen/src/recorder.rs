@@ -213,6 +213,19 @@ impl Interval {
         self.last_send_us = self.last_send_us.max(other.last_send_us);
     }
 
+    /// Empty it for another interval, keeping the histograms' memory.
+    pub fn reset(&mut self) {
+        for h in &mut self.hists {
+            h.reset();
+        }
+        self.errors.clear();
+        self.events.clear();
+        self.sent = 0;
+        self.scheduled = 0;
+        self.first_send_us = None;
+        self.last_send_us = None;
+    }
+
     /// The measured window in seconds: first to last intended send (0 without two sends).
     pub fn window_s(&self) -> f64 {
         match (self.first_send_us, self.last_send_us) {
@@ -290,6 +303,12 @@ impl Recorder {
     pub fn take(&mut self) -> Interval {
         std::mem::take(&mut self.current)
     }
+
+    /// Close the interval and go on in `empty` (a reset interval handed back by the collector), so
+    /// that the worker does not allocate (and fault in) fresh histograms every second.
+    pub fn swap(&mut self, empty: Interval) -> Interval {
+        std::mem::replace(&mut self.current, empty)
+    }
 }
 
 #[cfg(test)]
@@ -326,6 +345,10 @@ mod tests {
         assert_eq!(sum.errors["rsc 4004"], 2);
         assert_eq!(sum.error_total(), 3);
         assert!(a.take().hists.iter().all(|h| h.is_empty()));
+        let mut used = sum;
+        used.reset();
+        assert_eq!(used.ops(), 0);
+        assert!(used.errors.is_empty() && used.window_s() == 0.0);
     }
 
     #[test]
