@@ -45,6 +45,10 @@ struct RuntimeArgs {
     /// Drain time after SIGTERM/SIGINT before remaining connections are closed, in ms.
     #[arg(long, default_value_t = 5000)]
     drain_ms: u64,
+    /// Share the listening ports with other processes that set it too (SO_REUSEPORT, one socket per
+    /// core): several edge processes on one port. Without it a port in use is an error at start.
+    #[arg(long)]
+    reuse_port: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -495,6 +499,7 @@ fn runtime_config(args: &RuntimeArgs, listeners: Vec<ListenerConfig>) -> RtConfi
         pin: args.pin,
         listeners,
         drain: Duration::from_millis(args.drain_ms),
+        reuse_port: args.reuse_port,
         ..RtConfig::default()
     };
     if let Some(w) = args.workers {

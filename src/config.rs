@@ -48,6 +48,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("runtime", "workers", "workers"),
     ("runtime", "pin", "pin"),
     ("runtime", "drain_ms", "drain_ms"),
+    ("runtime", "reuse_port", "reuse_port"),
     ("admin", "address", "admin"),
     ("notify", "listen", "notify_listen"),
     ("notify", "url", "notify_url"),

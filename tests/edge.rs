@@ -599,6 +599,55 @@ fn violations_get_their_codes_and_spare_other_sessions() {
     }
 }
 
+/// A second edge on a port in use fails at start with a clear message and a non-zero exit, instead
+/// of silently splitting the traffic; two edges that both opt in with --reuse-port share the port.
+#[test]
+fn a_port_in_use_fails_at_start_unless_every_edge_opts_in_to_reuse_port() {
+    let start = |listen: SocketAddr, extra: &[&str]| {
+        Command::new(edge_bin())
+            .args(["run", "--listen", &listen.to_string(), "--workers", "2"])
+            .args(["--upstream", "ws://127.0.0.1:9/"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut first = start(listen, &[]);
+    wait_listening(listen, &mut first);
+    let first = Proc {
+        child: first,
+        addr: listen,
+    };
+    for extra in [&[][..], &["--reuse-port"][..]] {
+        let out = start(listen, extra).wait_with_output().unwrap();
+        assert!(!out.status.success(), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{listen} is in use")),
+            "{extra:?}: {err}"
+        );
+    }
+    drop(first);
+    let shared: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut a = start(shared, &["--reuse-port"]);
+    wait_listening(shared, &mut a);
+    let a = Proc {
+        child: a,
+        addr: shared,
+    };
+    let mut b = start(shared, &["--reuse-port"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        b.try_wait().unwrap().is_none(),
+        "the second edge with --reuse-port runs"
+    );
+    let _ = b.kill();
+    let _ = b.wait();
+    drop(a);
+}
+
 #[test]
 fn config_file_check_and_precedence() {
     use crate::support::temp_dir;

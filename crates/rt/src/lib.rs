@@ -1,5 +1,6 @@
-//! m2m-rt: a thread-per-core runtime for m2m-edge. Each core runs one event loop with its own
-//! listener (`SO_REUSEPORT`), connections, timers and buffers; nothing is shared on the hot path and
+//! m2m-rt: a thread-per-core runtime for m2m-edge. Each core runs one event loop accepting from the
+//! listener (one socket shared by the cores, or with `reuse_port` one `SO_REUSEPORT` socket each),
+//! with its own connections, timers and buffers; nothing is shared on the hot path and
 //! nothing is stolen between cores. A loop drives sans-IO state machines (the [`App`]) with one of two
 //! drivers chosen at start-up: io_uring (multishot accept and receive, a provided-buffer ring so idle
 //! connections own no read buffer, sends batched per turn) or epoll (mio) where io_uring is refused.
@@ -123,6 +124,10 @@ pub struct RtConfig {
     /// Messages queued per core pair. Default 4096.
     pub mailbox_capacity: usize,
     pub uring: UringConfig,
+    /// One `SO_REUSEPORT` listener per core, which other processes with the option may join (several
+    /// edge processes on one port). Without it, one listener shared by the cores: a port in use is
+    /// an error. Default off.
+    pub reuse_port: bool,
 }
 
 impl Default for RtConfig {
@@ -138,6 +143,7 @@ impl Default for RtConfig {
             linger: Duration::from_secs(2),
             mailbox_capacity: 4096,
             uring: UringConfig::default(),
+            reuse_port: false,
         }
     }
 }
@@ -227,13 +233,35 @@ impl Runtime {
         let mut per_core: Vec<Vec<std::net::TcpListener>> =
             (0..workers).map(|_| Vec::new()).collect();
         for l in &config.listeners {
-            let first = net::reuseport_listener(l.addr, config.backlog)?;
+            let in_use = |e: io::Error| {
+                if e.kind() == io::ErrorKind::AddrInUse {
+                    let hint = if config.reuse_port {
+                        "something without SO_REUSEPORT (or of another user) listens there"
+                    } else {
+                        "another process listens there; to run several edges on one port, give each --reuse-port"
+                    };
+                    io::Error::new(e.kind(), format!("{} is in use: {hint}", l.addr))
+                } else {
+                    io::Error::new(e.kind(), format!("binding {}: {e}", l.addr))
+                }
+            };
+            let first = if config.reuse_port {
+                net::reuseport_listener(l.addr, config.backlog)
+            } else {
+                net::exclusive_listener(l.addr, config.backlog)
+            }
+            .map_err(in_use)?;
             let actual = first.local_addr()?;
             addrs.push(actual);
-            per_core[0].push(first);
             for listeners in per_core.iter_mut().skip(1) {
-                listeners.push(net::reuseport_listener(actual, config.backlog)?);
+                listeners.push(if config.reuse_port {
+                    net::reuseport_listener(actual, config.backlog).map_err(in_use)?
+                } else {
+                    // The same socket: every core accepts from its queue.
+                    first.try_clone()?
+                });
             }
+            per_core[0].push(first);
         }
         let boxes = mailbox::mailboxes::<A::Msg>(workers, config.mailbox_capacity)?;
         let shared = Arc::new(RunShared {

@@ -1,18 +1,32 @@
-//! Sockets: one listener per core on the same address (`SO_REUSEPORT`, so the kernel spreads
-//! connections over the cores), and the open-file limit raised to what the process may have.
+//! Sockets: the listeners (by default one socket shared by every core, so that a second process
+//! cannot bind the port; with `reuse_port`, one `SO_REUSEPORT` socket per core, which other
+//! processes with the same option may join), and the open-file limit raised to what the process may
+//! have.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 
 /// A non-blocking listener with `SO_REUSEPORT` and `SO_REUSEADDR`.
 pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    listener(addr, backlog, true)
+}
+
+/// A non-blocking listener with `SO_REUSEADDR` only: binding fails with `AddrInUse` when anything
+/// listens on the address, and no other socket can join it later.
+pub fn exclusive_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    listener(addr, backlog, false)
+}
+
+fn listener(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         None,
     )?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.set_cloexec(true)?;
     if addr.is_ipv6() {

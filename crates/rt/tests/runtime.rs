@@ -593,3 +593,72 @@ fn auto_falls_back_to_epoll_when_the_probe_fails() {
         m2m_rt::DriverKind::Uring
     );
 }
+
+fn start_on(io: IoMode, addr: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<Runtime> {
+    let config = RtConfig {
+        workers: 2,
+        io,
+        listeners: vec![ListenerConfig { addr, tls: None }],
+        drain: Duration::from_millis(200),
+        reuse_port,
+        ..RtConfig::default()
+    };
+    Runtime::start(config, move |_| LineEcho {
+        closed: Arc::new(AtomicUsize::new(0)),
+        client_tls: None,
+        relays: Vec::new(),
+        proxied: Vec::new(),
+        waiting_timer: Vec::new(),
+        pending_connect: Vec::new(),
+        hoppers: Vec::new(),
+    })
+}
+
+fn echo_once(addr: std::net::SocketAddr) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"ping\n").unwrap();
+    let mut r = BufReader::new(s);
+    assert_eq!(line(&mut r), "ping\n");
+}
+
+/// Without `reuse_port` a port in use is an error that says what to do, and a second runtime cannot
+/// join a first one's port; with it on both, the second joins (several edges on one port).
+#[test]
+fn a_port_in_use_is_an_error_unless_both_opt_in_to_reuse_port() {
+    for io in drivers() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = start_on(io, taken.local_addr().unwrap(), false)
+            .err()
+            .expect("port in use");
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(e.to_string().contains("--reuse-port"), "{e}");
+        drop(taken);
+
+        let first = start_on(io, "127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = first.local_addrs()[0];
+        for _ in 0..8 {
+            echo_once(addr); // both cores accept from the one socket
+        }
+        for reuse in [false, true] {
+            let e = start_on(io, addr, reuse).err().expect("exclusive listener");
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::AddrInUse,
+                "{io:?} reuse {reuse}"
+            );
+        }
+        first.stop_handle().shutdown();
+        first.join().unwrap();
+
+        let a = start_on(io, "127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let addr = a.local_addrs()[0];
+        let b = start_on(io, addr, true).expect("both opted in");
+        assert!(start_on(io, addr, false).is_err());
+        a.stop_handle().shutdown();
+        a.join().unwrap();
+        echo_once(addr); // b serves alone now
+        b.stop_handle().shutdown();
+        b.join().unwrap();
+    }
+}
