@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side by side: m2m-loadgen, Locust, Artillery (its WebSocket engine) and Tsung (its websocket
-sessions) drive the same scenario against the same simulated CSE (`m2m-loadgen cse`, on loopback) and
-we report, per tool, the requests it completed, whether it held the target rate, the requests per
+sessions) drive the same scenario against the same target — the edge (`m2m-loadgen edge run`,
+passthrough) in front of the simulated CSE (`m2m-loadgen cse`), on loopback — and we report, per tool, the requests it completed, whether it held the target rate, the requests per
 CPU-second the *load tool* spent (utime + stime of its process tree, from
 getrusage(RUSAGE_CHILDREN)), and the latency it reports. "Held" means the steady-state rate
 (loadgen: its summary's ops_per_s over the measured window; the others: the median rate of their
@@ -10,12 +10,18 @@ Interleaved repetitions; medians.
 
 What each tool can express of the scenario (register, then the request/response mix):
 - Locust: all of it; latency from the actual send (no coordinated-omission correction), percentiles.
-- Artillery (ws engine): all of it, each send waits for the response whose rqi matches; it reports
-  counts and the session length only: no per-message latency, no NOTIFY handling, no correction.
-- Tsung: all of it, each request waits for one response frame; it reports mean and max per request
-  (no percentiles), no NOTIFY handling, no correction.
-Locust, Artillery and Tsung pace with a think time after each response (closed loop with think), so
-a slow target lowers their rate instead of showing up as latency.
+- Artillery (ws engine): all of it; each send waits for the next frame and checks that its rqi is
+  the request's (a mismatch is an error); it reports counts and the session length only: no
+  per-message latency, no NOTIFY handling, no correction.
+- Tsung: all of it, but only through the edge: it cannot send X-M2M-Origin in the handshake, which
+  a CSE needs on a connection that carries more than registrations (the edge learns the originator
+  from the first request) — the reason every tool runs against the edge; each request waits for one
+  response frame, whose rsc is not checked (Tsung matches per TCP read, and a frame split over two
+  reads fails any match); it reports mean and max per request (no percentiles), no NOTIFY handling,
+  no correction.
+Locust paces each user to a constant throughput, Artillery and Tsung with a think time after each
+response (closed loop with think); in all three a slow target lowers the rate instead of showing up
+as latency.
 
     python3 scripts/compare_loadtools.py [--devices 1000] [--rate 2000] [--seconds 60] [--rounds 1]
         [--tools loadgen,locust,artillery,tsung]
@@ -31,6 +37,7 @@ import pathlib
 import re
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -90,6 +97,23 @@ def median_second_half(rates):
     return statistics.median(tail)
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, seconds=15):
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+
+
 def run_measured(cmd, env=None):
     """Run cmd to the end; (wall seconds, stdout, stderr, exit status)."""
     start = time.monotonic()
@@ -115,7 +139,10 @@ def loadgen_round(target, a, work, workers=None):
     if status != 0:
         raise SystemExit(f"m2m-loadgen failed: {err}")
     s = json.loads((out / "summary.json").read_text())
-    return {"requests": s["operations"], "errors": s["errors_total"], "rate": s["ops_per_s"], "cpu": cpu,
+    # Like the others: the median per-second rate over the second half (not the window average,
+    # which includes the connection ramp).
+    rate = median_second_half([p["ops_per_s"] for p in s["timeline"] if p["ops_per_s"] > 0])
+    return {"requests": s["operations"], "errors": s["errors_total"], "rate": rate, "cpu": cpu,
             "p50_ms": s["all_ops"]["p50_us"] / 1000, "p99_ms": s["all_ops"]["p99_us"] / 1000}
 
 
@@ -159,7 +186,8 @@ def artillery_round(target, a, work):
     counters = r["aggregate"]["counters"]
     setup = 3 * counters.get("vusers.created", 0)
     requests = counters.get("websocket.messages_received", 0) - setup
-    errors = sum(v for k, v in counters.items() if k.startswith("errors.")) + counters.get("vusers.failed", 0)
+    # Each failure is counted once under errors.* (vusers.failed counts the same users again).
+    errors = sum(v for k, v in counters.items() if k.startswith("errors."))
     # Its reporting periods (10 s): messages received per second, minus nothing (set-up is early).
     rates = []
     for p in r.get("intermediate", []):
@@ -179,7 +207,9 @@ def tsung_round(port, a, work):
     # Arrivals are Poisson: the phase lasts twice the ramp, maxnumber stops it at the device count.
     conf.write_text(fill(TOOLS / "tsung.xml.in", {
         "PORT": port, "RAMP_S": 2 * ramp_s, "RAMP_RATE": max(1, round(a.devices / ramp_s)),
-        "DEVICES": a.devices, "THINK": f"{think:.4f}", "LOOPS": loops, "DURATION": a.seconds + 10}))
+        "DEVICES": a.devices, "THINK": f"{think:.4f}", "LOOPS": loops, "DURATION": a.seconds + 10,
+        # AE names unique across rounds (the simulated CSE keeps its AEs).
+        "RUN": time.time_ns() % 10**9}))
     cmd = ["tsung", "-f", str(conf), "-l", str(d), "start"]
     cpu, (wall, stdout, err, status) = cpu_of(lambda: run_measured(cmd))
     logs = list(d.glob("*/tsung.log"))
@@ -199,7 +229,7 @@ def tsung_round(port, a, work):
             rates.append(n / max(span, 1))
             weighted += n * float(f[3])
             worst = max(worst, float(f[5]))
-        elif line.startswith("stats: error_") or line.startswith("stats: match"):
+        elif line.startswith("stats: error_") or line.startswith("stats: nomatch "):
             errors += int(f[2])
     return {"requests": ops, "errors": errors, "rate": median_second_half(rates), "cpu": cpu,
             "p50_ms": None, "p99_ms": None, "mean_ms": weighted / max(ops, 1), "max_ms": worst}
@@ -225,11 +255,16 @@ def main():
     cse = subprocess.Popen([str(LOADGEN), "cse", "--listen", "127.0.0.1:0", "--workers", "1"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        addr = cse.stdout.readline().split()[1]
+        cse_addr = cse.stdout.readline().split()[1]
+        port = free_port()
+        edge = subprocess.Popen([str(LOADGEN), "edge", "run", "--listen", f"127.0.0.1:{port}", "--upstream",
+                                 f"ws://{cse_addr}/", "--max-in-flight", "16"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(port)
+        addr = f"127.0.0.1:{port}"
         target = f"ws://{addr}/"
         # One Locust process runs on one core; the loadgen runs with its default (a worker per CPU)
         # and with one worker, like for like.
-        port = int(addr.rsplit(":", 1)[1])
         rounds = {
             "m2m-loadgen": ("loadgen", lambda: loadgen_round(target, a, work)),
             "m2m-loadgen/1": ("loadgen", lambda: loadgen_round(target, a, work, workers=1)),
@@ -243,10 +278,12 @@ def main():
             for name, fn in rounds.items():
                 results[name].append(fn())
     finally:
-        cse.terminate()
-        cse.wait()
+        for p in (locals().get("edge"), cse):
+            if p is not None:
+                p.terminate()
+                p.wait()
     print(f"scenario: {a.devices} devices, target {a.rate:.0f} requests/s, {a.seconds} s, same op mix, "
-          f"no subscriptions; simulated CSE on loopback; median of {a.rounds} interleaved round(s)")
+          f"no subscriptions; the edge before the simulated CSE on loopback; median of {a.rounds} interleaved round(s)")
     print(f"{'tool':<14} {'requests':>9} {'errors':>7} {'achieved/s':>10} {'held':>5} {'CPU s':>7} "
           f"{'req/CPU-s':>10} {'p50 ms':>7} {'p99 ms':>7}  other latency it reports")
     per_cpu = {}

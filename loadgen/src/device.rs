@@ -150,6 +150,11 @@ pub struct Device {
     containers: Vec<String>,
     seq: u64,
     rng: fastrand::Rng,
+    /// Open loop: the slots of the schedule this device passed (sent or not) and, at its end, the
+    /// ones it did not reach; counted once, into the recorder, when the device ends.
+    scheduled: u64,
+    /// It reached its operating phase (its pacer counts its slots from there).
+    operating: bool,
 }
 
 impl std::fmt::Debug for Device {
@@ -187,6 +192,8 @@ impl Device {
             containers: Vec::new(),
             seq: 0,
             rng,
+            scheduled: 0,
+            operating: false,
         }
     }
 
@@ -202,9 +209,34 @@ impl Device {
         if let Err(Failed(kind)) = result {
             self.ctx.error(kind);
         }
+        self.count_scheduled();
         if let Some(c) = conn.take() {
             self.close(c).await;
         }
+    }
+
+    /// Hand the device's scheduled slots to the recorder (open loop without `--requests`): those
+    /// its pacer passed, or, when it never got to operate (refused, failed to register), every slot
+    /// from its planned start (the connection ramp) to the end, so a failure lowers the achieved rate.
+    fn count_scheduled(&mut self) {
+        let plan = &self.ctx.plan;
+        let Load::Open { schedule, .. } = &plan.load else {
+            return;
+        };
+        if plan.args.requests.is_some() {
+            return;
+        }
+        if !self.operating {
+            let planned = if plan.args.ramp > 0.0 {
+                Duration::from_secs_f64(self.id as f64 / plan.args.ramp)
+            } else {
+                Duration::ZERO
+            };
+            let end = self.ctx.deadline.saturating_duration_since(self.ctx.start);
+            let pacer = Pacer::new(schedule.clone(), plan.args.devices, self.id, planned);
+            self.scheduled = pacer.slots_until(end);
+        }
+        self.ctx.rec.borrow_mut().scheduled(self.scheduled);
     }
 
     async fn life(&mut self, conn: &mut Option<Conn>) -> Result<(), Failed> {
@@ -418,6 +450,7 @@ impl Device {
         let ctx = self.ctx.clone();
         let plan = ctx.plan.clone();
         let devices = plan.args.devices;
+        self.operating = true;
         let mut pacer = match &plan.load {
             Load::Open { schedule, .. } => Some(Pacer::new(
                 schedule.clone(),
@@ -477,12 +510,20 @@ impl Device {
                 }
                 _ => None,
             };
-            // Wake on a 2 ms grid, two milliseconds or more before the intended time: tokio's
-            // timer fires on whole milliseconds, up to two after its deadline, and devices due in
-            // the same 2 ms share one wake-up of the thread. The latency is measured from the later of the
-            // intended and the actual send time (see `on_message`), so an early send is never
-            // charged less than its real round trip.
-            let wake_at = next.map(|t| send_grid(ctx.start, t.checked_sub(TIMER_LAG).unwrap_or(t)));
+            // Open loop: wake on a 2 ms grid, two milliseconds or more before the intended time:
+            // tokio's timer fires on whole milliseconds, up to two after its deadline, and devices
+            // due in the same 2 ms share one wake-up of the thread. The latency is measured from
+            // the earlier of the intended and the actual send time (see `on_message`), so an early
+            // send is never charged less than its real round trip; how early is recorded
+            // (`schedule_early`). Closed loop: at the time itself (a think time is never shortened).
+            let closed_loop = matches!(plan.load, Load::Closed { .. });
+            let wake_at = next.map(|t| {
+                if closed_loop {
+                    t
+                } else {
+                    send_grid(ctx.start, t.checked_sub(TIMER_LAG).unwrap_or(t))
+                }
+            });
             if wake_at != armed {
                 if let Some(t) = wake_at {
                     send_timer.as_mut().reset(tokio::time::Instant::from_std(t));
@@ -490,7 +531,6 @@ impl Device {
                 armed = wake_at;
             }
             let answered_before = c.shared.answered.get();
-            let closed_loop = matches!(plan.load, Load::Closed { .. });
             let step = tokio::select! {
                 biased;
                 f = c.out.recv() => match f {
@@ -520,6 +560,7 @@ impl Device {
                     let sends = pacer.as_ref().is_none_or(Pacer::sends_at_peek);
                     if let Some(p) = pacer.as_mut() {
                         p.advance();
+                        self.scheduled += u64::from(sends);
                     }
                     if sends {
                         match self.send_op(c, intended).await {
@@ -547,6 +588,10 @@ impl Device {
                     self.lost(conn).await;
                 }
             }
+        }
+        if let Some(p) = &pacer {
+            // Slots due before the end that were not reached (behind schedule, or stopped early).
+            self.scheduled += p.slots_until(ctx.deadline.saturating_duration_since(ctx.start));
         }
         if let Some(c) = conn.as_mut() {
             self.drain(c).await;
@@ -593,6 +638,10 @@ impl Device {
             );
             if matches!(plan.load, Load::Open { .. }) {
                 rec.record(Metric::ScheduleLag, now.saturating_duration_since(intended));
+                rec.record(
+                    Metric::ScheduleEarly,
+                    intended.saturating_duration_since(now),
+                );
             }
         }
         self.ctx.live.sent.fetch_add(1, Ordering::Relaxed);
@@ -668,8 +717,9 @@ const SEND_GRID: Duration = Duration::from_millis(2);
 /// How late tokio's timer may fire after its deadline: it rounds the deadline up to the next whole
 /// millisecond, and the park's timeout is rounded up again, so up to 2 ms. Waking this much before
 /// the grid point keeps sends from being late (schedule lag p99 went from ~0.3–1 ms to under 1 µs
-/// at 20,000 requests/s); the price is that a send may leave up to `SEND_GRID + TIMER_LAG` early,
-/// which the latency does not profit from (it is measured from the later of intended and actual).
+/// at 20,000 requests/s); the price is that a send may leave up to `SEND_GRID + TIMER_LAG` early
+/// (recorded as `schedule_early`), which the latency does not profit from: it is measured from the
+/// earlier of intended and actual send.
 const TIMER_LAG: Duration = Duration::from_millis(2);
 
 /// The grid point at or before `t`.

@@ -19,8 +19,7 @@ use crate::device::{Device, Live, WorkerCtx};
 use crate::progress::Progress;
 use crate::recorder::{Interval, Recorder};
 use crate::report::{self, Measurements, Second, Summary, hlog};
-use crate::scenario::{Load, Plan};
-use crate::schedule::Pacer;
+use crate::scenario::Plan;
 
 /// A worker's message to the collector.
 enum FromWorker {
@@ -73,8 +72,21 @@ pub fn run(
     // not 2 MiB, and a worker is not stalled for milliseconds mid-run (seen in profiles as
     // clear_page_erms under the worker thread, i.e. schedule lag). Best effort.
     // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag of this process.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    // It is inherited by children; `bench` starts its CSE and edge before this runs.
+    let thp_off = unsafe {
+        libc::prctl(
+            libc::PR_SET_THP_DISABLE,
+            1 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    } == 0;
+    if !thp_off && !quiet {
+        eprintln!(
+            "m2m-loadgen: could not turn transparent huge pages off ({}); expect stalls of the workers",
+            std::io::Error::last_os_error()
+        );
     }
     let started = SystemTime::now();
     let start = Instant::now();
@@ -231,16 +243,6 @@ fn worker(
             devices.push(tokio::task::spawn_local(async move {
                 tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
                 if Instant::now() < ctx.deadline {
-                    // What the schedule asks of this device from its planned start to the end,
-                    // whether or not it gets to send it: the base of the achieved rate.
-                    if let (Load::Open { schedule, .. }, None) =
-                        (&ctx.plan.load, ctx.plan.args.requests)
-                    {
-                        let from = at.saturating_duration_since(start);
-                        let pacer = Pacer::new(schedule.clone(), ctx.plan.args.devices, id, from);
-                        let n = pacer.slots_until(ctx.deadline.saturating_duration_since(start));
-                        ctx.rec.borrow_mut().scheduled(n);
-                    }
                     Device::new(ctx, id).run().await;
                 }
             }));

@@ -39,7 +39,8 @@ pub fn cpus() -> usize {
 
 /// This process's command line as one shell-readable line (for reports: what ran).
 pub fn command_line() -> String {
-    std::env::args()
+    std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
         .map(|a| {
             if !a.is_empty()
                 && a.chars()

@@ -67,10 +67,13 @@ pub enum Metric {
     /// Open loop: how late the loadgen itself sent each request (actual minus intended send time),
     /// so its own lateness is shown rather than hidden in the corrected latency.
     ScheduleLag,
+    /// Open loop: how early it sent each request (intended minus actual; sends leave on a 2 ms
+    /// grid, woken ahead of time so that they are not late).
+    ScheduleEarly,
 }
 
 impl Metric {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
 
     pub fn all() -> impl Iterator<Item = Metric> {
         (0..Self::COUNT).map(Self::from_index)
@@ -88,6 +91,7 @@ impl Metric {
             Self::Deregister => 13,
             Self::Notify => 14,
             Self::ScheduleLag => 15,
+            Self::ScheduleEarly => 16,
         }
     }
 
@@ -102,7 +106,8 @@ impl Metric {
             9..=12 => Self::Uncorrected(OpKind::ALL[i - 9]),
             13 => Self::Deregister,
             14 => Self::Notify,
-            _ => Self::ScheduleLag,
+            15 => Self::ScheduleLag,
+            _ => Self::ScheduleEarly,
         }
     }
 
@@ -119,6 +124,7 @@ impl Metric {
             Self::Notify => "notify".into(),
             Self::Deregister => "deregister".into(),
             Self::ScheduleLag => "schedule_lag".into(),
+            Self::ScheduleEarly => "schedule_early".into(),
         }
     }
 
@@ -174,8 +180,9 @@ pub struct Interval {
     pub events: BTreeMap<String, u64>,
     /// Operation requests sent.
     pub sent: u64,
-    /// Open loop: the sends the schedule asked of the devices (counted when each device ends),
-    /// so that achieved against scheduled rate can be judged.
+    /// Open loop: the sends the schedule asked of the devices (counted as their slots come, and at
+    /// a device's end for the slots it did not reach), so that achieved against scheduled rate can
+    /// be judged.
     pub scheduled: u64,
     /// The measured window: the earliest and latest intended send time, µs since the run's start.
     pub first_send_us: Option<u64>,

@@ -1120,8 +1120,10 @@ impl StallingRelay {
 /// Constant-rate arrivals against a target that freezes for S every P: a request intended at a
 /// uniform time inside a stall waits out the rest of it, so above the quantile `1 - f` (f: the share
 /// of the measured window spent stalled) the latency is base + S·(q − (1 − f))/f. The corrected p99
-/// and p99.9 must land within 5 % of that; the loadgen itself must not fall behind (the relay only
-/// delays, the loadgen keeps sending), and a threshold the stall breaks must exit 99.
+/// and p99.9 must land within 5 % of that, twice: with room for requests to pile up (the loadgen
+/// keeps sending through the stall, so its own lag stays small) and with one request outstanding per
+/// device (the loadgen is held back: the uncorrected figures then miss the stall, the corrected ones
+/// must not). A threshold the stall breaks must exit 99.
 #[test]
 fn corrected_percentiles_match_the_analytic_values_under_periodic_stalls() {
     let cse = start_cse();
@@ -1130,83 +1132,99 @@ fn corrected_percentiles_match_the_analytic_values_under_periodic_stalls() {
         Duration::from_millis(200),
         Duration::from_secs(1),
     );
-    let relay = StallingRelay::start(cse.addr, first, stall, period);
-    let dir = temp_dir("periodic-stall");
-    let out = Command::new(loadgen_bin())
-        .args(["run", "--quiet", "--target"])
-        .arg(format!("ws://{}/", relay.addr))
-        .args([
-            "--devices",
-            "20",
-            "--rate",
-            "1000",
-            "--duration",
-            "6s",
-            "--ramp",
-            "0",
-            "--subscribe",
-            "false",
-            "--threshold",
-            "all_ops.p99<20ms",
-            "--out",
-        ])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(99),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("FAIL all_ops.p99<20ms"), "{stdout}");
-    let s: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
-    let metric = |name: &str| {
-        s["metrics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == name)
-            .unwrap_or_else(|| panic!("{name} in {s}"))
-            .clone()
-    };
-    assert_eq!(s["errors_total"], 0, "{}", s["errors"]);
-    // Stalls at 1 s, 2 s, … 5 s of the relay's clock all fall inside the window (the run starts
-    // a few ms after the relay and sends until 6 s).
-    let window = s["window_s"].as_f64().unwrap();
-    let stalled = 5.0 * stall.as_secs_f64();
-    let f = stalled / window;
-    let base_us = s["all_ops"]["p50_us"].as_f64().unwrap();
-    let analytic = |q: f64| base_us + stall.as_secs_f64() * 1e6 * (q - (1.0 - f)) / f;
-    let all = &s["all_ops"];
-    for (stat, q) in [("p99_us", 0.99), ("p999_us", 0.999)] {
-        let measured = all[stat].as_f64().unwrap();
-        let expected = analytic(q);
-        let off = (measured - expected).abs() / expected;
-        eprintln!(
-            "{stat}: corrected {measured} µs, analytic {expected:.0} µs ({:.1} % off); uncorrected create_cin {}",
-            off * 100.0,
-            metric("create_cin.uncorrected")[stat]
+    // Held back, each device has one request caught in each stall; with few devices at a high rate
+    // each, those are under 1 % of the requests and the uncorrected p99 misses the stalls entirely.
+    for (outstanding, devices) in [("64", "20"), ("1", "4")] {
+        let relay = StallingRelay::start(cse.addr, first, stall, period);
+        let dir = temp_dir(&format!("periodic-stall-{outstanding}"));
+        let out = Command::new(loadgen_bin())
+            .args(["run", "--quiet", "--target"])
+            .arg(format!("ws://{}/", relay.addr))
+            .args([
+                "--devices",
+                devices,
+                "--rate",
+                "1000",
+                "--duration",
+                "6s",
+                "--ramp",
+                "0",
+                "--subscribe",
+                "false",
+                "--max-outstanding",
+                outstanding,
+                "--threshold",
+                "all_ops.p99<20ms",
+                "--out",
+            ])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(99),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        assert!(
-            off < 0.05,
-            "{stat}: corrected {measured} µs vs analytic {expected:.0} µs ({:.1} % off)",
-            off * 100.0
-        );
+        assert!(stdout.contains("FAIL all_ops.p99<20ms"), "{stdout}");
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+        let metric = |name: &str| {
+            s["metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == name)
+                .unwrap_or_else(|| panic!("{name} in {s}"))
+                .clone()
+        };
+        assert_eq!(s["errors_total"], 0, "{}", s["errors"]);
+        // Stalls at 1 s, 2 s, … 5 s of the relay's clock all fall inside the window (the run
+        // starts a few ms after the relay and sends until 6 s).
+        let window = s["window_s"].as_f64().unwrap();
+        let f = 5.0 * stall.as_secs_f64() / window;
+        let base_us = s["all_ops"]["p50_us"].as_f64().unwrap();
+        let analytic = |q: f64| base_us + stall.as_secs_f64() * 1e6 * (q - (1.0 - f)) / f;
+        let all = &s["all_ops"];
+        let uncorrected = metric("create_cin.uncorrected");
+        for (stat, q) in [("p99_us", 0.99), ("p999_us", 0.999)] {
+            let measured = all[stat].as_f64().unwrap();
+            let expected = analytic(q);
+            let off = (measured - expected).abs() / expected;
+            eprintln!(
+                "max-outstanding {outstanding}: {stat} corrected {measured} µs, analytic {expected:.0} µs ({:.1} % off), uncorrected create_cin {}",
+                off * 100.0,
+                uncorrected[stat]
+            );
+            assert!(
+                off < 0.05,
+                "max-outstanding {outstanding}: {stat} corrected {measured} µs vs analytic {expected:.0} µs ({:.1} % off)",
+                off * 100.0
+            );
+        }
+        let lag = metric("schedule_lag");
+        if outstanding == "64" {
+            // The loadgen kept its schedule: the stall is the target's, not ours.
+            assert!(
+                lag["p99_us"].as_f64().unwrap() < 0.1 * all["p99_us"].as_f64().unwrap(),
+                "lag {lag}"
+            );
+            assert!(
+                s["achieved_rate"].as_f64().unwrap() > 0.99,
+                "{}",
+                s["achieved_rate"]
+            );
+        } else {
+            // Held back: the requests due during a stall leave after it, so measured from their
+            // actual send they look fast (coordinated omission), and the lag shows why.
+            assert!(
+                uncorrected["p99_us"].as_f64().unwrap() < 0.5 * all["p99_us"].as_f64().unwrap(),
+                "uncorrected {uncorrected}"
+            );
+            assert!(lag["p99_us"].as_f64().unwrap() > 50_000.0, "lag {lag}");
+        }
     }
-    // The loadgen kept its schedule: the stall is the target's, not ours.
-    let lag = metric("schedule_lag");
-    assert!(
-        lag["p99_us"].as_f64().unwrap() < 0.1 * all["p99_us"].as_f64().unwrap(),
-        "lag {lag}"
-    );
-    assert!(
-        s["achieved_rate"].as_f64().unwrap() > 0.99,
-        "{}",
-        s["achieved_rate"]
-    );
 }
 
 /// What `merge` reports is what one histogram of every sample would say, bucket for bucket: shards

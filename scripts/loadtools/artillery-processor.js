@@ -1,10 +1,25 @@
 // Builds the oneM2M primitives for artillery.yml: one AE per virtual user, then a random pick of
 // the operation mix per iteration (create_cin 50, retrieve_la 30, update 10, discovery 10).
+const { threadId } = require("worker_threads");
+
+// Virtual users run in worker threads of one process, and the simulated CSE keeps its AEs between
+// runs: a random run id, the thread and a counter make every AE name unique.
+const run = Math.random().toString(36).slice(2, 8);
 let devices = 0;
 const con = "x".repeat(64);
 
+// The first flow step (`connect`): the device's originator goes into the handshake as
+// X-M2M-Origin (TS-0020: a connection without it may carry only registrations).
+function connect(wsArgs, context, done) {
+  const aei = `Cart${run}t${threadId}x${devices++}`;
+  context.vars.aei = aei;
+  wsArgs.options = { ...(wsArgs.options || {}) };
+  wsArgs.options.headers = { ...(wsArgs.options.headers || {}), "X-M2M-Origin": aei };
+  return done();
+}
+
 function device(context, events, done) {
-  const aei = `Cart${process.pid}x${devices++}`;
+  const aei = context.vars.aei;
   const ae = `cse-in/${aei}`;
   const v = context.vars;
   v.aei = aei;
@@ -35,4 +50,4 @@ function nextOp(context, events, done) {
   return done();
 }
 
-module.exports = { device, nextOp };
+module.exports = { connect, device, nextOp };

@@ -45,12 +45,10 @@ pub fn render(s: &Summary) -> String {
     if let Some(rate) = s.achieved_rate {
         let _ = writeln!(
             out,
-            "sent {} of {} scheduled requests ({:.2} %): {:.0} of {:.0} requests/s",
+            "sent {} of {} scheduled requests ({:.2} %)",
             s.sent,
             s.scheduled,
             rate * 100.0,
-            s.sent as f64 / s.window_s.max(1e-9),
-            s.scheduled as f64 / s.window_s.max(1e-9),
         );
     }
     if !s.errors.is_empty() {
