@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 mod echo;
 mod edge;
+pub mod exposition;
 mod logging;
 #[cfg(feature = "pprof")]
 mod profiling;

@@ -295,6 +295,46 @@ fn devices_through_the_edge_to_acme() {
             ) >= 5.0,
             "{text}"
         );
+        // CPU is counted in clock ticks: a quiet edge may show 0.
+        assert!(metric(&text, "process_cpu_seconds_total") >= 0.0);
+        for series in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(metric(&text, series) > 0.0, "{io}: {series}");
+        }
+        assert!(
+            text.contains(&format!(
+                "m2m_edge_build_info{{version=\"{}\"",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        // The content type says what the body is: OpenMetrics for Prometheus (and by default),
+        // text 0.0.4 for a client that asks for it only.
+        let head = |accept: &str| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(admin).unwrap();
+            write!(
+                s,
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n\r\n"
+            )
+            .unwrap();
+            let mut t = String::new();
+            s.read_to_string(&mut t).unwrap();
+            t
+        };
+        let om = head("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5");
+        assert!(om.contains("Content-Type: application/openmetrics-text; version=1.0.0"));
+        assert!(om.trim_end().ends_with("# EOF"));
+        let old = head("text/plain");
+        assert!(
+            old.contains("Content-Type: text/plain; version=0.0.4"),
+            "{old}"
+        );
+        assert!(!old.contains("# EOF") && old.contains("# TYPE m2m_edge_requests_total counter"));
         assert_eq!(http_get(admin, "/nothing").0, 404);
         assert!(edge.terminate().success(), "{io}: clean exit on SIGTERM");
     }

@@ -6,5 +6,6 @@ mod echo;
 mod edge;
 mod holding;
 mod multiplex;
+mod operations;
 mod session;
 mod support;

@@ -5,8 +5,7 @@
 //! encoding.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -186,6 +185,8 @@ pub fn render(state: &State, live: &Live) -> String {
                 .collect(),
         ),
     );
+    m2m_edge::exposition::register_process(&mut r);
+    m2m_edge::exposition::register_build_info(&mut r, "m2m_loadgen", env!("CARGO_PKG_VERSION"));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &r).expect("encoding into a String");
     out
@@ -196,47 +197,74 @@ pub fn exposition_names() -> Vec<String> {
     m2m_edge::series_names(&render(&State::default(), &Live::default()))
 }
 
-/// Serve `GET /metrics` on `addr` from a thread of its own, for the life of the process.
+/// Serve `GET /metrics` on `addr` (hyper, on a thread and runtime of its own, for the life of the
+/// process); the content type follows the scraper's `Accept` (OpenMetrics or text 0.0.4).
 pub fn serve(
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     live: Arc<Live>,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    let local = listener.local_addr()?;
-    std::thread::Builder::new().name("metrics".into()).spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-            let mut buf = [0u8; 2048];
-            let mut len = 0;
-            let path = loop {
-                match stream.read(&mut buf[len..]) {
-                    Ok(0) | Err(_) => break None,
-                    Ok(n) => len += n,
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let local = std_listener.local_addr()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                    return;
+                };
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (state, live) = (state.clone(), live.clone());
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            std::future::ready(Ok::<_, std::convert::Infallible>(respond(
+                                &req, &state, &live,
+                            )))
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                            .await;
+                    });
                 }
-                let mut headers = [httparse::EMPTY_HEADER; 32];
-                let mut req = httparse::Request::new(&mut headers);
-                match req.parse(&buf[..len]) {
-                    Ok(httparse::Status::Complete(_)) => break req.path.map(str::to_string),
-                    Ok(httparse::Status::Partial) if len < buf.len() => continue,
-                    _ => break None,
-                }
-            };
-            let response = match path.as_deref() {
-                Some("/metrics") => {
-                    let body = render(&state.lock().unwrap_or_else(|e| e.into_inner()), &live);
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                }
-                _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
-            };
-            let _ = stream.write_all(response.as_bytes());
-        }
-    })?;
+            });
+        })?;
     Ok(local)
+}
+
+fn respond(
+    req: &hyper::Request<hyper::body::Incoming>,
+    state: &Mutex<State>,
+    live: &Live,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    use hyper::{Method, StatusCode, header};
+    let mut r = hyper::Response::new(http_body_util::Full::default());
+    if req.uri().path() != "/metrics" {
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return r;
+    }
+    if req.method() != Method::GET {
+        *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        return r;
+    }
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let body = render(&state.lock().unwrap_or_else(|e| e.into_inner()), live);
+    let (content_type, body) = m2m_edge::exposition::negotiate(accept, body);
+    *r.body_mut() = http_body_util::Full::new(bytes::Bytes::from(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
 }
 
 #[cfg(test)]
@@ -279,5 +307,52 @@ mod tests {
             "{names:?}"
         );
         assert!(names.contains(&"m2m_loadgen_errors_total".to_string()));
+    }
+
+    #[test]
+    fn the_endpoint_negotiates_its_format_and_has_process_and_build_series() {
+        use std::io::{Read, Write};
+        let addr = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Mutex::new(State::default())),
+            Arc::new(Live::default()),
+        )
+        .unwrap();
+        let get = |path: &str, accept: &str| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out.to_ascii_lowercase()
+        };
+        let om = get(
+            "/metrics",
+            "application/openmetrics-text;version=1.0.0,*/*;q=0.1",
+        );
+        assert!(
+            om.contains("content-type: application/openmetrics-text; version=1.0.0"),
+            "{om}"
+        );
+        assert!(om.contains("# eof"));
+        for series in [
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "m2m_loadgen_build_info{",
+        ] {
+            assert!(om.contains(series), "{series} missing");
+        }
+        let text = get("/metrics", "text/plain");
+        assert!(
+            text.contains("content-type: text/plain; version=0.0.4"),
+            "{text}"
+        );
+        assert!(!text.contains("# eof"));
+        assert!(text.contains("# type m2m_loadgen_responses_total counter"));
+        assert!(get("/other", "*/*").starts_with("http/1.1 404"));
     }
 }

@@ -887,6 +887,45 @@ fn dashboard_exprs() -> Vec<(String, String)> {
 }
 
 /// The metric names (`m2m_…`) an expression uses.
+/// The dashboards as Grafana draws them: no two panels on the same cells, rate windows that follow
+/// the scrape interval (`$__rate_interval`, not a fixed `[1m]`), heatmaps fed bucket series.
+#[test]
+fn dashboard_panels_do_not_overlap_and_follow_the_scrape_interval() {
+    for name in ["edge.json", "loadgen.json"] {
+        let text = std::fs::read_to_string(repo().join("dashboards").join(name)).unwrap();
+        let d: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let panels = d["panels"].as_array().unwrap();
+        let cell = |p: &serde_json::Value, k: &str| p["gridPos"][k].as_i64().unwrap();
+        for (i, a) in panels.iter().enumerate() {
+            assert!(
+                cell(a, "x") + cell(a, "w") <= 24,
+                "{name}: {} too wide",
+                a["title"]
+            );
+            for b in &panels[i + 1..] {
+                let apart = cell(a, "x") + cell(a, "w") <= cell(b, "x")
+                    || cell(b, "x") + cell(b, "w") <= cell(a, "x")
+                    || cell(a, "y") + cell(a, "h") <= cell(b, "y")
+                    || cell(b, "y") + cell(b, "h") <= cell(a, "y");
+                assert!(apart, "{name}: {} overlaps {}", a["title"], b["title"]);
+            }
+            for t in a["targets"].as_array().into_iter().flatten() {
+                let expr = t["expr"].as_str().unwrap_or("");
+                if expr.contains("rate(") {
+                    assert!(
+                        expr.contains("[$__rate_interval]"),
+                        "{name}: {}: {expr}",
+                        a["title"]
+                    );
+                }
+                if a["type"] == "heatmap" {
+                    assert_eq!(t["format"], "heatmap", "{name}: {}", a["title"]);
+                }
+            }
+        }
+    }
+}
+
 fn metric_names_in(expr: &str) -> Vec<String> {
     let mut names = Vec::new();
     let bytes = expr.as_bytes();

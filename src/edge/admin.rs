@@ -25,9 +25,11 @@ impl EdgeApp {
         };
         let response = match (req.method, req.target.split('?').next().unwrap_or("")) {
             ("GET", "/metrics") => {
-                let body = render(&self.all_counters);
+                let accept = req.single_header("accept").ok().flatten();
+                let (content_type, body) =
+                    crate::exposition::negotiate(accept, render(&self.all_counters));
                 format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 )
                 .into_bytes()

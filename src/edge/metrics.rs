@@ -70,7 +70,7 @@ impl EncodeMetric for Series {
 
 /// A counter in seconds (a float), per label set.
 #[derive(Debug)]
-struct SecondsCounter(Vec<(Vec<(&'static str, String)>, f64)>);
+pub(crate) struct SecondsCounter(pub(crate) Vec<(Vec<(&'static str, String)>, f64)>);
 
 impl EncodeMetric for SecondsCounter {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -488,6 +488,8 @@ pub fn render(cores: &[Arc<CoreCounters>]) -> String {
             values: vec![(vec![], resident_bytes() as f64)],
         },
     );
+    crate::exposition::register_process(&mut registry);
+    crate::exposition::register_build_info(&mut registry, "m2m_edge", env!("CARGO_PKG_VERSION"));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry).expect("encoding into a String");
     out
