@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): installs the test peers it needs, then runs every
-# test of the workspace. Safe to run repeatedly; installs are skipped when present.
+# test of the workspace. Safe to run repeatedly; installs are skipped when present. Debian packages
+# are installed with apt-get, so run it as root (or as a user who may run apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 peers=.peers
@@ -29,6 +30,10 @@ fi
 if ! command -v prometheus >/dev/null 2>&1; then
   echo "== installing Debian's prometheus (scrapes the edge and the loadgen in a test; never started as a service)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+fi
+if ! command -v systemd-analyze >/dev/null 2>&1 || ! /usr/bin/python3 -c "import seccomp" 2>/dev/null || ! command -v strace >/dev/null 2>&1; then
+  echo "== installing systemd-analyze, strace and libseccomp's Python binding (deployment tests)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd python3-seccomp strace >/dev/null
 fi
 if [ ! -d "$peers/node/node_modules/playwright-core" ]; then
   echo "== installing playwright-core into $peers/node"

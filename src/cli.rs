@@ -28,6 +28,55 @@ enum Command {
     Run(Box<RunArgs>),
     /// WebSocket echo server on the runtime: the runtime's acceptance test and benchmark target.
     Echo(EchoArgs),
+    /// Ask a running edge's admin listener whether it is healthy (exit 0) or not (exit 1): a
+    /// container health check that needs no curl in the image.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct HealthArgs {
+    /// The edge's admin listener.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin: SocketAddr,
+    /// /healthz (the process answers) or /readyz (it can serve devices).
+    #[arg(long, default_value = "/healthz", value_parser = ["/healthz", "/readyz"])]
+    path: String,
+    /// Give up after this long.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+/// GET `path` from the admin listener; Ok when it answers 200.
+fn health(args: HealthArgs) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&args.admin, args.timeout)
+        .with_context(|| format!("connecting to {}", args.admin))?;
+    s.set_read_timeout(Some(args.timeout))?;
+    s.set_write_timeout(Some(args.timeout))?;
+    write!(
+        s,
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        args.path, args.admin
+    )?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let status = loop {
+        let n = s.read(&mut buf)?;
+        anyhow::ensure!(n > 0, "{} closed without an answer", args.admin);
+        head.extend_from_slice(&buf[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut rsp = httparse::Response::new(&mut headers);
+        if rsp.parse(&head)?.is_complete() || head.len() > 8192 {
+            break rsp.code.context("no status in the answer")?;
+        }
+    };
+    anyhow::ensure!(
+        status == 200,
+        "{}{} answered {status}",
+        args.admin,
+        args.path
+    );
+    Ok(())
 }
 
 /// Options shared by every mode that runs the runtime.
@@ -216,50 +265,9 @@ fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (say e.g. 30s, 10m, 500ms)"))
 }
 
-/// An upstream URL taken apart.
-struct UpstreamUrl {
-    addr: SocketAddr,
-    /// `host[:port]` as written, for the Host header.
-    authority: String,
-    host: String,
-    path: String,
-    secure: bool,
-}
-
-/// `ws://host[:port]/path` or `wss://…`.
-fn parse_upstream(url: &str) -> anyhow::Result<UpstreamUrl> {
-    use std::net::ToSocketAddrs;
-    let (secure, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
-        (Some(rest), _) => (false, rest),
-        (_, Some(rest)) => (true, rest),
-        _ => anyhow::bail!("--upstream {url}: expected a ws:// or wss:// URL"),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() && !h.is_empty() => {
-            (h, p.parse::<u16>().unwrap_or(0))
-        }
-        _ => (authority, if secure { 443 } else { 80 }),
-    };
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {authority}"))?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{authority} has no address"))?;
-    Ok(UpstreamUrl {
-        addr,
-        authority: authority.to_string(),
-        host,
-        path: path.to_string(),
-        secure,
-    })
+/// The upstream URL (`--upstream`), taken apart without DNS.
+fn parse_upstream(url: &str) -> anyhow::Result<crate::wsurl::WsUrl> {
+    crate::wsurl::WsUrl::parse(url).map_err(|e| anyhow::anyhow!("--upstream {e:#}"))
 }
 
 /// TLS toward a wss:// CSE, trusting the CAs in `ca`.
@@ -299,7 +307,18 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         anyhow::bail!("bind_identity needs client_ca");
     }
     let up = parse_upstream(&args.upstream)?;
-    let upstream = up.addr;
+    // `--check` validates without needing DNS: it says whether the name resolves here.
+    let resolved = up.resolve();
+    let upstream = match &resolved {
+        Ok(addrs) => addrs[0],
+        Err(_) if args.check => SocketAddr::from(([0, 0, 0, 0], up.port)),
+        Err(e) => anyhow::bail!("--upstream {}: {e:#}", args.upstream),
+    };
+    if let Ok(addrs) = &resolved
+        && addrs.len() > 1
+    {
+        tracing::info!(upstream = %args.upstream, addresses = ?addrs, using = %upstream, "the upstream name has several addresses");
+    }
     let upstream_tls = if up.secure {
         Some(upstream_tls(&up.host, args.upstream_ca.as_deref())?)
     } else {
@@ -402,28 +421,39 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         admin_listener,
         notify_listener,
     };
+    // TLS files that SIGHUP reads again (for new connections).
+    let mut reloadable = Vec::new();
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_files::server_config(
-            cert,
-            key,
-            args.client_ca.as_deref(),
-        )?),
+        (Some(cert), Some(key)) => {
+            let (r, tls) = tls_files::ReloadableTls::load(cert, key, args.client_ca.as_deref())?;
+            reloadable.push(r);
+            Some(tls)
+        }
         _ => None,
     };
     if args.notify_tls_cert.is_some() != args.notify_tls_key.is_some() {
         anyhow::bail!("notify_tls_cert and notify_tls_key go together");
     }
     let notify_tls = match (&args.notify_tls_cert, &args.notify_tls_key) {
-        (Some(cert), Some(key)) => Some(tls_files::server_config(
-            cert,
-            key,
-            args.notify_client_ca.as_deref(),
-        )?),
+        (Some(cert), Some(key)) => {
+            let (r, tls) =
+                tls_files::ReloadableTls::load(cert, key, args.notify_client_ca.as_deref())?;
+            reloadable.push(r);
+            Some(tls)
+        }
         _ => None,
     };
     if args.check {
+        let resolution = match &resolved {
+            Ok(addrs) => addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(e) => format!("does not resolve here: {e:#}"),
+        };
         println!(
-            "configuration OK: listen {} ({}), upstream {} ({upstream}), admin {}, io {:?}",
+            "configuration OK: listen {} ({}), upstream {} ({resolution}), admin {}, io {:?}",
             args.listen,
             if settings_tls_label(&args) {
                 "wss"
@@ -469,6 +499,7 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         "edge ready"
     );
     m2m_rt::stop_on_signals(rt.stop_handle())?;
+    tls_files::reload_on_sighup(reloadable)?;
     #[cfg(feature = "pprof")]
     let profiling = crate::profiling::start();
     rt.join().context("runtime")?;
@@ -562,6 +593,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let result = match cli.command {
         Command::Echo(args) => run_echo(args),
         Command::Run(args) => run_edge(*args),
+        Command::Health(args) => health(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

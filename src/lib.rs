@@ -11,6 +11,7 @@ mod logging;
 #[cfg(feature = "pprof")]
 mod profiling;
 mod tls_files;
+pub mod wsurl;
 
 /// The edge's Prometheus series names (dashboards are checked against them).
 pub use edge::metrics::{Series, exposition_names as metric_names, series_names};

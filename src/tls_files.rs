@@ -1,16 +1,183 @@
 //! rustls configurations from PEM files: a server certificate chain and key, and optionally a CA
-//! bundle that client certificates must chain to (TS-0003 mutual authentication).
+//! bundle that client certificates must chain to (TS-0003 mutual authentication). The certificate
+//! and the client CA sit behind swappable slots, so that [`ReloadableTls::reload`] (SIGHUP) puts new
+//! files into effect for new handshakes without touching established sessions; files that do not
+//! load, or a key that does not match its certificate, are refused and the old ones stay.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use m2m_rt::ListenerTls;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The certificate every new handshake gets.
+#[derive(Debug)]
+struct CertSlot(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+/// The client-certificate verifier new handshakes use.
+#[derive(Debug)]
+struct VerifierSlot(RwLock<Arc<dyn ClientCertVerifier>>);
+
+impl VerifierSlot {
+    fn get(&self) -> Arc<dyn ClientCertVerifier> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl ClientCertVerifier for VerifierSlot {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+    /// No CA names in the CertificateRequest (they would borrow from the slot's current verifier);
+    /// a device presents its one certificate anyway.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.get()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.get().verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.get().verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.get().supported_verify_schemes()
+    }
+}
+
+fn load_certified_key(cert: &Path, key: &Path) -> anyhow::Result<Arc<CertifiedKey>> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing {}", cert.display()))?;
+    anyhow::ensure!(!chain.is_empty(), "{} holds no certificate", cert.display());
+    let der = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading key {}", key.display()))?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(der)
+        .with_context(|| format!("loading key {}", key.display()))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .context("certificate and key do not match")?;
+    Ok(Arc::new(certified))
+}
+
+fn load_verifier(ca: &Path) -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(c.with_context(|| format!("parsing {}", ca.display()))?)?;
+    }
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "{} holds no CA certificate",
+        ca.display()
+    );
+    Ok(
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()?,
+    )
+}
+
+/// A listener's TLS files and the slots its configuration reads them from.
+#[derive(Debug)]
+pub struct ReloadableTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    cert_slot: Arc<CertSlot>,
+    verifier_slot: Option<Arc<VerifierSlot>>,
+}
+
+impl ReloadableTls {
+    /// Load the files; the returned configuration keeps reading the slots that [`Self::reload`]
+    /// fills.
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> anyhow::Result<(Self, ListenerTls)> {
+        let cert_slot = Arc::new(CertSlot(RwLock::new(load_certified_key(cert, key)?)));
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?;
+        let (builder, verifier_slot) = match client_ca {
+            Some(ca) => {
+                let slot = Arc::new(VerifierSlot(RwLock::new(load_verifier(ca)?)));
+                (builder.with_client_cert_verifier(slot.clone()), Some(slot))
+            }
+            None => (builder.with_no_client_auth(), None),
+        };
+        let mut config = builder.with_cert_resolver(cert_slot.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let me = Self {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            client_ca: client_ca.map(Path::to_path_buf),
+            cert_slot,
+            verifier_slot,
+        };
+        Ok((me, ListenerTls(Arc::new(config))))
+    }
+
+    /// Read the files again and put them into effect for new handshakes; on any error nothing
+    /// changes.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let certified = load_certified_key(&self.cert, &self.key)?;
+        let verifier = match &self.client_ca {
+            Some(ca) => Some(load_verifier(ca)?),
+            None => None,
+        };
+        *self.cert_slot.0.write().unwrap_or_else(|e| e.into_inner()) = certified;
+        if let (Some(slot), Some(v)) = (&self.verifier_slot, verifier) {
+            *slot.0.write().unwrap_or_else(|e| e.into_inner()) = v;
+        }
+        Ok(())
+    }
+
+    pub fn describe(&self) -> String {
+        self.cert.display().to_string()
+    }
 }
 
 /// A listener TLS configuration; with `client_ca`, clients must present a certificate from it.
@@ -19,34 +186,33 @@ pub fn server_config(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> anyhow::Result<ListenerTls> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading {}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing {}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading key {}", key.display()))?;
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?;
-    let builder = match client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(ca)
-                .with_context(|| format!("reading {}", ca.display()))?
-            {
-                roots.add(c?)?;
+    Ok(ReloadableTls::load(cert, key, client_ca)?.1)
+}
+
+/// Reload every listener's TLS files on SIGHUP (a thread waits for it), logging what happened.
+pub fn reload_on_sighup(listeners: Vec<ReloadableTls>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("m2m-reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if listeners.is_empty() {
+                    tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+                }
+                for l in &listeners {
+                    match l.reload() {
+                        Ok(()) => tracing::info!(
+                            cert = %l.describe(),
+                            "SIGHUP: certificate, key and client CA reloaded for new connections"
+                        ),
+                        Err(e) => tracing::error!(
+                            cert = %l.describe(),
+                            error = %format!("{e:#}"),
+                            "SIGHUP: reload refused, the previous certificate stays"
+                        ),
+                    }
+                }
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider(),
-            )
-            .build()?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .context("certificate and key do not match")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(ListenerTls(Arc::new(config)))
+        })?;
+    Ok(())
 }

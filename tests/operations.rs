@@ -62,3 +62,552 @@ fn alert_rules_name_only_series_the_edge_exposes() {
         );
     }
 }
+
+mod reload {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    use crate::support::{Proc, TestCa, edge_bin, free_port, temp_dir, wait_listening};
+
+    type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+    /// A TLS connection to the edge trusting `ca`; returns it with the certificate the edge showed.
+    fn connect(addr: SocketAddr, ca: &std::path::Path) -> (Tls, Vec<u8>) {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(
+            Arc::new(config),
+            ServerName::try_from("127.0.0.1").unwrap(),
+        )
+        .unwrap();
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).unwrap();
+        }
+        let cert = tls.conn.peer_certificates().unwrap()[0].to_vec();
+        (tls, cert)
+    }
+
+    fn der_of(pem: &std::path::Path) -> Vec<u8> {
+        CertificateDer::from_pem_file(pem).unwrap().to_vec()
+    }
+
+    fn upgrade(tls: &mut Tls) {
+        write!(
+            tls,
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: oneM2M.json\r\n\r\n"
+        )
+        .unwrap();
+        tls.flush().unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tls.read_exact(&mut b).unwrap();
+            head.push(b[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+    }
+
+    /// A masked, empty ping; the session is alive when its pong comes back.
+    fn ping_pong(tls: &mut Tls) {
+        tls.write_all(&[0x89, 0x80, 1, 2, 3, 4]).unwrap();
+        tls.flush().unwrap();
+        let mut pong = [0u8; 2];
+        tls.read_exact(&mut pong).unwrap();
+        assert_eq!(pong, [0x8A, 0x00]);
+    }
+
+    fn sighup(edge: &Proc) {
+        let pid = edge.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Wait until a new connection sees `want` (the reload runs on its own thread).
+    fn sees(addr: SocketAddr, ca: &std::path::Path, want: &[u8]) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if connect(addr, ca).1 == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Rotate the server certificate under a connected device: SIGHUP puts the new files into
+    /// effect for new connections, the device's session stays; files that do not load are refused
+    /// and the certificate in use stays.
+    #[test]
+    fn sighup_rotates_the_certificate_without_dropping_sessions() {
+        let dir = temp_dir("reload");
+        let ca = TestCa::new(&dir, "edge");
+        let (a_cert, a_key) = ca.issue("edge-a", &["127.0.0.1"]);
+        let (b_cert, b_key) = ca.issue("edge-b", &["127.0.0.1"]);
+        let (live_cert, live_key) = (dir.join("live.pem"), dir.join("live.key"));
+        std::fs::copy(&a_cert, &live_cert).unwrap();
+        std::fs::copy(&a_key, &live_key).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut child = Command::new(edge_bin())
+            .args(["run", "--listen", &addr.to_string(), "--workers", "1"])
+            .args(["--upstream", "ws://127.0.0.1:9/"])
+            .arg("--tls-cert")
+            .arg(&live_cert)
+            .arg("--tls-key")
+            .arg(&live_key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_listening(addr, &mut child);
+        let edge = Proc { child, addr };
+        let (mut device, shown) = connect(addr, &ca.ca_pem);
+        assert_eq!(shown, der_of(&a_cert));
+        upgrade(&mut device);
+        ping_pong(&mut device);
+
+        // Rotate: new files in place, then SIGHUP.
+        std::fs::copy(&b_cert, &live_cert).unwrap();
+        std::fs::copy(&b_key, &live_key).unwrap();
+        sighup(&edge);
+        assert!(
+            sees(addr, &ca.ca_pem, &der_of(&b_cert)),
+            "a new device sees the new certificate"
+        );
+        ping_pong(&mut device);
+
+        // A broken rotation (a key that is not the certificate's) is refused: b stays.
+        std::fs::copy(&a_key, &live_key).unwrap();
+        sighup(&edge);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(connect(addr, &ca.ca_pem).1, der_of(&b_cert));
+        std::fs::write(&live_cert, "not a certificate").unwrap();
+        sighup(&edge);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(connect(addr, &ca.ca_pem).1, der_of(&b_cert));
+        ping_pong(&mut device);
+        assert!(edge.terminate().success());
+    }
+}
+
+mod packaging {
+    use std::path::Path;
+    use std::process::Command;
+
+    use yaml_rust2::{Yaml, YamlLoader};
+
+    use super::deploy;
+    use crate::support::{edge_bin, temp_dir};
+
+    fn docs() -> Vec<Yaml> {
+        let text = std::fs::read_to_string(deploy().join("kubernetes/edge.yaml")).unwrap();
+        YamlLoader::load_from_str(&text).unwrap()
+    }
+
+    fn object<'a>(docs: &'a [Yaml], kind: &str) -> &'a Yaml {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(kind))
+            .unwrap_or_else(|| panic!("no {kind} in deploy/kubernetes/edge.yaml"))
+    }
+
+    fn check_config(path: &Path) -> String {
+        let out = Command::new(edge_bin())
+            .args(["run", "--check", "--config"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The Kubernetes objects name each other consistently (labels, ports, probes, the ConfigMap),
+    /// the embedded edge.toml is the container's and passes `--check` (without DNS for the CSE's
+    /// name), and the loadgen's Job targets the Service.
+    #[test]
+    fn the_kubernetes_manifests_reference_each_other_consistently() {
+        let docs = docs();
+        let ns = object(&docs, "Namespace")["metadata"]["name"]
+            .as_str()
+            .unwrap();
+        for d in &docs {
+            if d["kind"].as_str() != Some("Namespace") {
+                assert_eq!(
+                    d["metadata"]["namespace"].as_str(),
+                    Some(ns),
+                    "{:?}",
+                    d["kind"]
+                );
+            }
+        }
+        let deployment = object(&docs, "Deployment");
+        let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        let app = pod_labels["app.kubernetes.io/name"].as_str().unwrap();
+        assert_eq!(
+            deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str(),
+            Some(app)
+        );
+        let service = object(&docs, "Service");
+        assert_eq!(
+            service["spec"]["selector"]["app.kubernetes.io/name"].as_str(),
+            Some(app)
+        );
+        assert_eq!(object(&docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str(), Some(app));
+        let monitor = object(&docs, "ServiceMonitor");
+        assert_eq!(
+            monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str(),
+            service["metadata"]["labels"]["app.kubernetes.io/name"].as_str()
+        );
+
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let ports: Vec<(String, i64)> = container["ports"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["containerPort"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let port = |name: &str| {
+            ports
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, p)| *p)
+                .unwrap_or_else(|| panic!("port {name}"))
+        };
+        for p in service["spec"]["ports"].as_vec().unwrap() {
+            port(p["targetPort"].as_str().unwrap());
+        }
+        let monitor_port = monitor["spec"]["endpoints"][0]["port"].as_str().unwrap();
+        assert!(
+            service["spec"]["ports"]
+                .as_vec()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"].as_str() == Some(monitor_port))
+        );
+        assert_eq!(
+            container["readinessProbe"]["httpGet"]["path"].as_str(),
+            Some("/readyz")
+        );
+        assert_eq!(
+            container["livenessProbe"]["httpGet"]["path"].as_str(),
+            Some("/healthz")
+        );
+        for probe in ["readinessProbe", "livenessProbe"] {
+            assert_eq!(container[probe]["httpGet"]["port"].as_str(), Some("admin"));
+        }
+        let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(
+            annotations["prometheus.io/port"]
+                .as_str()
+                .map(|p| p.parse::<i64>().unwrap()),
+            Some(port("admin"))
+        );
+
+        // The ConfigMap: mounted where the container's args read it, the same text as the image's.
+        let config_map = object(&docs, "ConfigMap");
+        let volume = &deployment["spec"]["template"]["spec"]["volumes"][0];
+        assert_eq!(
+            volume["configMap"]["name"].as_str(),
+            config_map["metadata"]["name"].as_str()
+        );
+        let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+        let args: Vec<&str> = container["args"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args, ["run", "--config", &format!("{mount}/edge.toml")]);
+        let embedded = config_map["data"]["edge.toml"].as_str().unwrap();
+        let container_toml = std::fs::read_to_string(deploy().join("edge.container.toml")).unwrap();
+        assert_eq!(
+            embedded.trim_end(),
+            container_toml.trim_end(),
+            "ConfigMap vs deploy/edge.container.toml"
+        );
+        let checked = check_config(&deploy().join("edge.container.toml"));
+        for (key, name) in [("listen", "devices"), ("admin", "admin")] {
+            assert!(
+                checked.contains(&format!("{key} 0.0.0.0:{}", port(name))),
+                "{checked}"
+            );
+        }
+        assert!(
+            checked.contains("does not resolve here") || checked.contains("upstream ws://in-cse"),
+            "{checked}"
+        );
+        assert!(container_toml.contains(&format!("listen = \"0.0.0.0:{}\"", port("notify"))));
+        // Graceful stop: longer than the edge's drain.
+        let drain_ms: i64 = container_toml
+            .lines()
+            .find_map(|l| l.strip_prefix("drain_ms = ")?.trim().parse().ok())
+            .unwrap();
+        assert!(
+            deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+                .as_i64()
+                .unwrap()
+                * 1000
+                > drain_ms
+        );
+
+        // The loadgen's Job targets this Service's devices port.
+        let job = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("loadgen/deploy/loadgen-job.yaml"),
+        )
+        .unwrap();
+        let svc = service["metadata"]["name"].as_str().unwrap();
+        assert!(
+            job.contains(&format!("ws://{svc}.{ns}.svc:{}/", port("devices"))),
+            "the Job's target"
+        );
+    }
+
+    /// The image: non-root, its health check is the edge's own `health` subcommand against the admin
+    /// port of the configuration it copies, and the build context leaves out build output.
+    #[test]
+    fn the_dockerfile_runs_unprivileged_and_checks_its_health() {
+        let file = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
+        let user = file
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("USER "))
+            .expect("a USER line");
+        assert!(
+            !user.starts_with('0') && !user.starts_with("root"),
+            "{user}"
+        );
+        assert!(
+            file.contains("HEALTHCHECK")
+                && file.contains("\"health\", \"--admin\", \"127.0.0.1:9090\"")
+        );
+        assert!(file.contains("COPY deploy/edge.container.toml /etc/m2m-edge/edge.toml"));
+        let toml = std::fs::read_to_string(deploy().join("edge.container.toml")).unwrap();
+        assert!(toml.contains("[admin]\naddress = \"0.0.0.0:9090\""));
+        let ignore =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".dockerignore"))
+                .unwrap();
+        for entry in ["target", ".peers", ".git"] {
+            assert!(
+                ignore.lines().any(|l| l.trim() == entry),
+                "{entry} in .dockerignore"
+            );
+        }
+    }
+
+    /// `m2m-edge health` is what the image's health check runs: 0 when the admin listener answers
+    /// 200, 1 otherwise.
+    #[test]
+    fn the_health_subcommand_exits_by_what_the_admin_listener_says() {
+        use crate::support::{Proc, free_port, wait_listening};
+        let (listen, admin) = (free_port(), free_port());
+        let mut child = Command::new(edge_bin())
+            .args([
+                "run",
+                "--listen",
+                &format!("127.0.0.1:{listen}"),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .args(["--upstream", "ws://127.0.0.1:9/", "--workers", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_listening(format!("127.0.0.1:{listen}").parse().unwrap(), &mut child);
+        let _edge = Proc {
+            child,
+            addr: format!("127.0.0.1:{listen}").parse().unwrap(),
+        };
+        let health = |port: u16| {
+            Command::new(edge_bin())
+                .args([
+                    "health",
+                    "--admin",
+                    &format!("127.0.0.1:{port}"),
+                    "--timeout",
+                    "1s",
+                ])
+                .output()
+                .unwrap()
+        };
+        assert!(health(admin).status.success());
+        let down = health(free_port());
+        assert_eq!(down.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&down.stderr).contains("connecting to 127.0.0.1:"));
+    }
+
+    /// The unit passes `systemd-analyze verify` (with the binary path pointed at the built edge).
+    #[test]
+    fn the_systemd_unit_verifies() {
+        assert!(
+            Command::new("systemd-analyze")
+                .arg("--version")
+                .output()
+                .is_ok(),
+            "peer missing: systemd-analyze (Debian's systemd package); run scripts/test.sh"
+        );
+        let unit = std::fs::read_to_string(deploy().join("systemd/m2m-edge.service")).unwrap();
+        for key in [
+            "LimitNOFILE=",
+            "ExecReload=",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+        ] {
+            assert!(unit.contains(key), "{key}");
+        }
+        let dir = temp_dir("systemd-unit");
+        let path = dir.join("m2m-edge.service");
+        std::fs::write(&path, unit.replace("/usr/local/bin/m2m-edge", edge_bin())).unwrap();
+        let out = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && err.trim().is_empty(), "{err}");
+    }
+}
+
+mod seccomp {
+    use std::net::SocketAddr;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use super::deploy;
+    use crate::support::{Proc, edge_bin, free_port, wait_listening};
+
+    fn seccomp_python() -> &'static str {
+        let ok = Command::new("/usr/bin/python3")
+            .args(["-c", "import seccomp"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "peer missing: libseccomp's Python binding (Debian's python3-seccomp); run scripts/test.sh"
+        );
+        "/usr/bin/python3"
+    }
+
+    /// The edge under deploy/seccomp/m2m-edge.json, with `--io`; returns it and what it logged.
+    fn edge_under_profile(
+        io: &str,
+        without: &[&str],
+    ) -> (Proc, SocketAddr, SocketAddr, std::path::PathBuf) {
+        let (listen, admin) = (free_port(), free_port());
+        let dir = crate::support::temp_dir(&format!("seccomp-{io}"));
+        let log = dir.join("edge.log");
+        let mut cmd = Command::new(seccomp_python());
+        cmd.arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/seccomp_exec.py"),
+        )
+        .arg(deploy().join("seccomp/m2m-edge.json"));
+        for w in without {
+            cmd.args(["--without", w]);
+        }
+        let mut child = cmd
+            .args(["--", edge_bin(), "run", "--io", io, "--workers", "2"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{listen}"),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .args(["--upstream", "ws://127.0.0.1:9/"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+        wait_listening(addr, &mut child);
+        (
+            Proc { child, addr },
+            addr,
+            format!("127.0.0.1:{admin}").parse().unwrap(),
+            log,
+        )
+    }
+
+    /// A WebSocket session and a scrape work: the profile lets the edge do its job.
+    fn serves(addr: SocketAddr, admin: SocketAddr) {
+        let mut c =
+            crate::support::ws_client::WsClient::connect(addr, &["oneM2M.json"], None).unwrap();
+        // No CSE behind it: a request is answered by the edge itself (5103), which needs the
+        // whole path: frames in, a link attempt, the answer out.
+        let r = c.request(&crate::edge::req(r#"{"op":1,"to":"cse-in","fr":"Cseccomp","rqi":"s1","rvi":"3","ty":2,"pc":{"m2m:ae":{"rn":"Cseccomp","api":"Ns","rr":true,"srv":["3"]}}}"#), &mut Vec::new());
+        assert_eq!(r.rsc.0, 5103, "{r:?}");
+        assert_eq!(crate::edge::http_get(admin, "/metrics").0, 200);
+    }
+
+    /// Under the profile the edge runs on io_uring and serves; without io_uring (what Docker's
+    /// default profile does) `--io auto` falls back to epoll and serves too; SIGHUP and SIGTERM work.
+    #[test]
+    fn the_seccomp_profile_allows_io_uring_and_the_fallback_works_without_it() {
+        for (io, without, driver) in [
+            ("uring", &[][..], "uring"),
+            (
+                "auto",
+                &["io_uring_setup", "io_uring_enter", "io_uring_register"][..],
+                "epoll",
+            ),
+        ] {
+            let (edge, addr, admin, log) = edge_under_profile(io, without);
+            serves(addr, admin);
+            let pid = edge.child.id().to_string();
+            assert!(
+                Command::new("kill")
+                    .args(["-HUP", &pid])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            serves(addr, admin);
+            assert!(
+                edge.terminate().success(),
+                "{io}: clean exit under the profile"
+            );
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert!(
+                text.contains(&format!("driver=\"{driver}\"")),
+                "{io}: {text}"
+            );
+        }
+    }
+}

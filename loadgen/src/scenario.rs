@@ -184,33 +184,13 @@ impl Target {
         if url.is_empty() {
             bail!("no target: give --target ws://host:port/ (or target = \"…\" in the scenario)");
         }
-        let (secure, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
-            (Some(r), _) => (false, r),
-            (_, Some(r)) => (true, r),
-            _ => bail!("target {url:?}: expected ws://… or wss://…"),
-        };
-        let (authority, path) = rest
-            .find('/')
-            .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
-                (h, p.parse().unwrap_or(0))
-            }
-            _ => (authority, if secure { 443 } else { 80 }),
-        };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        if host.is_empty() {
-            bail!("target {url:?}: no host");
-        }
+        let u = m2m_edge::wsurl::WsUrl::parse(url).map_err(|e| anyhow::anyhow!("target {e:#}"))?;
         Ok(Self {
-            secure,
-            authority: authority.to_string(),
-            host,
-            port,
-            path: path.to_string(),
+            secure: u.secure,
+            authority: u.authority,
+            host: u.host,
+            port: u.port,
+            path: u.path,
         })
     }
 

@@ -24,6 +24,18 @@ use m2m_loadgen::engine::{self, Outcome};
 use m2m_loadgen::recorder::OpKind;
 use m2m_loadgen::scenario::{Plan, ScenarioArgs};
 
+/// Tests that put load on the machine share this lock; the one whose figures must match an
+/// analytic model takes it alone, so that the others' load does not shift its tail (2 cores).
+static LOAD: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn load_test() -> std::sync::RwLockReadGuard<'static, ()> {
+    LOAD.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn quiet_test() -> std::sync::RwLockWriteGuard<'static, ()> {
+    LOAD.write().unwrap_or_else(|e| e.into_inner())
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -118,6 +130,7 @@ fn errors_of(o: &Outcome) -> String {
 
 #[test]
 fn open_loop_scenario_against_the_simulated_cse() {
+    let _load = load_test();
     let cse = start_cse();
     let dir = temp_dir("open");
     let target = format!("ws://{}/", cse.addr);
@@ -184,6 +197,7 @@ fn open_loop_scenario_against_the_simulated_cse() {
 
 #[test]
 fn closed_loop_cbor_and_xml_with_cse_assigned_ids() {
+    let _load = load_test();
     let cse = start_cse();
     for serialization in ["cbor", "xml"] {
         let dir = temp_dir(&format!("closed-{serialization}"));
@@ -225,6 +239,7 @@ fn closed_loop_cbor_and_xml_with_cse_assigned_ids() {
 
 #[test]
 fn a_stalled_target_shows_up_in_the_corrected_latency() {
+    let _load = load_test();
     // The edge with one request in flight per link and a CSE answer path that we stall by
     // stopping the edge (SIGSTOP) for half a second: requests due meanwhile wait, and the corrected
     // histogram shows it while the uncorrected one mostly does not.
@@ -289,6 +304,7 @@ fn a_stalled_target_shows_up_in_the_corrected_latency() {
 
 #[test]
 fn through_the_edge_over_wss_with_client_certificates_and_as_a_connect_proxy() {
+    let _load = load_test();
     let cse = start_cse();
     let dir = temp_dir("tls");
     let ca = certs::TestCa::new(&dir, "loadgen");
@@ -415,6 +431,7 @@ fn through_the_edge_over_wss_with_client_certificates_and_as_a_connect_proxy() {
 
 #[test]
 fn a_small_scenario_against_acme_at_its_pace() {
+    let _load = load_test();
     let acme = acme::start_acme("loadgen-acme", false);
     let dir = temp_dir("acme");
     let o = run(
@@ -490,6 +507,7 @@ fn small_run_dir(name: &str, shard: &str) -> (PathBuf, Outcome) {
 
 #[test]
 fn the_java_reference_reader_reads_our_interval_log() {
+    let _load = load_test();
     let (dir, o) = small_run_dir("java", "0/1");
     let jar = Path::new("/usr/share/java/hdrhistogram.jar");
     assert!(
@@ -534,6 +552,7 @@ fn the_java_reference_reader_reads_our_interval_log() {
 
 #[test]
 fn the_html_report_opens_in_headless_chromium_without_errors() {
+    let _load = load_test();
     let (dir, _) = small_run_dir("html", "0/1");
     let root = repo();
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../artifacts/loadgen-report.png");
@@ -563,6 +582,7 @@ fn the_html_report_opens_in_headless_chromium_without_errors() {
 
 #[test]
 fn merge_adds_the_shards_of_a_distributed_run() {
+    let _load = load_test();
     // The two shards run at the same time, as they would on two machines.
     let other = std::thread::spawn(|| small_run_dir("shard1", "1/2"));
     let (a, oa) = small_run_dir("shard0", "0/2");
@@ -652,6 +672,7 @@ fn a_run_that_connects_no_device_exits_1_even_without_thresholds() {
 
 #[test]
 fn bench_runs_cse_edge_and_scenario_in_one_command() {
+    let _load = load_test();
     // Flags that cannot apply to bench are refused, not ignored.
     for (flag, value) in [("--target", "ws://127.0.0.1:1/"), ("--shard", "1/2")] {
         let out = Command::new(loadgen_bin())
@@ -729,6 +750,7 @@ fn bench_runs_cse_edge_and_scenario_in_one_command() {
 /// runs the built-in edge) with the edge's own command line.
 #[test]
 fn bench_runs_another_edge_binary_when_told() {
+    let _load = load_test();
     use std::os::unix::fs::PermissionsExt;
     let dir = temp_dir("edge-bin");
     let marker = dir.join("edge-args");
@@ -1007,6 +1029,7 @@ fn prom_max(prom: SocketAddr, metric: &str) -> Option<f64> {
 
 #[test]
 fn a_real_prometheus_scrapes_every_dashboard_series_during_a_bench_run() {
+    let _load = load_test();
     let prometheus = Path::new("/usr/bin/prometheus");
     assert!(
         prometheus.exists(),
@@ -1165,6 +1188,7 @@ impl StallingRelay {
 /// must not). A threshold the stall breaks must exit 99.
 #[test]
 fn corrected_percentiles_match_the_analytic_values_under_periodic_stalls() {
+    let _quiet = quiet_test();
     let cse = start_cse();
     let (first, stall, period) = (
         Duration::from_secs(1),
@@ -1173,7 +1197,7 @@ fn corrected_percentiles_match_the_analytic_values_under_periodic_stalls() {
     );
     // Held back, each device has one request caught in each stall; with few devices at a high rate
     // each, those are under 1 % of the requests and the uncorrected p99 misses the stalls entirely.
-    for (outstanding, devices) in [("64", "20"), ("1", "4")] {
+    for (outstanding, devices) in [("64", "10"), ("1", "4")] {
         let relay = StallingRelay::start(cse.addr, first, stall, period);
         let dir = temp_dir(&format!("periodic-stall-{outstanding}"));
         let out = Command::new(loadgen_bin())
@@ -1271,6 +1295,7 @@ fn corrected_percentiles_match_the_analytic_values_under_periodic_stalls() {
 /// one histogram that recorded them all directly. Then the same for two real shards' runs.
 #[test]
 fn merged_histograms_equal_one_histogram_of_all_samples_exactly() {
+    let _load = load_test();
     use m2m_loadgen::recorder::{Metric, new_histogram, record};
     use m2m_loadgen::report::hlog;
     use std::collections::BTreeMap;
