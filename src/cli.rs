@@ -94,8 +94,9 @@ struct RuntimeArgs {
     /// Drain time after SIGTERM/SIGINT before remaining connections are closed, in ms.
     #[arg(long, default_value_t = 5000)]
     drain_ms: u64,
-    /// Share the listening ports with other processes that set it too (SO_REUSEPORT, one socket per
-    /// core): several edge processes on one port. Without it a port in use is an error at start.
+    /// Share the device port with other processes that set it too (SO_REUSEPORT, one socket per
+    /// core): several edge processes on one port (the admin and notify ports stay each process's
+    /// own). Without it a port in use is an error at start.
     #[arg(long)]
     reuse_port: bool,
 }
@@ -296,6 +297,7 @@ fn upstream_tls(host: &str, ca: Option<&std::path::Path>) -> anyhow::Result<m2m_
 }
 
 fn run_edge(args: RunArgs) -> anyhow::Result<()> {
+    let sighup = tls_files::catch_sighup().context("catching SIGHUP")?;
     // Values from a config file bypass clap's `requires`; check the pairs here.
     if args.tls_cert.is_some() != args.tls_key.is_some() {
         anyhow::bail!("tls_cert and tls_key go together");
@@ -420,6 +422,7 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
             .collect(),
         admin_listener,
         notify_listener,
+        readiness: std::sync::Arc::new(edge::readiness::Readiness::default()),
     };
     // TLS files that SIGHUP reads again (for new connections).
     let mut reloadable = Vec::new();
@@ -486,6 +489,12 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
             .collect(),
     );
     let directory = std::sync::Arc::new(m2m_relay::Directory::default());
+    edge::readiness::spawn(
+        settings.readiness.clone(),
+        settings.upstream_proxy.unwrap_or(settings.upstream),
+        args.upstream_connect_timeout,
+        counters.clone(),
+    )?;
     let rt = Runtime::start(config.clone(), move |core| {
         edge::EdgeApp::new(settings.clone(), counters.clone(), directory.clone(), core)
     })
@@ -499,7 +508,7 @@ fn run_edge(args: RunArgs) -> anyhow::Result<()> {
         "edge ready"
     );
     m2m_rt::stop_on_signals(rt.stop_handle())?;
-    tls_files::reload_on_sighup(reloadable)?;
+    tls_files::reload_on_sighup(sighup, reloadable)?;
     #[cfg(feature = "pprof")]
     let profiling = crate::profiling::start();
     rt.join().context("runtime")?;

@@ -21,20 +21,28 @@ pub fn negotiate(accept: Option<&str>, openmetrics: String) -> (&'static str, St
     }
 }
 
-/// OpenMetrics unless the client asked for something else only (no `Accept`, or `*/*`, takes it).
+/// OpenMetrics when the client weighs it at least as high as text/plain (q-values; `*/*` counts for
+/// both), or says nothing.
 fn accepts_openmetrics(accept: Option<&str>) -> bool {
     let Some(accept) = accept else { return true };
-    accept.split(',').any(|part| {
+    let (mut om, mut text) = (0.0f32, 0.0f32);
+    for part in accept.split(',') {
         let mut params = part.split(';');
         let media = params.next().unwrap_or("").trim().to_ascii_lowercase();
-        let refused = params.any(|p| {
-            p.trim()
-                .strip_prefix("q=")
-                .and_then(|q| q.trim().parse::<f32>().ok())
-                .is_some_and(|q| q == 0.0)
-        });
-        !refused && (media == "application/openmetrics-text" || media == "*/*")
-    })
+        let q = params
+            .find_map(|p| p.trim().strip_prefix("q=")?.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => om = om.max(q),
+            "text/plain" | "text/*" => text = text.max(q),
+            "*/*" => {
+                om = om.max(q);
+                text = text.max(q);
+            }
+            _ => {}
+        }
+    }
+    (om > 0.0 && om >= text) || (om == 0.0 && text == 0.0)
 }
 
 /// The same families in text format 0.0.4: no `# EOF` or `# UNIT` lines, and a counter family
@@ -215,9 +223,19 @@ mod tests {
             "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\nx_requests_total 3\n# HELP x_mem Memory.\n# TYPE x_mem gauge\nx_mem 7\n"
         );
         assert_eq!(
-            negotiate(Some("application/openmetrics-text;q=0, text/plain"), body).0,
+            negotiate(
+                Some("application/openmetrics-text;q=0, text/plain"),
+                body.clone()
+            )
+            .0,
             TEXT_004
         );
+        // Weights decide: text/plain first, anything else a little.
+        assert_eq!(
+            negotiate(Some("text/plain;q=1,*/*;q=0.1"), body.clone()).0,
+            TEXT_004
+        );
+        assert_eq!(negotiate(Some("image/png"), body).0, OPENMETRICS);
     }
 
     #[test]

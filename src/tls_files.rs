@@ -150,6 +150,12 @@ impl ReloadableTls {
         };
         let mut config = builder.with_cert_resolver(cert_slot.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        if client_ca.is_some() {
+            // A resumed session is not verified against the client CA again: after a reload that
+            // removes a CA, a device holding a ticket would still get in. No resumption, then.
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
         let me = Self {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
@@ -189,9 +195,18 @@ pub fn server_config(
     Ok(ReloadableTls::load(cert, key, client_ca)?.1)
 }
 
-/// Reload every listener's TLS files on SIGHUP (a thread waits for it), logging what happened.
-pub fn reload_on_sighup(listeners: Vec<ReloadableTls>) -> std::io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+/// Take SIGHUP over from its default (which ends the process): call this first thing, so that a
+/// reload sent while the edge starts does not kill it; [`reload_on_sighup`] then acts on it.
+pub fn catch_sighup() -> std::io::Result<signal_hook::iterator::Signals> {
+    signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+}
+
+/// Reload every listener's TLS files on each SIGHUP caught by `signals` (a thread waits for them),
+/// logging what happened.
+pub fn reload_on_sighup(
+    mut signals: signal_hook::iterator::Signals,
+    listeners: Vec<ReloadableTls>,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("m2m-reload".into())
         .spawn(move || {

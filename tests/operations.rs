@@ -285,7 +285,11 @@ mod packaging {
             Some(app)
         );
         assert_eq!(object(&docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str(), Some(app));
-        let monitor = object(&docs, "ServiceMonitor");
+        let monitor_text =
+            std::fs::read_to_string(deploy().join("kubernetes/servicemonitor.yaml")).unwrap();
+        let monitor_docs = YamlLoader::load_from_str(&monitor_text).unwrap();
+        let monitor = object(&monitor_docs, "ServiceMonitor");
+        assert_eq!(monitor["metadata"]["namespace"].as_str(), Some(ns));
         assert_eq!(
             monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str(),
             service["metadata"]["labels"]["app.kubernetes.io/name"].as_str()
@@ -373,7 +377,17 @@ mod packaging {
             checked.contains("does not resolve here") || checked.contains("upstream ws://in-cse"),
             "{checked}"
         );
-        assert!(container_toml.contains(&format!("listen = \"0.0.0.0:{}\"", port("notify"))));
+        // The pod's CPU limit is the edge's worker count.
+        let workers: i64 = container_toml
+            .lines()
+            .find_map(|l| l.strip_prefix("workers = ")?.trim().parse().ok())
+            .unwrap();
+        assert_eq!(
+            container["resources"]["limits"]["cpu"]
+                .as_str()
+                .map(|c| c.parse::<i64>().unwrap()),
+            Some(workers)
+        );
         // Graceful stop: longer than the edge's drain.
         let drain_ms: i64 = container_toml
             .lines()
@@ -609,5 +623,96 @@ mod seccomp {
                 "{io}: {text}"
             );
         }
+    }
+}
+
+mod readiness {
+    use std::net::{SocketAddr, TcpListener};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use crate::edge::{http_get, req};
+    use crate::support::ws_client::WsClient;
+    use crate::support::{Proc, edge_bin, free_port, temp_dir, wait_listening};
+
+    fn wait_for(admin: SocketAddr, status: u16) -> bool {
+        let until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < until {
+            if http_get(admin, "/readyz").0 == status {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// `/readyz` is 503 while the CSE cannot be reached and 200 once it can; meanwhile devices whose
+    /// links keep failing do not flood the log (one line per interval and core, with a count).
+    #[test]
+    fn readiness_follows_the_cse_and_link_failures_are_logged_once_per_interval() {
+        let cse_port = free_port();
+        let cse: SocketAddr = format!("127.0.0.1:{cse_port}").parse().unwrap();
+        let (listen, admin) = (free_port(), free_port());
+        let dir = temp_dir("readiness");
+        let log = dir.join("edge.log");
+        let mut child = Command::new(edge_bin())
+            .args(["run", "--workers", "2", "--relink-backoff-ms", "100"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{listen}"),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .args(["--upstream", &format!("ws://{cse}/")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+        wait_listening(addr, &mut child);
+        let edge = Proc { child, addr };
+        let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+        assert!(
+            wait_for(admin, 503),
+            "not ready while nothing listens at the CSE's address"
+        );
+        assert_eq!(http_get(admin, "/healthz").0, 200, "alive all the same");
+
+        // 30 devices whose requests all fail for 3 s, links retried every 100 ms.
+        let mut devices: Vec<WsClient> = (0..30)
+            .map(|_| WsClient::connect(addr, &["oneM2M.json"], None).unwrap())
+            .collect();
+        let until = Instant::now() + Duration::from_secs(3);
+        let mut answered = 0;
+        while Instant::now() < until {
+            for (i, d) in devices.iter_mut().enumerate() {
+                let r = d.request(
+                    &req(&format!(
+                        r#"{{"op":1,"to":"cse-in","fr":"Cready{i}","rqi":"r{answered}","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"rn":"Cready{i}","api":"Nr","rr":true,"srv":["3"]}}}}}}"#
+                    )),
+                    &mut Vec::new(),
+                );
+                assert_eq!(r.rsc.0, 5103);
+                answered += 1;
+            }
+        }
+        assert!(answered >= 20, "{answered}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines = text
+            .lines()
+            .filter(|l| l.contains("upstream link failed"))
+            .count();
+        // The first failure per core at once, then one line per 10 s interval and core.
+        assert!(
+            (1..=4).contains(&lines),
+            "{lines} link-failure lines for {answered} failed requests:\n{text}"
+        );
+
+        // The CSE's address starts accepting: ready.
+        let listener = TcpListener::bind(cse).unwrap();
+        assert!(wait_for(admin, 200), "ready once the CSE's address accepts");
+        drop(listener);
+        assert!(wait_for(admin, 503), "not ready again once it stops");
+        assert!(edge.terminate().success());
     }
 }

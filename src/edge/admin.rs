@@ -1,5 +1,6 @@
 //! The admin listener: `GET /metrics` (Prometheus text exposition of every core's counters),
-//! `GET /healthz` (the process answers) and `GET /readyz` (503 while draining for shutdown).
+//! `GET /healthz` (the process answers) and `GET /readyz` (503 while draining for shutdown, and
+//! while the upstream CSE is not reachable: see [`super::readiness`]).
 
 use m2m_rt::{ConnId, Cx};
 use m2m_ws::handshake::{HeadLimits, http_error, parse_request};
@@ -36,6 +37,9 @@ impl EdgeApp {
             }
             ("GET", "/healthz") => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n".to_vec(),
             ("GET", "/readyz") if cx.shutting_down() => http_error(503, &[], "draining"),
+            ("GET", "/readyz") if !self.settings.readiness.reachable(&self.all_counters) => {
+                http_error(503, &[], "the upstream CSE is not reachable")
+            }
             ("GET", "/readyz") => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\nConnection: close\r\n\r\nready\n".to_vec(),
             ("GET", _) => http_error(404, &[], "try /metrics, /healthz or /readyz"),
             _ => http_error(405, &[("Allow", "GET")], "only GET"),

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod conns;
 pub mod identity;
 pub mod metrics;
+pub mod readiness;
 pub mod settings;
 
 use std::net::{SocketAddr, ToSocketAddrs};

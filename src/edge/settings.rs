@@ -20,4 +20,6 @@ pub struct EdgeSettings {
     pub admin_listener: Option<usize>,
     /// The runtime listener number of the notify listener, if any.
     pub notify_listener: Option<usize>,
+    /// Whether the CSE is reachable (for `/readyz`), kept by a probe thread.
+    pub readiness: std::sync::Arc<super::readiness::Readiness>,
 }

@@ -21,13 +21,21 @@ def main():
     without = {opts[i + 1] for i, a in enumerate(opts) if a == "--without"}
     assert profile["defaultAction"] == "SCMP_ACT_ERRNO"
     f = seccomp.SyscallFilter(defaction=seccomp.ERRNO(profile.get("defaultErrnoRet", errno.EPERM)))
+    ops = {"SCMP_CMP_MASKED_EQ": seccomp.MASKED_EQ, "SCMP_CMP_EQ": seccomp.EQ, "SCMP_CMP_NE": seccomp.NE}
     for rule in profile["syscalls"]:
-        assert rule["action"] == "SCMP_ACT_ALLOW", rule
+        if rule["action"] == "SCMP_ACT_ALLOW":
+            action = seccomp.ALLOW
+        elif rule["action"] == "SCMP_ACT_ERRNO":
+            action = seccomp.ERRNO(rule.get("errnoRet", errno.EPERM))
+        else:
+            raise SystemExit(f"unsupported action {rule['action']}")
+        # Docker's convention: for MASKED_EQ, value is the mask and valueTwo the datum.
+        args = [seccomp.Arg(a["index"], ops[a["op"]], a["value"], a.get("valueTwo", 0)) for a in rule.get("args", [])]
         for name in rule["names"]:
             if name in without:
                 continue
             try:
-                f.add_rule(seccomp.ALLOW, name)
+                f.add_rule(action, name, *args)
             except (RuntimeError, ValueError):
                 pass  # not a system call on this architecture (as a container runtime skips it)
     f.load()

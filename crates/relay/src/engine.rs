@@ -69,6 +69,8 @@ pub struct Engine {
     pub(crate) ping_sweep_armed: bool,
     /// Passthrough links kept open for devices that left, by originator.
     pub(crate) orphans: rustc_hash::FxHashMap<Box<str>, LinkId>,
+    /// Link set-up failures and losses in the log at most once per interval, with a count.
+    pub(crate) link_log: crate::log_limit::LogLimit,
 }
 
 impl Engine {
@@ -87,6 +89,7 @@ impl Engine {
             rewrites: 0,
             core: 0,
             clock: Instant::now(),
+            link_log: crate::log_limit::LogLimit::default(),
             hold: Box::new(MemoryHold::new(settings_hold)),
             away: BinaryHeap::new(),
             hold_timer_at: None,

@@ -30,6 +30,7 @@ pub mod hold;
 mod holding;
 mod link;
 mod liveness;
+pub mod log_limit;
 pub mod message;
 mod notify;
 mod poa;

@@ -155,7 +155,9 @@ impl Engine {
             }
             Err(e) => {
                 self.counters.link(LINK_FAILED);
-                tracing::warn!(link = l.index, error = %e, "cannot open an upstream socket");
+                if let Some(more) = self.link_log.allow(now) {
+                    tracing::warn!(link = l.index, error = %e, more_since_last_line = more, "cannot open an upstream socket");
+                }
                 self.fail_and_retry(io, now, l, "upstream CSE not reachable");
             }
         }
@@ -261,7 +263,10 @@ impl Engine {
                     len + self.link_frames(io, now, l, &mut data[len..])
                 }
                 Err(e) => {
-                    tracing::warn!(link = l.index, error = %e, "upstream handshake refused");
+                    // Said here with the reason; link_failed's own line falls in the same interval.
+                    if let Some(more) = self.link_log.allow(now) {
+                        tracing::warn!(link = l.index, error = %e, more_since_last_line = more, "upstream handshake refused");
+                    }
                     self.link_failed(io, now, l, "upstream CSE refused the WebSocket handshake");
                     data.len()
                 }
@@ -284,10 +289,19 @@ impl Engine {
                 return len;
             }
             Ok(Some((status, _))) => {
-                tracing::warn!(link = l.index, status, "upstream proxy refused CONNECT");
+                if let Some(more) = self.link_log.allow(now) {
+                    tracing::warn!(
+                        link = l.index,
+                        status,
+                        more_since_last_line = more,
+                        "upstream proxy refused CONNECT"
+                    );
+                }
             }
             Err(e) => {
-                tracing::warn!(link = l.index, error = %e, "bad answer from the upstream proxy")
+                if let Some(more) = self.link_log.allow(now) {
+                    tracing::warn!(link = l.index, error = %e, more_since_last_line = more, "bad answer from the upstream proxy");
+                }
             }
         }
         self.link_failed(io, now, l, "upstream proxy refused the tunnel");
@@ -384,18 +398,28 @@ impl Engine {
             // handshake): a set-up failure, counted as one.
             link.setup_deadline = None;
             link.state = LinkState::Down;
-            tracing::warn!(
-                link = l.index,
-                reason = why,
-                "upstream link failed before it opened"
-            );
+            if let Some(more) = self.link_log.allow(now) {
+                tracing::warn!(
+                    link = l.index,
+                    reason = why,
+                    more_since_last_line = more,
+                    "upstream link failed before it opened"
+                );
+            }
             self.counters.link(LINK_FAILED);
             self.fail_and_retry(io, now, l, "upstream CSE not reachable");
             return;
         }
         link.state = LinkState::Down;
         link.has_origin = false;
-        tracing::info!(link = l.index, reason = why, "upstream link lost");
+        if let Some(more) = self.link_log.allow(now) {
+            tracing::info!(
+                link = l.index,
+                reason = why,
+                more_since_last_line = more,
+                "upstream link lost"
+            );
+        }
         self.counters.link(LINK_LOST);
         self.counters.error(3);
         self.counters.upstream_links.fetch_sub(1, Ordering::Relaxed);
@@ -410,7 +434,14 @@ impl Engine {
         }
         link.state = LinkState::Down;
         link.setup_deadline = None;
-        tracing::warn!(link = l.index, reason = why, "upstream link failed");
+        if let Some(more) = self.link_log.allow(now) {
+            tracing::warn!(
+                link = l.index,
+                reason = why,
+                more_since_last_line = more,
+                "upstream link failed"
+            );
+        }
         self.counters.link(LINK_FAILED);
         self.fail_and_retry(io, now, l, why);
     }

@@ -1,6 +1,6 @@
-//! m2m-rt: a thread-per-core runtime for m2m-edge. Each core runs one event loop accepting from the
-//! listener (one socket shared by the cores, or with `reuse_port` one `SO_REUSEPORT` socket each),
-//! with its own connections, timers and buffers; nothing is shared on the hot path and
+//! m2m-rt: a thread-per-core runtime for m2m-edge. Each core runs one event loop with its own
+//! listener (`SO_REUSEPORT`, after a plain bind that fails on a port in use unless `reuse_port`),
+//! connections, timers and buffers; nothing is shared on the hot path and
 //! nothing is stolen between cores. A loop drives sans-IO state machines (the [`App`]) with one of two
 //! drivers chosen at start-up: io_uring (multishot accept and receive, a provided-buffer ring so idle
 //! connections own no read buffer, sends batched per turn) or epoll (mio) where io_uring is refused.
@@ -124,9 +124,10 @@ pub struct RtConfig {
     /// Messages queued per core pair. Default 4096.
     pub mailbox_capacity: usize,
     pub uring: UringConfig,
-    /// One `SO_REUSEPORT` listener per core, which other processes with the option may join (several
-    /// edge processes on one port). Without it, one listener shared by the cores: a port in use is
-    /// an error. Default off.
+    /// Let the first listener join a port other processes listen on with `SO_REUSEPORT` (several
+    /// edge processes on one device port). Without it (and always for the other listeners) a plain
+    /// bind is tried first, so a port in use is an error. Either way each core gets its own
+    /// `SO_REUSEPORT` socket (a later process that opts in can still join). Default off.
     pub reuse_port: bool,
 }
 
@@ -232,10 +233,13 @@ impl Runtime {
         let mut addrs = Vec::new();
         let mut per_core: Vec<Vec<std::net::TcpListener>> =
             (0..workers).map(|_| Vec::new()).collect();
-        for l in &config.listeners {
+        for (i, l) in config.listeners.iter().enumerate() {
+            // Only the first listener (the edge's device listener) is shared with other processes:
+            // an admin or notify port shared by several would answer for one of them at random.
+            let reuse_port = config.reuse_port && i == 0;
             let in_use = |e: io::Error| {
                 if e.kind() == io::ErrorKind::AddrInUse {
-                    let hint = if config.reuse_port {
+                    let hint = if reuse_port {
                         "something without SO_REUSEPORT (or of another user) listens there"
                     } else {
                         "another process listens there; to run several edges on one port, give each --reuse-port"
@@ -245,21 +249,21 @@ impl Runtime {
                     io::Error::new(e.kind(), format!("binding {}: {e}", l.addr))
                 }
             };
-            let first = if config.reuse_port {
-                net::reuseport_listener(l.addr, config.backlog)
+            // Without `reuse_port`, a plain bind first: it fails when anything listens there (a
+            // second edge would otherwise join and split the traffic). The cores then get one
+            // SO_REUSEPORT socket each all the same: one socket shared by io_uring rings sends
+            // every connection to the first core's multishot accept.
+            let bind_at = if reuse_port {
+                l.addr
             } else {
-                net::exclusive_listener(l.addr, config.backlog)
-            }
-            .map_err(in_use)?;
+                let probe = net::exclusive_listener(l.addr, config.backlog).map_err(in_use)?;
+                probe.local_addr()?
+            };
+            let first = net::reuseport_listener(bind_at, config.backlog).map_err(in_use)?;
             let actual = first.local_addr()?;
             addrs.push(actual);
             for listeners in per_core.iter_mut().skip(1) {
-                listeners.push(if config.reuse_port {
-                    net::reuseport_listener(actual, config.backlog).map_err(in_use)?
-                } else {
-                    // The same socket: every core accepts from its queue.
-                    first.try_clone()?
-                });
+                listeners.push(net::reuseport_listener(actual, config.backlog).map_err(in_use)?);
             }
             per_core[0].push(first);
         }

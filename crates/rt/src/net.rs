@@ -1,7 +1,6 @@
-//! Sockets: the listeners (by default one socket shared by every core, so that a second process
-//! cannot bind the port; with `reuse_port`, one `SO_REUSEPORT` socket per core, which other
-//! processes with the same option may join), and the open-file limit raised to what the process may
-//! have.
+//! Sockets: one listener per core on the same address (`SO_REUSEPORT`, so the kernel spreads
+//! connections over the cores; a plain bind first tells a port in use), and the open-file limit
+//! raised to what the process may have.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -12,7 +11,7 @@ pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListe
 }
 
 /// A non-blocking listener with `SO_REUSEADDR` only: binding fails with `AddrInUse` when anything
-/// listens on the address, and no other socket can join it later.
+/// listens on the address (used as a probe before the per-core `SO_REUSEPORT` listeners).
 pub fn exclusive_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     listener(addr, backlog, false)
 }
