@@ -628,9 +628,7 @@ fn echo_once(addr: std::net::SocketAddr) {
 fn a_port_in_use_is_an_error_unless_both_opt_in_to_reuse_port() {
     for io in drivers() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let e = start_on(io, taken.local_addr().unwrap(), false)
-            .err()
-            .expect("port in use");
+        let e = start_on(io, taken.local_addr().unwrap(), false).expect_err("port in use");
         assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
         assert!(e.to_string().contains("--reuse-port"), "{e}");
         drop(taken);
@@ -640,7 +638,7 @@ fn a_port_in_use_is_an_error_unless_both_opt_in_to_reuse_port() {
         for _ in 0..8 {
             echo_once(addr);
         }
-        let e = start_on(io, addr, false).err().expect("a port in use");
+        let e = start_on(io, addr, false).expect_err("a port in use");
         assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{io:?}");
         first.stop_handle().shutdown();
         first.join().unwrap();
