@@ -351,8 +351,16 @@ impl<A: App> Driver<'_, A> {
         } else if res != -libc::ECANCELED {
             tracing::warn!(core = self.core.st.core, error = %io::Error::from_raw_os_error(-res), "accept failed");
         }
-        if !cqueue::more(flags) && !self.core.st.shutting_down && res != -libc::ECANCELED {
-            let _ = self.arm_accept(i);
+        if !cqueue::more(flags) {
+            if self.core.st.shutting_down {
+                // The accept's last completion: the kernel holds no reference to the listener any
+                // more, so closing it now takes it out of the port at once (closed while the
+                // accept was pending, it would linger, and with SO_REUSEPORT peers keep taking
+                // connections only to reset them when the ring is torn down).
+                self.listeners[i] = None;
+            } else if res != -libc::ECANCELED {
+                let _ = self.arm_accept(i);
+            }
         }
     }
 
@@ -585,8 +593,10 @@ pub(crate) fn run<A: App>(
         d.settle();
 
         if shared.stop_requested() && !d.core.st.shutting_down {
+            // Cancel the accepts; each listener is closed when its accept's last completion
+            // arrives (`on_accept`).
             for i in 0..d.listeners.len() {
-                if d.listeners[i].take().is_some() {
+                if d.listeners[i].is_some() {
                     d.cancel(user_data(KIND_ACCEPT, i as u64));
                 }
             }
@@ -594,8 +604,9 @@ pub(crate) fn run<A: App>(
             drain_deadline = Some(d.core.st.now + shared.drain);
             d.settle();
         }
+        let accepts_done = d.listeners.iter().all(Option::is_none);
         if let Some(deadline) = drain_deadline
-            && (d.core.st.live == 0 || Instant::now() >= deadline)
+            && ((d.core.st.live == 0 && accepts_done) || Instant::now() >= deadline)
         {
             d.core.close_all();
             d.settle();
