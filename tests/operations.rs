@@ -8,6 +8,13 @@ fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
 }
 
+/// Send SIGHUP (a reload) to a running edge.
+fn sighup(edge: &crate::support::Proc) {
+    let pid = edge.child.id().to_string();
+    let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(sent.success());
+}
+
 fn promtool() -> &'static str {
     assert!(
         Command::new("promtool").arg("--version").output().is_ok(),
@@ -73,6 +80,7 @@ mod reload {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
 
+    use super::sighup;
     use crate::support::{Proc, TestCa, edge_bin, free_port, temp_dir, wait_listening};
 
     type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
@@ -138,17 +146,6 @@ mod reload {
         let mut pong = [0u8; 2];
         tls.read_exact(&mut pong).unwrap();
         assert_eq!(pong, [0x8A, 0x00]);
-    }
-
-    fn sighup(edge: &Proc) {
-        let pid = edge.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
     }
 
     /// Wait until a new connection sees `want` (the reload runs on its own thread).
@@ -603,14 +600,7 @@ mod seccomp {
         ] {
             let (edge, addr, admin, log) = edge_under_profile(io, without);
             serves(addr, admin);
-            let pid = edge.child.id().to_string();
-            assert!(
-                Command::new("kill")
-                    .args(["-HUP", &pid])
-                    .status()
-                    .unwrap()
-                    .success()
-            );
+            super::sighup(&edge);
             std::thread::sleep(Duration::from_millis(200));
             serves(addr, admin);
             assert!(
