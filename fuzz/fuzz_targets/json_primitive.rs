@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
             }
             if let Ok(bytes) = encode(&p, Format::Json) {
                 let again = decode(Format::Json, &bytes).expect("our own encoding must decode");
-                assert_eq!(again, p);
+                // Compared as re-encodings: a NaN in the content is not equal to itself.
+                let bytes_again = encode(&again, Format::Json).expect("re-encoding our own decode");
+                assert_eq!(bytes_again, bytes, "decode(encode(p)) must be a fixpoint");
                 let v = RoutingView::parse(Format::Json, &bytes).expect("view of our own encoding");
                 assert_eq!(v.rqi.as_deref(), p.rqi());
             }
