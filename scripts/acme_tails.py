@@ -57,7 +57,7 @@ def start_acme(work):
 def start_edge(io, acme_ws, multiplex):
     port = free_port()
     args = [str(LOADGEN), "edge", "run", "--listen", f"127.0.0.1:{port}", "--upstream",
-            f"ws://127.0.0.1:{acme_ws}/", "--io", io, "--workers", "2", "--request-timeout-ms", "10000"]
+            f"ws://127.0.0.1:{acme_ws}/", "--io", io, "--workers", "2", "--request-timeout", "10000ms"]
     if multiplex:
         args += ["--upstream-mode", "multiplex", "--notify-listen", f"127.0.0.1:{free_port()}"]
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -49,8 +49,8 @@ def wait_port(port, proc):
 
 
 SERVERS = {
-    "m2m-edge uring": lambda port: [f"{REL}/m2m-edge", "echo", "--listen", f"127.0.0.1:{port}", "--io", "uring", "--workers", "1", "--idle-timeout-ms", "0"],
-    "m2m-edge epoll": lambda port: [f"{REL}/m2m-edge", "echo", "--listen", f"127.0.0.1:{port}", "--io", "epoll", "--workers", "1", "--idle-timeout-ms", "0"],
+    "m2m-edge uring": lambda port: [f"{REL}/m2m-edge", "echo", "--listen", f"127.0.0.1:{port}", "--io", "uring", "--workers", "1", "--idle-timeout", "0ms"],
+    "m2m-edge epoll": lambda port: [f"{REL}/m2m-edge", "echo", "--listen", f"127.0.0.1:{port}", "--io", "epoll", "--workers", "1", "--idle-timeout", "0ms"],
     "tokio+fastwebsockets": lambda port: [f"{REL}/examples/echo_tokio_fastws", f"127.0.0.1:{port}", "1"],
     "tokio-uring": lambda port: [f"{REL}/examples/echo_tokio_uring", f"127.0.0.1:{port}", "1"],
 }

@@ -139,7 +139,7 @@ def main():
     counts = [int(c) for c in args.idle.split(",") if c]
     if counts:
         up_port, edge_port = free_port(), free_port()
-        up = subprocess.Popen([f"{REL}/m2m-edge", "echo", "--listen", f"127.0.0.1:{up_port}", "--workers", "1", "--idle-timeout-ms", "0"],
+        up = subprocess.Popen([f"{REL}/m2m-edge", "echo", "--listen", f"127.0.0.1:{up_port}", "--workers", "1", "--idle-timeout", "0ms"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         edge = subprocess.Popen([f"{REL}/m2m-edge", "run", "--listen", f"127.0.0.1:{edge_port}", "--upstream",
                                  f"ws://127.0.0.1:{up_port}/", "--workers", "1", "--io", "uring"],

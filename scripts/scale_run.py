@@ -108,7 +108,7 @@ def main():
         port, admin = free_port(), free_port()
         edge = subprocess.Popen([str(LOADGEN), "edge", "run", "--listen", f"127.0.0.1:{port}", "--upstream",
                                  f"ws://127.0.0.1:{cse_port}/", "--io", args.io, "--admin", f"127.0.0.1:{admin}",
-                                 "--idle-timeout-ms", str(int(args.interval * 3000))],
+                                 "--idle-timeout", f"{int(args.interval * 3000)}ms"],
                                 stdout=subprocess.DEVNULL, stderr=open(work / "edge.log", "w"),
                                 env=dict(os.environ, RUST_LOG="warn"))
         procs.append(edge)

@@ -14,24 +14,36 @@ use m2m_ws::{
     CloseCode, DeflateConfig, Event, Receiver, ReceiverLimits, Role, Sender, SenderConfig, endpoint,
 };
 
-/// Limits of the echo server (all also edge limits).
+/// Limits of the echo server (all also edge limits: `[limits]` of the edge's configuration).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EchoLimits {
     /// Largest handshake head in bytes.
     #[arg(long, default_value_t = 8192)]
     pub max_handshake_bytes: usize,
-    /// Time allowed for TCP/TLS plus the WebSocket handshake, in ms.
-    #[arg(long, default_value_t = 10_000)]
-    pub handshake_timeout_ms: u64,
+    /// Time allowed for TCP/TLS plus the WebSocket handshake.
+    #[arg(long, default_value = "10s", value_parser = crate::config::units::parse_duration)]
+    pub handshake_timeout: Duration,
     /// Largest frame payload in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_frame_bytes: usize,
     /// Largest message in bytes (on the wire and after inflation).
     #[arg(long, default_value_t = 1 << 20)]
     pub max_message_bytes: usize,
-    /// Close connections idle for this long, in ms (0: never).
-    #[arg(long, default_value_t = 300_000)]
-    pub idle_timeout_ms: u64,
+    /// Close connections idle for this long (0: never).
+    #[arg(long, default_value = "5m", value_parser = crate::config::units::parse_duration)]
+    pub idle_timeout: Duration,
+}
+
+impl From<&crate::config::Limits> for EchoLimits {
+    fn from(l: &crate::config::Limits) -> Self {
+        Self {
+            max_handshake_bytes: l.max_handshake_bytes,
+            handshake_timeout: l.handshake_timeout,
+            max_frame_bytes: l.max_frame_bytes,
+            max_message_bytes: l.max_message_bytes,
+            idle_timeout: l.idle_timeout,
+        }
+    }
 }
 
 /// Resolved settings shared by every core.
@@ -63,9 +75,8 @@ impl EchoSettings {
                 max_inflated_bytes: limits.max_message_bytes,
                 ..ReceiverLimits::default()
             },
-            handshake_timeout: Duration::from_millis(limits.handshake_timeout_ms),
-            idle_timeout: (limits.idle_timeout_ms > 0)
-                .then(|| Duration::from_millis(limits.idle_timeout_ms)),
+            handshake_timeout: limits.handshake_timeout,
+            idle_timeout: (!limits.idle_timeout.is_zero()).then_some(limits.idle_timeout),
             deflate: deflate.then(DeflateConfig::default),
             policy: OneM2mPolicy::default(),
         }

@@ -10,6 +10,7 @@ pub mod exposition;
 mod logging;
 #[cfg(feature = "pprof")]
 mod profiling;
+mod reload;
 mod tls_files;
 pub mod wsurl;
 

@@ -1,19 +1,45 @@
-//! `tracing` output: text for people, JSON for log pipelines; `RUST_LOG` filters (default `info`).
+//! `tracing` output: text for people, JSON for log pipelines, filtered by `[log] level` (tracing
+//! directives, e.g. `info,m2m_relay=debug`), which a reload can change without a restart.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Puts a new filter into effect; refuses one that does not parse (and keeps the old).
+pub type LevelHandle = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Parse a filter as `[log] level` takes it.
+pub fn filter(level: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(level).map_err(|e| format!("log level {level:?}: {e}"))
+}
+
+/// Install the global subscriber; the handle changes its filter later.
+pub fn init(format: &str, level: &str) -> Result<LevelHandle, String> {
+    let filter = filter(level)?;
     // Colours only for a terminal: log files and pipes get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    if format == "json" {
-        builder.json().init();
-    } else {
+    let handle: LevelHandle = if format == "json" {
+        let builder = builder.json().with_filter_reloading();
+        let handle = builder.reload_handle();
         builder.init();
-    }
+        Arc::new(move |level| {
+            handle
+                .reload(self::filter(level)?)
+                .map_err(|e| e.to_string())
+        })
+    } else {
+        let builder = builder.with_filter_reloading();
+        let handle = builder.reload_handle();
+        builder.init();
+        Arc::new(move |level| {
+            handle
+                .reload(self::filter(level)?)
+                .map_err(|e| e.to_string())
+        })
+    };
+    Ok(handle)
 }

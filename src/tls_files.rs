@@ -166,23 +166,41 @@ impl ReloadableTls {
         Ok((me, ListenerTls(Arc::new(config))))
     }
 
-    /// Read the files again and put them into effect for new handshakes; on any error nothing
-    /// changes.
-    pub fn reload(&self) -> anyhow::Result<()> {
+    /// Read the files again; nothing changes until [`PreparedTls::commit`], so that a reload of
+    /// several listeners is all or nothing.
+    pub fn prepare(&self) -> anyhow::Result<PreparedTls<'_>> {
         let certified = load_certified_key(&self.cert, &self.key)?;
         let verifier = match &self.client_ca {
             Some(ca) => Some(load_verifier(ca)?),
             None => None,
         };
-        *self.cert_slot.0.write().unwrap_or_else(|e| e.into_inner()) = certified;
-        if let (Some(slot), Some(v)) = (&self.verifier_slot, verifier) {
+        Ok(PreparedTls {
+            to: self,
+            certified,
+            verifier,
+        })
+    }
+}
+
+/// Files read by [`ReloadableTls::prepare`], not in effect yet.
+pub struct PreparedTls<'a> {
+    to: &'a ReloadableTls,
+    certified: Arc<CertifiedKey>,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl PreparedTls<'_> {
+    /// New handshakes use them from now on.
+    pub fn commit(self) {
+        *self
+            .to
+            .cert_slot
+            .0
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = self.certified;
+        if let (Some(slot), Some(v)) = (&self.to.verifier_slot, self.verifier) {
             *slot.0.write().unwrap_or_else(|e| e.into_inner()) = v;
         }
-        Ok(())
-    }
-
-    pub fn describe(&self) -> String {
-        self.cert.display().to_string()
     }
 }
 
@@ -199,35 +217,4 @@ pub fn server_config(
 /// reload sent while the edge starts does not kill it; [`reload_on_sighup`] then acts on it.
 pub fn catch_sighup() -> std::io::Result<signal_hook::iterator::Signals> {
     signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
-}
-
-/// Reload every listener's TLS files on each SIGHUP caught by `signals` (a thread waits for them),
-/// logging what happened.
-pub fn reload_on_sighup(
-    mut signals: signal_hook::iterator::Signals,
-    listeners: Vec<ReloadableTls>,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("m2m-reload".into())
-        .spawn(move || {
-            for _ in signals.forever() {
-                if listeners.is_empty() {
-                    tracing::info!("SIGHUP: no TLS listener, nothing to reload");
-                }
-                for l in &listeners {
-                    match l.reload() {
-                        Ok(()) => tracing::info!(
-                            cert = %l.describe(),
-                            "SIGHUP: certificate, key and client CA reloaded for new connections"
-                        ),
-                        Err(e) => tracing::error!(
-                            cert = %l.describe(),
-                            error = %format!("{e:#}"),
-                            "SIGHUP: reload refused, the previous certificate stays"
-                        ),
-                    }
-                }
-            }
-        })?;
-    Ok(())
 }

@@ -45,7 +45,7 @@ fn wss_suite_on_both_drivers() {
 fn handshake_timeout_closes_silent_connections() {
     use std::io::Read;
     for io in drivers() {
-        let server = start_echo(io, &["--handshake-timeout-ms", "300"]);
+        let server = start_echo(io, &["--handshake-timeout", "300ms"]);
         let mut s = std::net::TcpStream::connect(server.addr).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();

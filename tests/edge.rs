@@ -365,7 +365,7 @@ fn acme_restart_mid_session() {
         .into_iter()
         .flat_map(|io| modes().into_iter().map(move |m| (io, m)))
     {
-        let base = ["--request-timeout-ms", "3000", "--relink-backoff-ms", "300"];
+        let base = ["--request-timeout", "3000ms", "--relink-backoff", "300ms"];
         let edge = start_edge(io, acme.ws, &with_mode(&base, &margs));
         let io = format!("{io} {mode}");
         let io = io.as_str();
@@ -576,8 +576,8 @@ fn violations_get_their_codes_and_spare_other_sessions() {
             &[
                 "--max-message-bytes",
                 "65536",
-                "--handshake-timeout-ms",
-                "2000",
+                "--handshake-timeout",
+                "2000ms",
             ],
         );
         // A well-behaved device that must not notice the others.
@@ -822,8 +822,8 @@ fn idle_timeout_and_device_limit() {
             &[
                 "--workers",
                 "1",
-                "--idle-timeout-ms",
-                "600",
+                "--idle-timeout",
+                "600ms",
                 "--max-devices-per-core",
                 "1",
             ],
@@ -931,8 +931,8 @@ fn upstream_over_wss_and_through_a_connect_proxy() {
             &url,
             "--upstream-ca",
             &p(&rogue.ca_pem),
-            "--request-timeout-ms",
-            "3000",
+            "--request-timeout",
+            "3000ms",
         ]);
         let mut c = WsClient::connect(wrong.addr, &["oneM2M.json"], None).unwrap();
         let reg = req(

@@ -86,7 +86,7 @@ mod reload {
     type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
     /// A TLS connection to the edge trusting `ca`; returns it with the certificate the edge showed.
-    fn connect(addr: SocketAddr, ca: &std::path::Path) -> (Tls, Vec<u8>) {
+    pub(super) fn connect(addr: SocketAddr, ca: &std::path::Path) -> (Tls, Vec<u8>) {
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_file_iter(ca).unwrap() {
             roots.add(c.unwrap()).unwrap();
@@ -113,11 +113,11 @@ mod reload {
         (tls, cert)
     }
 
-    fn der_of(pem: &std::path::Path) -> Vec<u8> {
+    pub(super) fn der_of(pem: &std::path::Path) -> Vec<u8> {
         CertificateDer::from_pem_file(pem).unwrap().to_vec()
     }
 
-    fn upgrade(tls: &mut Tls) {
+    pub(super) fn upgrade(tls: &mut Tls) {
         write!(
             tls,
             "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -140,7 +140,7 @@ mod reload {
     }
 
     /// A masked, empty ping; the session is alive when its pong comes back.
-    fn ping_pong(tls: &mut Tls) {
+    pub(super) fn ping_pong(tls: &mut Tls) {
         tls.write_all(&[0x89, 0x80, 1, 2, 3, 4]).unwrap();
         tls.flush().unwrap();
         let mut pong = [0u8; 2];
@@ -212,6 +212,288 @@ mod reload {
         assert_eq!(connect(addr, &ca.ca_pem).1, der_of(&b_cert));
         ping_pong(&mut device);
         assert!(edge.terminate().success());
+    }
+}
+
+/// `POST /reload` on the admin listener with a configuration file: limits and certificates change
+/// for new connections while a connected device keeps its session (and its limits); a key that
+/// needs a restart is reported, not applied; a bad file is refused with the reason and nothing
+/// changes.
+mod admin_reload {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use super::reload::{connect, der_of, ping_pong, upgrade};
+    use crate::support::{Proc, TestCa, edge_bin, free_port, temp_dir, wait_listening};
+
+    fn post_reload(admin: SocketAddr) -> (u16, String) {
+        let mut s = TcpStream::connect(admin).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let status = text[9..12].parse().unwrap();
+        (status, text)
+    }
+
+    /// A masked text frame of `n` bytes that is no primitive.
+    fn junk_frame(n: u8) -> Vec<u8> {
+        let mut f = vec![0x81, 0x80 | n, 0, 0, 0, 0];
+        f.extend(std::iter::repeat_n(b'x', n as usize));
+        f
+    }
+
+    fn config(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
+        let p = dir.join("edge.toml");
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_reload_changes_limits_and_certificates_for_new_devices_only() {
+        let dir = temp_dir("admin-reload");
+        let ca = TestCa::new(&dir, "edge");
+        let (a_cert, a_key) = ca.issue("edge-a", &["127.0.0.1"]);
+        let (b_cert, b_key) = ca.issue("edge-b", &["127.0.0.1"]);
+        let (live_cert, live_key) = (dir.join("live.pem"), dir.join("live.key"));
+        std::fs::copy(&a_cert, &live_cert).unwrap();
+        std::fs::copy(&a_key, &live_key).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let base = format!(
+            "[listen]\naddress = \"{addr}\"\ntls_cert = {:?}\ntls_key = {:?}\n\
+             [upstream]\nurl = \"ws://127.0.0.1:9/\"\n[admin]\naddress = \"{admin}\"\n\
+             [runtime]\nworkers = 1\n",
+            live_cert.display().to_string(),
+            live_key.display().to_string()
+        );
+        let file = config(&dir, &base);
+        let mut child = Command::new(edge_bin())
+            .args(["run", "--config"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_listening(addr, &mut child);
+        let edge = Proc { child, addr };
+        let (mut old, shown) = connect(addr, &ca.ca_pem);
+        assert_eq!(shown, der_of(&a_cert));
+        upgrade(&mut old);
+
+        // New certificate, a much smaller frame limit, a louder log.
+        std::fs::copy(&b_cert, &live_cert).unwrap();
+        std::fs::copy(&b_key, &live_key).unwrap();
+        config(
+            &dir,
+            &format!("{base}[limits]\nmax_frame_bytes = 64\n[log]\nlevel = \"debug\"\n"),
+        );
+        let (status, text) = post_reload(admin);
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            text.contains("limits.max_frame_bytes") && text.contains("log.level"),
+            "{text}"
+        );
+        let (mut new, shown) = connect(addr, &ca.ca_pem);
+        assert_eq!(
+            shown,
+            der_of(&b_cert),
+            "a new device sees the new certificate"
+        );
+        upgrade(&mut new);
+        // 100 bytes: over the new limit for the new device (closed 1009), not for the old one
+        // (answered as a malformed primitive, session kept).
+        new.write_all(&junk_frame(100)).unwrap();
+        new.flush().unwrap();
+        let mut close = [0u8; 4];
+        new.read_exact(&mut close).unwrap();
+        assert_eq!(
+            (close[0], u16::from_be_bytes([close[2], close[3]])),
+            (0x88, 1009),
+            "a close with 1009 for the new device"
+        );
+        old.write_all(&junk_frame(100)).unwrap();
+        old.flush().unwrap();
+        let mut head = [0u8; 1];
+        old.read_exact(&mut head).unwrap();
+        assert_eq!(head[0], 0x81, "the old device gets an answer, not a close");
+        let mut rest = [0u8; 1];
+        old.read_exact(&mut rest).unwrap();
+        let mut body = vec![0u8; (rest[0] & 0x7f) as usize];
+        if rest[0] & 0x7f == 126 {
+            let mut len = [0u8; 2];
+            old.read_exact(&mut len).unwrap();
+            body = vec![0u8; u16::from_be_bytes(len) as usize];
+        }
+        old.read_exact(&mut body).unwrap();
+        assert!(
+            String::from_utf8_lossy(&body).contains("4000"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        ping_pong(&mut old);
+
+        // A key that needs a restart is reported and left alone.
+        let moved = format!("127.0.0.1:{}", free_port());
+        config(&dir, &base.replace(&addr.to_string(), &moved));
+        let (status, text) = post_reload(admin);
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("need a restart: listen.address"), "{text}");
+        assert!(
+            TcpStream::connect(addr).is_ok(),
+            "still listening where it was"
+        );
+
+        // A bad file is refused as a whole: the certificate files changed too, and stay unused.
+        std::fs::copy(&a_cert, &live_cert).unwrap();
+        std::fs::copy(&a_key, &live_key).unwrap();
+        config(&dir, &format!("{base}[limits]\nmax_frame_byte = 64\n"));
+        let (status, text) = post_reload(admin);
+        assert_eq!(status, 400, "{text}");
+        assert!(
+            text.contains("reload refused")
+                && text.contains("max_frame_byte")
+                && text.contains("line"),
+            "{text}"
+        );
+        assert_eq!(connect(addr, &ca.ca_pem).1, der_of(&b_cert));
+        ping_pong(&mut old);
+        assert!(edge.terminate().success());
+    }
+}
+
+/// The configuration's three sources and their errors, through the binary (`--check` prints what
+/// it would run with).
+mod configuration {
+    use std::process::{Command, Output};
+
+    use crate::support::{edge_bin, temp_dir};
+
+    fn check(file: Option<&str>, env: &[(&str, &str)], flags: &[&str]) -> Output {
+        let mut cmd = Command::new(edge_bin());
+        cmd.args(["run", "--check"]).args(flags);
+        if let Some(text) = file {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p = temp_dir("configuration").join(format!("edge{n}.toml"));
+            std::fs::write(&p, text).unwrap();
+            cmd.arg("--config").arg(p);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn stderr(o: &Output) -> String {
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    #[test]
+    fn flags_beat_the_environment_which_beats_the_file() {
+        let out = check(
+            Some("[upstream]\nmax_queued = 7\nmax_in_flight = 3\nmax_in_flight_x = 1\n"),
+            &[],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "a typo in the file");
+        let out = check(
+            Some(
+                "[upstream]\nmax_queued = 7\nmax_in_flight = 3\n[limits]\nidle_timeout = \"1m\"\n",
+            ),
+            &[
+                ("M2M_EDGE_UPSTREAM_MAX_QUEUED", "8"),
+                ("M2M_EDGE_LIMITS_IDLE_TIMEOUT", "90s"),
+                ("M2M_EDGE_LISTEN_CONNECT_ALLOW", "a:1,b:2"),
+            ],
+            &["--max-queued", "9"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let body: String = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let effective: toml::Table = body.parse().unwrap();
+        assert_eq!(
+            effective["upstream"]["max_queued"].as_integer(),
+            Some(9),
+            "flag"
+        );
+        assert_eq!(
+            effective["upstream"]["max_in_flight"].as_integer(),
+            Some(3),
+            "file"
+        );
+        assert_eq!(
+            effective["limits"]["idle_timeout"].as_str(),
+            Some("1m30s"),
+            "environment"
+        );
+        assert_eq!(
+            effective["listen"]["connect_allow"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2,
+            "a list from the environment"
+        );
+        assert_eq!(
+            effective["upstream"]["ping_interval"].as_str(),
+            Some("30s"),
+            "default"
+        );
+    }
+
+    #[test]
+    fn mistakes_are_one_error_that_says_where() {
+        let out = check(Some("[limits]\n\nidle_timeout_ms = 300000\n"), &[], &[]);
+        assert_eq!(out.status.code(), Some(2));
+        let e = stderr(&out);
+        assert!(
+            e.contains(".toml: TOML parse error at line 3") && e.contains("idle_timeout_ms"),
+            "{e}"
+        );
+        assert!(e.contains("durations take units now"), "{e}");
+
+        let out = check(None, &[("M2M_EDGE_UPSTREAM_MAX_QUEUD", "8")], &[]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains("did you mean M2M_EDGE_UPSTREAM_MAX_QUEUED"),
+            "{}",
+            stderr(&out)
+        );
+
+        let out = check(None, &[("M2M_EDGE_UPSTREAM_MAX_QUEUED", "lots")], &[]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains("from the environment variable M2M_EDGE_UPSTREAM_MAX_QUEUED"),
+            "{}",
+            stderr(&out)
+        );
+
+        let out = check(None, &[], &["--request-timeout", "10000"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains("say e.g. 30s"), "{}", stderr(&out));
+
+        let out = check(
+            Some("[listen]\ntls_cert = \"/nonexistent.pem\"\n"),
+            &[],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("tls_cert and listen.tls_key go together"),
+            "{}",
+            stderr(&out)
+        );
     }
 }
 
@@ -646,7 +928,7 @@ mod readiness {
         let dir = temp_dir("readiness");
         let log = dir.join("edge.log");
         let mut child = Command::new(edge_bin())
-            .args(["run", "--workers", "2", "--relink-backoff-ms", "100"])
+            .args(["run", "--workers", "2", "--relink-backoff", "100ms"])
             .args([
                 "--listen",
                 &format!("127.0.0.1:{listen}"),

@@ -104,8 +104,8 @@ fn a_frozen_cse_is_found_by_pings_and_its_link_reopened() {
                 "1s",
                 "--ping-timeout",
                 "1s",
-                "--request-timeout-ms",
-                "30000",
+                "--request-timeout",
+                "30000ms",
             ],
         );
         let ae = unique("Cfrz");

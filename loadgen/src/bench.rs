@@ -338,8 +338,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         &args.io,
         "--max-queued",
         "256",
-        "--drain-ms",
-        "1000",
+        "--drain",
+        "1000ms",
     ]
     .map(String::from)
     .to_vec();

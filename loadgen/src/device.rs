@@ -177,7 +177,7 @@ impl Device {
             format: plan.format,
             rvi: plan.args.rvi.clone(),
             fr,
-            rqet_ms: plan.args.rqet_ms,
+            rqet_ms: plan.args.rqet.as_millis() as u64,
         };
         let rng = fastrand::Rng::with_seed(
             plan.args.seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),

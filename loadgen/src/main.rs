@@ -227,7 +227,7 @@ fn cse(args: CseArgs) -> anyhow::Result<()> {
 /// Parse the command line; `--scenario FILE` first sets the defaults of `run` and `bench`.
 fn parse(args: Vec<std::ffi::OsString>) -> anyhow::Result<Cli> {
     let mut cmd = Cli::command();
-    if let Some(path) = m2m_edge::config::option_path(&args, "--scenario") {
+    if let Some(path) = m2m_loadgen::scenario::option_path(&args, "--scenario") {
         let known: Vec<String> = cmd
             .find_subcommand("run")
             .context("run subcommand")?

@@ -115,9 +115,11 @@ pub struct ScenarioArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     #[serde(serialize_with = "ser_duration")]
     pub request_timeout: Duration,
-    /// Set rqet (requestExpirationTimestamp) on operations, relative, this many ms (0: none).
-    #[arg(long, default_value_t = 0)]
-    pub rqet_ms: u64,
+    /// Set rqet (requestExpirationTimestamp) on operations, relative: this long after the send
+    /// (units: 1500ms, 2s; 0: none).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
+    pub rqet: Duration,
     /// Reconnect after this many operations, without registering again (TS-0020 §5.2).
     #[arg(long)]
     pub reconnect_after_requests: Option<u64>,
@@ -393,11 +395,48 @@ pub fn read_file(path: &Path, known: &[String]) -> anyhow::Result<Vec<(String, S
         }
         let value = match value {
             toml::Value::Float(f) => f.to_string(),
-            other => m2m_edge::config::flag_value("scenario", key, other)?,
+            other => flag_value(key, other)?,
         };
         out.push((key.clone(), value));
     }
     Ok(out)
+}
+
+/// The flag value a TOML value stands for (a scenario file sets the flags' defaults).
+fn flag_value(key: &str, v: &toml::Value) -> anyhow::Result<String> {
+    Ok(match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                toml::Value::String(s) => Ok(s.clone()),
+                other => bail!(
+                    "{key}: list items must be strings, not {}",
+                    other.type_str()
+                ),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .join(","),
+        other => bail!("{key}: a {} is not a valid value", other.type_str()),
+    })
+}
+
+/// The value of option `flag` (e.g. `--scenario`) in raw arguments, if any (it must be known
+/// before clap parses).
+pub fn option_path(args: &[std::ffi::OsString], flag: &str) -> Option<std::path::PathBuf> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == flag {
+            return it.next().map(std::path::PathBuf::from);
+        }
+        if let Some(v) = a.strip_prefix(flag).and_then(|v| v.strip_prefix('=')) {
+            return Some(v.into());
+        }
+    }
+    None
 }
 
 #[cfg(test)]

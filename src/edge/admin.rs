@@ -1,6 +1,9 @@
 //! The admin listener: `GET /metrics` (Prometheus text exposition of every core's counters),
 //! `GET /healthz` (the process answers) and `GET /readyz` (503 while draining for shutdown, and
-//! while the upstream CSE is not reachable: see [`super::readiness`]).
+//! while the upstream CSE is not reachable: see [`super::readiness`]); `POST /reload` reloads the
+//! configuration ([`crate::reload`]) for callers on loopback (any caller with
+//! `admin.remote_reload`). A reload reads files on the core that serves the request: a few
+//! milliseconds on one core, once per operator action.
 
 use m2m_rt::{ConnId, Cx};
 use m2m_ws::handshake::{HeadLimits, http_error, parse_request};
@@ -14,6 +17,7 @@ impl EdgeApp {
         cx: &mut Cx<'_, m2m_relay::Envelope>,
         conn: ConnId,
         data: &mut [u8],
+        local: bool,
     ) -> usize {
         let req = match parse_request(data, HeadLimits::default()) {
             Ok(Some((req, _))) => req,
@@ -41,7 +45,28 @@ impl EdgeApp {
                 http_error(503, &[], "the upstream CSE is not reachable")
             }
             ("GET", "/readyz") => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\nConnection: close\r\n\r\nready\n".to_vec(),
+            ("POST", "/reload") if !local && !self.settings.remote_reload => http_error(
+                403,
+                &[],
+                "reload only from loopback (admin.remote_reload allows any address)",
+            ),
+            ("POST", "/reload") => {
+                let outcome = self.settings.reloader.reload();
+                self.settings
+                    .reloader
+                    .log_outcome("POST /reload", outcome.clone());
+                let (status, body) = match outcome {
+                    Ok(report) => ("200 OK", report),
+                    Err(why) => ("400 Bad Request", format!("reload refused: {why}")),
+                };
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}\n",
+                    body.len() + 1
+                )
+                .into_bytes()
+            }
             ("GET", _) => http_error(404, &[], "try /metrics, /healthz or /readyz"),
+            (_, "/reload") => http_error(405, &[("Allow", "POST")], "only POST"),
             _ => http_error(405, &[("Allow", "GET")], "only GET"),
         };
         cx.send(conn, &response);

@@ -9,8 +9,10 @@ use m2m_rt::core::reserve_linear;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Peer(Peer),
-    /// A connection to the admin listener (or one refused before it had a session).
-    Admin,
+    /// A connection to the admin listener; `local`: from a loopback address.
+    Admin {
+        local: bool,
+    },
 }
 
 /// The two-way map of one core.
@@ -48,8 +50,12 @@ impl ConnMap {
             .map(|(_, r)| r)
     }
 
-    pub fn set_admin(&mut self, conn: ConnId) {
-        put(&mut self.by_conn, conn.slot(), Some((conn, Role::Admin)));
+    pub fn set_admin(&mut self, conn: ConnId, local: bool) {
+        put(
+            &mut self.by_conn,
+            conn.slot(),
+            Some((conn, Role::Admin { local })),
+        );
     }
 
     /// `peer` is now carried by `conn`.

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod metrics;
 pub mod readiness;
 pub mod settings;
+pub mod upstream;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -49,6 +50,10 @@ pub struct EdgeApp {
     housekeeping: bool,
     /// The upstream source address used last (round robin).
     next_source: usize,
+    /// Upstream links being connected, and the CSE address each goes to (failover on failure).
+    connecting: std::collections::HashMap<ConnId, SocketAddr>,
+    /// The reload generation of the relay settings the engine has.
+    settings_generation: u64,
 }
 
 /// The engine's [`Io`] on a core's [`Cx`].
@@ -58,6 +63,7 @@ struct CxIo<'a, 'c> {
     conns: &'a mut ConnMap,
     settings: &'a EdgeSettings,
     next_source: &'a mut usize,
+    connecting: &'a mut std::collections::HashMap<ConnId, SocketAddr>,
 }
 
 impl Io for CxIo<'_, '_> {
@@ -92,14 +98,21 @@ impl Io for CxIo<'_, '_> {
                 // Through a proxy the TCP connection goes to the proxy and TLS starts after CONNECT.
                 let (addr, tls) = match self.settings.upstream_proxy {
                     Some(proxy) => (proxy, None),
-                    None => (self.settings.upstream, self.settings.upstream_tls.clone()),
+                    None => (
+                        self.settings.upstream.current(),
+                        self.settings.upstream_tls.clone(),
+                    ),
                 };
                 let sources = &self.settings.upstream_sources;
                 let source = (!sources.is_empty()).then(|| {
                     *self.next_source = (*self.next_source + 1) % sources.len();
                     sources[*self.next_source]
                 });
-                self.cx.connect_from(addr, source, tls, timeout)?
+                let conn = self.cx.connect_from(addr, source, tls, timeout)?;
+                if self.settings.upstream_proxy.is_none() {
+                    self.connecting.insert(conn, addr);
+                }
+                conn
             }
             Target::Tunnel(addr) => self.cx.connect(addr, None, timeout)?,
         };
@@ -157,6 +170,17 @@ impl EdgeApp {
             conns: ConnMap::default(),
             housekeeping: false,
             next_source: 0,
+            connecting: Default::default(),
+            settings_generation: 0,
+        }
+    }
+
+    /// Take reloaded relay settings before a new connection is served.
+    fn take_reload(&mut self) {
+        let generation = self.settings.hot.generation();
+        if generation != self.settings_generation {
+            self.settings_generation = generation;
+            self.engine.reconfigure(&self.settings.hot.get());
         }
     }
 
@@ -170,6 +194,7 @@ impl EdgeApp {
                 conns: &mut self.conns,
                 settings: &self.settings,
                 next_source: &mut self.next_source,
+                connecting: &mut self.connecting,
             },
         )
     }
@@ -212,9 +237,11 @@ impl App for EdgeApp {
     ) {
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
         if Some(listener) == self.settings.admin_listener {
-            self.conns.set_admin(conn);
+            self.conns
+                .set_admin(conn, peer.ip().to_canonical().is_loopback());
             return;
         }
+        self.take_reload();
         if cx.shutting_down() {
             cx.abort(conn);
             return;
@@ -244,7 +271,7 @@ impl App for EdgeApp {
         let now = cx.now();
         let started = Instant::now();
         let used = match self.conns.role(conn) {
-            Some(Role::Admin) => return self.admin_data(cx, conn, data),
+            Some(Role::Admin { local }) => return self.admin_data(cx, conn, data, local),
             None => return data.len(),
             Some(Role::Peer(peer)) => {
                 let (engine, mut io) = self.split(cx);
@@ -284,6 +311,11 @@ impl App for EdgeApp {
     }
 
     fn on_connect(&mut self, cx: &mut Cx<'_, Envelope>, conn: ConnId, result: std::io::Result<()>) {
+        if let Some(addr) = self.connecting.remove(&conn)
+            && result.is_err()
+        {
+            self.settings.upstream.failed(addr);
+        }
         if result.is_err() {
             // Counted at connect; no on_close follows a failed connect.
             self.counters.connections.fetch_sub(1, Ordering::Relaxed);

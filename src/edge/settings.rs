@@ -2,14 +2,16 @@
 //! adapter needs (addresses, TLS configuration, source addresses).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
-pub use m2m_relay::settings::{OriginHeader, RelaySettings, UpstreamMode};
+pub use m2m_relay::settings::{RelaySettings, UpstreamMode};
 
 /// Everything a core needs to run sessions.
 #[derive(Debug, Clone)]
 pub struct EdgeSettings {
     pub relay: RelaySettings,
-    pub upstream: SocketAddr,
+    /// The CSE's addresses (failover, re-resolution).
+    pub upstream: Arc<super::upstream::UpstreamAddrs>,
     /// wss://: how to verify the CSE.
     pub upstream_tls: Option<m2m_rt::ClientTls>,
     /// Reach the CSE through this HTTP proxy (CONNECT).
@@ -21,5 +23,11 @@ pub struct EdgeSettings {
     /// The runtime listener number of the notify listener, if any.
     pub notify_listener: Option<usize>,
     /// Whether the CSE is reachable (for `/readyz`), kept by a probe thread.
-    pub readiness: std::sync::Arc<super::readiness::Readiness>,
+    pub readiness: Arc<super::readiness::Readiness>,
+    /// Relay settings as reloaded (taken at the next accept when the generation moved).
+    pub hot: Arc<crate::reload::HotRelay>,
+    /// `POST /reload` on the admin listener.
+    pub reloader: Arc<crate::reload::Reloader>,
+    /// `POST /reload` from any address, not only loopback.
+    pub remote_reload: bool,
 }

@@ -139,6 +139,13 @@ impl Engine {
         &self.s
     }
 
+    /// A reload: what [`RelaySettings::take_reloadable`] takes from `new` applies from the next
+    /// event on (new devices' handshakes, limits and timers; sessions already open keep the timers
+    /// they have).
+    pub fn reconfigure(&mut self, new: &RelaySettings) {
+        self.s.take_reloadable(new);
+    }
+
     /// Device sessions alive (any state).
     pub fn devices(&self) -> usize {
         self.devices.len()

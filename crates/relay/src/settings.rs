@@ -32,6 +32,16 @@ impl std::str::FromStr for OriginHeader {
     }
 }
 
+impl std::fmt::Display for OriginHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Always => "always",
+            Self::Never => "never",
+        })
+    }
+}
+
 /// How device sessions reach the CSE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamMode {
@@ -51,6 +61,15 @@ impl std::str::FromStr for UpstreamMode {
             "multiplex" => Ok(Self::Multiplex),
             other => Err(format!("{other:?}: expected passthrough or multiplex")),
         }
+    }
+}
+
+impl std::fmt::Display for UpstreamMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Passthrough => "passthrough",
+            Self::Multiplex => "multiplex",
+        })
     }
 }
 
@@ -122,6 +141,24 @@ pub struct RelaySettings {
 }
 
 impl RelaySettings {
+    /// Take over from `new` what a reload may change (limits, timeouts for new connections, the
+    /// CONNECT allow-list, deflate); what shapes running state (mode, links, upstream, holding,
+    /// pings) stays as it started.
+    pub fn take_reloadable(&mut self, new: &RelaySettings) {
+        self.head = new.head;
+        self.frames = new.frames;
+        self.deflate = new.deflate;
+        self.handshake_timeout = new.handshake_timeout;
+        self.connect_timeout = new.connect_timeout;
+        self.request_timeout = new.request_timeout;
+        self.relink_backoff = new.relink_backoff;
+        self.max_queued = new.max_queued;
+        self.max_output_bytes = new.max_output_bytes;
+        self.connect_allow = new.connect_allow.clone();
+        self.idle_timeout = new.idle_timeout;
+        self.max_devices_per_core = new.max_devices_per_core;
+    }
+
     /// Defaults for a CSE at `addr` (tests and examples; the CLI sets every field).
     pub fn for_upstream(addr: std::net::SocketAddr) -> Self {
         Self {

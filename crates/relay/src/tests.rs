@@ -411,6 +411,34 @@ fn the_device_limit_answers_503_and_the_handshake_timeout_aborts() {
 }
 
 #[test]
+fn a_reload_applies_to_new_devices_and_leaves_the_open_ones_be() {
+    let mut h = Harness::new(settings());
+    let first = h.engine.new_device(h.now);
+    h.engine.device_accepted(&mut h.io, h.now, first);
+    let mut reloaded = settings();
+    reloaded.max_devices_per_core = 1;
+    reloaded.handshake_timeout = Duration::from_secs(2);
+    // What a reload may not change is not taken over.
+    reloaded.mode = crate::settings::UpstreamMode::Multiplex;
+    reloaded.upstream_links = 9;
+    h.engine.reconfigure(&reloaded);
+    assert_eq!(h.engine.settings().max_devices_per_core, 1);
+    assert_eq!(h.engine.settings().upstream_links, 1);
+    assert_eq!(
+        h.engine.settings().mode,
+        crate::settings::UpstreamMode::Passthrough
+    );
+    // The open device stays; a second one meets the new limit.
+    let second = h.engine.new_device(h.now);
+    h.engine.device_accepted(&mut h.io, h.now, second);
+    let answer = String::from_utf8(h.io.wire.remove(&Peer::Device(second)).unwrap()).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(!h.io.closed.contains(&Peer::Device(first)));
+    assert!(!h.io.aborted.contains(&Peer::Device(first)));
+    assert_eq!(h.engine.devices(), 1);
+}
+
+#[test]
 fn a_passthrough_link_goes_with_its_device_when_nothing_is_held() {
     let mut s = settings();
     s.hold.ttl = Duration::ZERO;

@@ -58,6 +58,16 @@ impl std::str::FromStr for IoMode {
     }
 }
 
+impl std::fmt::Display for IoMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Uring => "uring",
+            Self::Epoll => "epoll",
+        })
+    }
+}
+
 /// The driver that was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriverKind {
