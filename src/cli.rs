@@ -186,7 +186,7 @@ fn relay_settings(
     let first = addrs[0];
     let limits = echo::EchoLimits::from(&c.limits);
     let echo_settings = echo::EchoSettings::new(&limits, false);
-    let mut notify_allow_addrs: Vec<std::net::IpAddr> = c
+    let notify_allow_addrs: Vec<std::net::IpAddr> = c
         .notify
         .allow
         .iter()
@@ -197,10 +197,6 @@ fn relay_settings(
             })
         })
         .collect::<anyhow::Result<_>>()?;
-    if notify_allow_addrs.is_empty() {
-        // The default: every address of the CSE (resolved at start).
-        notify_allow_addrs = addrs.iter().map(|a| a.ip()).collect();
-    }
     Ok(edge::settings::RelaySettings {
         mode: c.upstream.mode,
         upstream_links: c.upstream.links.max(1),
@@ -212,7 +208,7 @@ fn relay_settings(
         upstream_host: up.authority.clone(),
         upstream_host_only: up.host.clone(),
         upstream_port: first.port(),
-        upstream_addr: first,
+        upstream_addrs: addrs.to_vec(),
         upstream_path: up.path.clone(),
         upstream_tls: up.secure,
         upstream_proxy: c.upstream.proxy.is_some(),
@@ -415,7 +411,7 @@ fn run_edge(c: EdgeConfig, start: Startup) -> anyhow::Result<()> {
         readiness: Arc::new(edge::readiness::Readiness::default()),
         hot,
         reloader: reloader.clone(),
-        remote_reload: c.admin.remote_reload,
+        reload_access: c.admin.reload,
     };
     let directory = Arc::new(m2m_relay::Directory::default());
     edge::readiness::spawn(edge::readiness::Probe {
@@ -531,10 +527,20 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         Err(e) => e.exit(),
     };
     let result = match cli.command {
-        Command::Echo(args) => match logging::init(&args.log.format, &args.log.level) {
-            Ok(_) => run_echo(args),
-            Err(e) => return fail(anyhow::anyhow!(e), 2),
-        },
+        Command::Echo(args) => {
+            let echo = matches.subcommand_matches("echo").expect("echo");
+            let level = match echo.value_source("log.level") {
+                Some(clap::parser::ValueSource::DefaultValue) => match config::rust_log() {
+                    Ok(level) => level.unwrap_or_else(|| args.log.level.clone()),
+                    Err(e) => return fail(e, 2),
+                },
+                _ => args.log.level.clone(),
+            };
+            match logging::init(&args.log.format, &level) {
+                Ok(_) => run_echo(args),
+                Err(e) => return fail(anyhow::anyhow!(e), 2),
+            }
+        }
         Command::Health(args) => health(args),
         Command::Run(args) => {
             let run = matches.subcommand_matches("run").expect("run").clone();

@@ -104,7 +104,13 @@ impl std::fmt::Debug for Reloader {
 impl Reloader {
     /// Read the configuration again and apply it; Ok(what changed) or Err(why it was refused).
     pub fn reload(&self) -> Result<String, String> {
-        let _one = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = match self.busy.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err("another reload is in progress".into());
+            }
+        };
         let new = crate::config::resolve(self.file.as_deref(), &self.matches)
             .map_err(|e| format!("{e:#}"))?;
         let relay = (self.build_relay)(&new).map_err(|e| format!("{e:#}"))?;
@@ -115,11 +121,14 @@ impl Reloader {
             .map(|t| t.prepare())
             .collect::<anyhow::Result<Vec<_>>>()
             .map_err(|e| format!("{e:#}"))?;
-        // Valid as a whole: apply.
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        // Valid as a whole: apply, the one step that can still fail first.
+        if new.log.level != current.log.level {
+            (self.log)(&new.log.level)?;
+        }
         for c in certificates {
             c.commit();
         }
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let changed: Vec<String> = current
             .differences(&new)
             .into_iter()
@@ -132,9 +141,6 @@ impl Reloader {
             .filter(|k| !reloadable(k))
             .collect();
         self.relay.publish(&relay);
-        if new.log.level != current.log.level {
-            (self.log)(&new.log.level)?;
-        }
         *current = new;
         let mut report = format!(
             "reloaded: {} TLS listener(s) read again; changed: {}",

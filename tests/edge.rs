@@ -715,10 +715,10 @@ fn config_file_check_and_precedence() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("listen 127.0.0.1:9555"));
     for (text, needle) in [
-        ("[upstream]\nmax_in_flight = \"many\"\n", "max-in-flight"),
+        ("[upstream]\nmax_in_flight = \"many\"\n", "max_in_flight"),
         (
             "[listen]\ntls_cert = \"/nonexistent.pem\"\n",
-            "tls_cert and tls_key go together",
+            "listen.tls_cert and listen.tls_key go together",
         ),
         (
             "[listen]\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.key\"\n",
@@ -726,7 +726,7 @@ fn config_file_check_and_precedence() {
         ),
         (
             "[lisen]\naddress = \"127.0.0.1:1\"\n",
-            "unknown key lisen.address",
+            "unknown field `lisen`",
         ),
         (
             "[upstream]\nurl = \"http://127.0.0.1:1/\"\n",

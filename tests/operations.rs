@@ -670,8 +670,12 @@ mod packaging {
         // Graceful stop: longer than the edge's drain.
         let drain_ms: i64 = container_toml
             .lines()
-            .find_map(|l| l.strip_prefix("drain_ms = ")?.trim().parse().ok())
-            .unwrap();
+            .find_map(|l| {
+                let text = l.strip_prefix("drain = ")?.trim().trim_matches('"');
+                humantime::parse_duration(text).ok()
+            })
+            .map(|d| d.as_millis() as i64)
+            .expect("drain in the container's edge.toml");
         assert!(
             deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
                 .as_i64()

@@ -324,10 +324,41 @@ pub struct Admin {
     /// Admin listener: GET /metrics (Prometheus), /healthz, /readyz; POST /reload.
     #[arg(id = "admin.address", long = "admin")]
     pub address: Option<SocketAddr>,
-    /// Accept POST /reload from any address, not only from loopback (127.0.0.0/8, ::1).
-    #[arg(id = "admin.remote_reload", long = "admin-remote-reload", action = ArgAction::Set,
-          num_args = 0..=1, default_value = "false", default_missing_value = "true")]
-    pub remote_reload: bool,
+    /// Who may POST /reload: local (loopback peers: 127.0.0.0/8, ::1), any, or off. A proxy on the
+    /// same host (a service-mesh sidecar) makes every caller look local: use off there, and SIGHUP.
+    #[arg(id = "admin.reload", long = "admin-reload", default_value = "local")]
+    #[serde(with = "units::text")]
+    pub reload: ReloadAccess,
+}
+
+/// Who may ask the admin listener for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadAccess {
+    Local,
+    Any,
+    Off,
+}
+
+impl std::str::FromStr for ReloadAccess {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(Self::Local),
+            "any" => Ok(Self::Any),
+            "off" => Ok(Self::Off),
+            other => Err(format!("{other:?}: expected local, any or off")),
+        }
+    }
+}
+
+impl std::fmt::Display for ReloadAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Local => "local",
+            Self::Any => "any",
+            Self::Off => "off",
+        })
+    }
 }
 
 /// `[notify]`: multiplex mode's listener for the CSE's requests to devices.
@@ -527,10 +558,20 @@ pub fn resolve(file: Option<&Path>, matches: &clap::ArgMatches) -> anyhow::Resul
     let mut config: EdgeConfig = toml::Value::Table(table)
         .try_into()
         .context("combining the file, the environment and the flags")?;
-    if !level_set && let Ok(rust_log) = std::env::var("RUST_LOG") {
-        config.log.level = rust_log;
+    if !level_set && let Some(level) = rust_log()? {
+        config.log.level = level;
     }
     Ok(config)
+}
+
+/// `RUST_LOG`, the filter used when no key, variable or flag sets `log.level` (checked here so that
+/// its error names it).
+pub fn rust_log() -> anyhow::Result<Option<String>> {
+    let Ok(level) = std::env::var("RUST_LOG") else {
+        return Ok(None);
+    };
+    crate::logging::filter(&level).map_err(|e| anyhow::anyhow!("RUST_LOG: {e}"))?;
+    Ok(Some(level))
 }
 
 impl EdgeConfig {

@@ -1,8 +1,7 @@
 //! The admin listener: `GET /metrics` (Prometheus text exposition of every core's counters),
 //! `GET /healthz` (the process answers) and `GET /readyz` (503 while draining for shutdown, and
 //! while the upstream CSE is not reachable: see [`super::readiness`]); `POST /reload` reloads the
-//! configuration ([`crate::reload`]) for callers on loopback (any caller with
-//! `admin.remote_reload`). A reload reads files on the core that serves the request: a few
+//! configuration ([`crate::reload`]) for callers on loopback (`admin.reload`: local, any, off). A reload reads files on the core that serves the request: a few
 //! milliseconds on one core, once per operator action.
 
 use m2m_rt::{ConnId, Cx};
@@ -10,6 +9,7 @@ use m2m_ws::handshake::{HeadLimits, http_error, parse_request};
 
 use super::EdgeApp;
 use super::metrics::render;
+use crate::config::ReloadAccess;
 
 impl EdgeApp {
     pub(super) fn admin_data(
@@ -45,11 +45,12 @@ impl EdgeApp {
                 http_error(503, &[], "the upstream CSE is not reachable")
             }
             ("GET", "/readyz") => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\nConnection: close\r\n\r\nready\n".to_vec(),
-            ("POST", "/reload") if !local && !self.settings.remote_reload => http_error(
-                403,
-                &[],
-                "reload only from loopback (admin.remote_reload allows any address)",
-            ),
+            ("POST", "/reload") if self.settings.reload_access == ReloadAccess::Off => {
+                http_error(403, &[], "reload over HTTP is off (admin.reload); send SIGHUP")
+            }
+            ("POST", "/reload") if !local && self.settings.reload_access == ReloadAccess::Local => {
+                http_error(403, &[], "reload only from loopback (admin.reload = \"any\" allows any address)")
+            }
             ("POST", "/reload") => {
                 let outcome = self.settings.reloader.reload();
                 self.settings
@@ -57,6 +58,7 @@ impl EdgeApp {
                     .log_outcome("POST /reload", outcome.clone());
                 let (status, body) = match outcome {
                     Ok(report) => ("200 OK", report),
+                    Err(why) if why.contains("in progress") => ("409 Conflict", why),
                     Err(why) => ("400 Bad Request", format!("reload refused: {why}")),
                 };
                 format!(

@@ -50,10 +50,13 @@ pub struct EdgeApp {
     housekeeping: bool,
     /// The upstream source address used last (round robin).
     next_source: usize,
-    /// Upstream links being connected, and the CSE address each goes to (failover on failure).
-    connecting: std::collections::HashMap<ConnId, SocketAddr>,
+    /// Upstream links being connected: the CSE address each goes to and when its set-up must end
+    /// (failover when the address refuses or never answers).
+    connecting: std::collections::HashMap<ConnId, (SocketAddr, Instant)>,
     /// The reload generation of the relay settings the engine has.
     settings_generation: u64,
+    /// The generation of the upstream addresses the engine has.
+    addrs_generation: u64,
 }
 
 /// The engine's [`Io`] on a core's [`Cx`].
@@ -63,7 +66,7 @@ struct CxIo<'a, 'c> {
     conns: &'a mut ConnMap,
     settings: &'a EdgeSettings,
     next_source: &'a mut usize,
-    connecting: &'a mut std::collections::HashMap<ConnId, SocketAddr>,
+    connecting: &'a mut std::collections::HashMap<ConnId, (SocketAddr, Instant)>,
 }
 
 impl Io for CxIo<'_, '_> {
@@ -110,7 +113,8 @@ impl Io for CxIo<'_, '_> {
                 });
                 let conn = self.cx.connect_from(addr, source, tls, timeout)?;
                 if self.settings.upstream_proxy.is_none() {
-                    self.connecting.insert(conn, addr);
+                    self.connecting
+                        .insert(conn, (addr, self.cx.now() + timeout));
                 }
                 conn
             }
@@ -172,15 +176,25 @@ impl EdgeApp {
             next_source: 0,
             connecting: Default::default(),
             settings_generation: 0,
+            addrs_generation: 0,
         }
     }
 
-    /// Take reloaded relay settings before a new connection is served.
+    /// Take reloaded relay settings and re-resolved upstream addresses (checked on accepts, timers
+    /// and messages: every core with sessions has a timer at least every [`HOUSEKEEPING_EVERY`]).
     fn take_reload(&mut self) {
         let generation = self.settings.hot.generation();
         if generation != self.settings_generation {
             self.settings_generation = generation;
-            self.engine.reconfigure(&self.settings.hot.get());
+            let new = self.settings.hot.get();
+            self.settings.relay.take_reloadable(&new);
+            self.engine.reconfigure(&new);
+        }
+        let generation = self.settings.upstream.generation();
+        if generation != self.addrs_generation {
+            self.addrs_generation = generation;
+            self.engine
+                .set_upstream_addresses(self.settings.upstream.all());
         }
     }
 
@@ -289,6 +303,13 @@ impl App for EdgeApp {
 
     fn on_close(&mut self, cx: &mut Cx<'_, Envelope>, conn: ConnId, reason: CloseReason) {
         self.counters.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some((addr, deadline)) = self.connecting.remove(&conn)
+            && cx.now() >= deadline
+        {
+            // Closed before its connect completed, by the set-up deadline: the address never
+            // answered (not a device that left meanwhile).
+            self.settings.upstream.failed(addr);
+        }
         let Some(Role::Peer(peer)) = self.conns.take(conn) else {
             return;
         };
@@ -305,14 +326,16 @@ impl App for EdgeApp {
     }
 
     fn on_message(&mut self, cx: &mut Cx<'_, Envelope>, _from: usize, msg: Envelope) {
+        self.take_reload();
         let now = cx.now();
         let (engine, mut io) = self.split(cx);
         engine.message(&mut io, now, msg);
     }
 
     fn on_connect(&mut self, cx: &mut Cx<'_, Envelope>, conn: ConnId, result: std::io::Result<()>) {
-        if let Some(addr) = self.connecting.remove(&conn)
-            && result.is_err()
+        if let Some((addr, _)) = self.connecting.remove(&conn)
+            && let Err(e) = &result
+            && upstream::UpstreamAddrs::blames_address(e.kind())
         {
             self.settings.upstream.failed(addr);
         }
@@ -340,6 +363,7 @@ impl App for EdgeApp {
     }
 
     fn on_timer(&mut self, cx: &mut Cx<'_, Envelope>, token: u64) {
+        self.take_reload();
         if token == TIMER_HOUSEKEEPING {
             self.housekeep(cx);
             return;

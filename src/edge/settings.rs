@@ -28,6 +28,6 @@ pub struct EdgeSettings {
     pub hot: Arc<crate::reload::HotRelay>,
     /// `POST /reload` on the admin listener.
     pub reloader: Arc<crate::reload::Reloader>,
-    /// `POST /reload` from any address, not only loopback.
-    pub remote_reload: bool,
+    /// Who may `POST /reload`.
+    pub reload_access: crate::config::ReloadAccess,
 }

@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Resolves the upstream name: the real resolver, or a fake in tests.
 pub type Resolve = Box<dyn Fn() -> anyhow::Result<Vec<SocketAddr>> + Send + Sync>;
@@ -19,6 +19,8 @@ pub struct UpstreamAddrs {
     state: RwLock<State>,
     resolve: Resolve,
     resolve_soon: AtomicBool,
+    /// Changes when the list does.
+    generation: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +53,7 @@ impl UpstreamAddrs {
             state: RwLock::new(State { addrs, current: 0 }),
             resolve,
             resolve_soon: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -64,9 +67,30 @@ impl UpstreamAddrs {
         s.addrs[s.current]
     }
 
+    /// Changes whenever a resolution changed the list.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// Every known address.
     pub fn all(&self) -> Vec<SocketAddr> {
         self.read().addrs.clone()
+    }
+
+    /// Whether a failed connect says something about the address (not about this host: no local
+    /// port, no memory, a closed descriptor).
+    pub fn blames_address(kind: std::io::ErrorKind) -> bool {
+        use std::io::ErrorKind::*;
+        matches!(
+            kind,
+            ConnectionRefused
+                | ConnectionReset
+                | ConnectionAborted
+                | HostUnreachable
+                | NetworkUnreachable
+                | TimedOut
+                | NotConnected
+        )
     }
 
     /// A connect to `addr` failed: move on to the next address (unless another failure already
@@ -108,6 +132,7 @@ impl UpstreamAddrs {
         tracing::info!(old = ?s.addrs, new = ?fresh, "the upstream name resolves to other addresses now");
         s.current = fresh.iter().position(|a| *a == in_use).unwrap_or(0);
         s.addrs = fresh;
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -156,6 +181,7 @@ mod tests {
         u.refresh();
         assert!(!u.resolve_requested());
         assert_eq!(u.all(), [addr(3), addr(2)]);
+        assert_eq!(u.generation(), 1);
         assert_eq!(u.current(), addr(2), "still in the list: kept");
         *answer.lock().unwrap() = Ok(vec![addr(4)]);
         u.refresh();

@@ -633,11 +633,17 @@ impl Engine {
     }
 
     pub(crate) fn handshake_timeout(&mut self, io: &mut impl Io, now: Instant, d: DeviceId) {
-        let due = self.session(d).is_some_and(|s| {
-            matches!(s.state, DeviceState::Handshake)
-                && now >= s.accepted + self.s.handshake_timeout
-        });
-        if due {
+        let Some(s) = self.session(d) else { return };
+        if !matches!(s.state, DeviceState::Handshake) {
+            return;
+        }
+        let at = s.accepted + self.s.handshake_timeout;
+        if now < at {
+            // A reload lengthened the timeout since the timer was armed.
+            io.set_timer(at, timer(T_HANDSHAKE, d.index, d.generation));
+            return;
+        }
+        {
             tracing::debug!(device = d.index, "device handshake timeout");
             self.counters.limit(LIMIT_HANDSHAKE_TIMEOUT);
             io.abort(Peer::Device(d));

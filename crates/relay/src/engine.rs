@@ -146,6 +146,14 @@ impl Engine {
         self.s.take_reloadable(new);
     }
 
+    /// The CSE's name resolves to `addrs` now (for CONNECT targets and the notify listener's
+    /// default allow-list).
+    pub fn set_upstream_addresses(&mut self, addrs: Vec<std::net::SocketAddr>) {
+        if !addrs.is_empty() {
+            self.s.upstream_addrs = addrs;
+        }
+    }
+
     /// Device sessions alive (any state).
     pub fn devices(&self) -> usize {
         self.devices.len()

@@ -68,11 +68,19 @@ impl Engine {
     }
 
     pub(crate) fn notify_handshake_timeout(&mut self, io: &mut impl Io, now: Instant, n: NotifyId) {
-        let due = self.notifies.get(n.index, n.generation).is_some_and(|c| {
-            matches!(c.state, NotifyState::Handshake)
-                && now >= c.accepted + self.s.handshake_timeout
-        });
-        if due {
+        let Some(c) = self.notifies.get(n.index, n.generation) else {
+            return;
+        };
+        if !matches!(c.state, NotifyState::Handshake) {
+            return;
+        }
+        let at = c.accepted + self.s.handshake_timeout;
+        if now < at {
+            // A reload lengthened the timeout since the timer was armed.
+            io.set_timer(at, timer(T_NOTIFY_HANDSHAKE, n.index, n.generation));
+            return;
+        }
+        {
             io.abort(Peer::Notify(n));
             self.notifies.remove(n.index, n.generation);
         }
@@ -98,9 +106,11 @@ impl Engine {
     fn notify_allowed(&self, ip: IpAddr, origin: Option<&str>) -> bool {
         // A listener on [::] sees IPv4 peers as ::ffff:a.b.c.d.
         let ip = ip.to_canonical();
-        let cse = self.s.upstream_addr.ip().to_canonical();
         let ip_ok = if self.s.notify_allow_addrs.is_empty() {
-            ip == cse || (cse.is_loopback() && ip.is_loopback())
+            self.s.upstream_addrs.iter().any(|a| {
+                let cse = a.ip().to_canonical();
+                ip == cse || (cse.is_loopback() && ip.is_loopback())
+            })
         } else {
             self.s.notify_allow_addrs.contains(&ip)
         };

@@ -86,8 +86,10 @@ pub struct RelaySettings {
     /// The host part alone (CONNECT request).
     pub upstream_host_only: String,
     pub upstream_port: u16,
-    /// The CSE's resolved address (a CONNECT naming it literally is terminated by the edge).
-    pub upstream_addr: std::net::SocketAddr,
+    /// The CSE's resolved addresses (a CONNECT naming one literally is terminated by the edge; by
+    /// default the notify listener admits them). The adapter keeps them current
+    /// ([`crate::Engine::set_upstream_addresses`]).
+    pub upstream_addrs: Vec<std::net::SocketAddr>,
     pub upstream_path: String,
     /// wss:// toward the CSE (through a proxy, TLS starts after the CONNECT answer).
     pub upstream_tls: bool,
@@ -168,7 +170,7 @@ impl RelaySettings {
             upstream_host: addr.to_string(),
             upstream_host_only: addr.ip().to_string(),
             upstream_port: addr.port(),
-            upstream_addr: addr,
+            upstream_addrs: vec![addr],
             upstream_path: "/".into(),
             upstream_tls: false,
             upstream_proxy: false,

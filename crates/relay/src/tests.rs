@@ -439,6 +439,24 @@ fn a_reload_applies_to_new_devices_and_leaves_the_open_ones_be() {
 }
 
 #[test]
+fn a_handshake_timeout_lengthened_by_a_reload_still_fires() {
+    let mut s = settings();
+    s.handshake_timeout = Duration::from_secs(2);
+    let mut h = Harness::new(s.clone());
+    let d = h.engine.new_device(h.now);
+    h.engine.device_accepted(&mut h.io, h.now, d);
+    s.handshake_timeout = Duration::from_secs(10);
+    h.engine.reconfigure(&s);
+    h.advance(Duration::from_secs(3));
+    assert!(!h.io.aborted.contains(&Peer::Device(d)), "not due yet");
+    h.advance(Duration::from_secs(8));
+    assert!(
+        h.io.aborted.contains(&Peer::Device(d)),
+        "the timer was armed again for the new deadline"
+    );
+}
+
+#[test]
 fn a_passthrough_link_goes_with_its_device_when_nothing_is_held() {
     let mut s = settings();
     s.hold.ttl = Duration::ZERO;

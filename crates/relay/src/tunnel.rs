@@ -18,7 +18,7 @@ use crate::{DeviceId, Io, Peer, Target};
 impl Engine {
     /// Is `authority` (host:port) the CSE target the edge relays to?
     fn is_own_target(&self, authority: &str, addr: Option<SocketAddr>) -> bool {
-        addr == Some(self.s.upstream_addr)
+        addr.is_some_and(|a| self.s.upstream_addrs.contains(&a))
             || authority.eq_ignore_ascii_case(&self.s.upstream_host)
             || authority.eq_ignore_ascii_case(&format!(
                 "{}:{}",

@@ -56,6 +56,14 @@ pub(crate) struct Conn {
     pub lingering: bool,
 }
 
+/// A connection closed this turn, for the driver to finish.
+#[derive(Debug)]
+pub(crate) struct Closed {
+    pub id: ConnId,
+    pub driver_flags: u32,
+    pub fd: OwnedFd,
+}
+
 /// Things the driver must do after the app ran.
 #[derive(Debug)]
 pub(crate) enum Action {
@@ -111,9 +119,10 @@ pub struct CoreState<M> {
     /// How long a closing connection reads and drops the peer's input before it is closed.
     pub(crate) linger: std::time::Duration,
     pub(crate) shutting_down: bool,
-    /// Connections closed this turn with the driver flags they had (the uring driver cancels their
-    /// pending receive).
-    pub(crate) closed: Vec<(ConnId, u32)>,
+    /// Connections closed this turn, with the driver flags they had and their descriptor, which
+    /// the driver closes (the uring driver cancels their pending receive, and closes the descriptor
+    /// only once every SQE naming it has gone to the kernel).
+    pub(crate) closed: Vec<Closed>,
     pub stats: CoreStats,
 }
 
@@ -630,22 +639,31 @@ impl<A: App> Core<A> {
         self.close_now(id, reason);
     }
 
-    /// Remove the connection and tell the app (once).
-    pub(crate) fn close_now(&mut self, id: ConnId, reason: CloseReason) -> Option<Conn> {
-        let mut conn = self.st.remove(id)?;
+    /// Remove the connection and tell the app (once). Its descriptor goes to the driver
+    /// (`st.closed`), not closed here: an SQE built from it this turn may not be submitted yet.
+    pub(crate) fn close_now(&mut self, id: ConnId, reason: CloseReason) {
+        let Some(mut conn) = self.st.remove(id) else {
+            return;
+        };
         self.st.stats.closed += 1;
         let reason = if conn.lingering {
             conn.close_reason.take().unwrap_or(CloseReason::Local)
         } else {
             reason
         };
-        self.st.closed.push((id, conn.driver_flags));
         if let Some(t) = conn.connect_timer.take() {
             self.st.timers.cancel(t);
         }
         let connecting = conn.state == ConnState::Connecting;
         let input = std::mem::take(&mut conn.input);
         self.st.recycle(input);
+        let output = std::mem::take(&mut conn.output);
+        self.st.recycle(output);
+        self.st.closed.push(Closed {
+            id,
+            driver_flags: conn.driver_flags,
+            fd: conn.fd,
+        });
         let (app, mut cx) = self.cx();
         if connecting {
             let kind = match &reason {
@@ -656,7 +674,6 @@ impl<A: App> Core<A> {
         } else {
             app.on_close(&mut cx, id, reason);
         }
-        Some(conn)
     }
 
     /// An outbound connect finished.

@@ -14,6 +14,26 @@
 //!   its multishot receive by user data.
 //! - **Sleep:** `io_uring_enter` with a timeout argument (`EXT_ARG`): one kernel timeout per turn.
 //! - **Wakeup:** a multishot poll on the core's eventfd.
+//!
+//! ## Who owns what, when (the invariants every `unsafe` block below relies on)
+//!
+//! - **SQE memory.** An SQE may point into our memory (a send's bytes, a connect's address). That
+//!   memory moves into the op table ([`Ops`]) when the SQE is queued and leaves it only when the op's
+//!   completion has been reaped: the kernel may read it any time in between. Receives point only
+//!   into the provided-buffer ring, which lives as long as the ring; accepts, polls and cancels point
+//!   to nothing of ours.
+//! - **Descriptors.** An SQE names a connection's descriptor by number, and the kernel resolves the
+//!   number when it *submits* the SQE, not when we queue it. A connection closed in a turn therefore
+//!   does not close its descriptor at once: it waits in `graveyard` until the SQ is empty after the
+//!   next `io_uring_enter`, so a queued send can never reach a socket that reused the number (a new
+//!   link opened in the same turn). Once submitted, the kernel holds its own reference to the file.
+//! - **Counting.** Every queued SQE ends in exactly one completion without `IORING_CQE_F_MORE`
+//!   (multishot ops end that way too, cancelled or not); `in_flight` counts SQEs queued minus such
+//!   completions, so it is the number of operations that may still touch our memory.
+//! - **Exit.** Before the op table, the buffer ring and the ring are freed, everything in flight is
+//!   cancelled (`ASYNC_CANCEL_ANY`, or one by one on kernels before 5.19) and its completions are
+//!   reaped until `in_flight` is 0. If the kernel does not finish in time, the memory is leaked on
+//!   purpose (never freed under the kernel) and the core reports an error.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::io;
@@ -35,6 +55,8 @@ const KIND_RECV: u64 = 2;
 const KIND_OP: u64 = 3;
 const KIND_WAKE: u64 = 4;
 const KIND_IGNORE: u64 = 5;
+/// The exit's cancel-everything (its failure with `EINVAL` means: cancel one by one).
+const KIND_CANCEL_ANY: u64 = 6;
 const BUF_GROUP: u16 = 0;
 /// `driver_flags`: a multishot receive is armed.
 const RECV_ARMED: u32 = 1;
@@ -217,6 +239,10 @@ struct Driver<'a, A: App> {
     core: &'a mut Core<A>,
     rearm: Vec<ConnId>,
     dirty: Vec<ConnId>,
+    /// Descriptors of closed connections, closed once the SQEs queued before are submitted.
+    graveyard: Vec<OwnedFd>,
+    /// SQEs queued whose final completion has not been reaped.
+    in_flight: usize,
 }
 
 impl<A: App> Driver<'_, A> {
@@ -228,6 +254,7 @@ impl<A: App> Driver<'_, A> {
         loop {
             // SAFETY: forwarded from the caller.
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                self.in_flight += 1;
                 return Ok(());
             }
             self.ring.submit()?;
@@ -470,20 +497,94 @@ impl<A: App> Driver<'_, A> {
         let mut dirty = std::mem::take(&mut self.dirty);
         driver::settle(self, &mut dirty);
         self.dirty = dirty;
-        let closed = std::mem::take(&mut self.core.st.closed);
-        for &(id, flags) in &closed {
-            if flags & RECV_ARMED != 0 {
-                self.cancel(recv_data(id));
+        let mut closed = std::mem::take(&mut self.core.st.closed);
+        for c in closed.drain(..) {
+            if c.driver_flags & RECV_ARMED != 0 {
+                self.cancel(recv_data(c.id));
             }
+            self.graveyard.push(c.fd);
         }
         self.core.st.closed = closed;
-        self.core.st.closed.clear();
         if let Some(b) = self.bufs.as_ref() {
             b.publish();
         }
         for id in std::mem::take(&mut self.rearm) {
             self.arm_recv(id);
         }
+    }
+}
+
+impl<A: App> Driver<'_, A> {
+    /// Close the descriptors of closed connections once nothing queued can name them: the SQ is
+    /// empty, so every SQE built from them has been submitted (the kernel holds its own reference).
+    fn bury(&mut self) {
+        if !self.graveyard.is_empty() && self.ring.submission().is_empty() {
+            self.graveyard.clear();
+        }
+    }
+
+    /// Cancel everything in flight and reap completions until nothing is (or `limit` passed):
+    /// afterwards no operation can touch the op table, the buffer ring or a descriptor.
+    fn quiesce(&mut self, limit: std::time::Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let any = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any())
+            .build()
+            .user_data(user_data(KIND_CANCEL_ANY, 0));
+        // SAFETY: a cancel references no memory.
+        let _ = unsafe { self.push(any) };
+        while self.in_flight > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let wait = (deadline - now).min(std::time::Duration::from_millis(100));
+            let ts = Timespec::new()
+                .sec(wait.as_secs())
+                .nsec(wait.subsec_nanos());
+            let args = SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            self.bury();
+            let cqes: Vec<(u64, i32, u32)> = self
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags()))
+                .collect();
+            for (ud, res, flags) in cqes {
+                if !cqueue::more(flags) {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                }
+                let payload = ud & ((1 << 56) - 1);
+                match ud >> 56 {
+                    KIND_OP => {
+                        // The kernel is done with the op's memory.
+                        self.ops.take(payload as usize);
+                    }
+                    KIND_ACCEPT if res >= 0 => {
+                        // SAFETY: a successful accept returns a descriptor that we now own.
+                        drop(unsafe { OwnedFd::from_raw_fd(res) });
+                    }
+                    KIND_CANCEL_ANY if res == -libc::EINVAL => self.cancel_each(),
+                    _ => {}
+                }
+            }
+        }
+        self.graveyard.clear();
+        true
+    }
+
+    /// Cancel what is in flight one by one (kernels without `ASYNC_CANCEL_ANY`): ops, accepts, the
+    /// wake-up poll (receives of closed connections were cancelled when they closed).
+    fn cancel_each(&mut self) {
+        let ops: Vec<usize> = (0..self.ops.slots.len())
+            .filter(|&i| self.ops.slots[i].is_some())
+            .collect();
+        for i in ops {
+            self.cancel(user_data(KIND_OP, i as u64));
+        }
+        for i in 0..self.listeners.len() {
+            self.cancel(user_data(KIND_ACCEPT, i as u64));
+        }
+        self.cancel(user_data(KIND_WAKE, 0));
     }
 }
 
@@ -526,6 +627,8 @@ pub(crate) fn run<A: App>(
         core,
         rearm: Vec::new(),
         dirty: Vec::new(),
+        graveyard: Vec::new(),
+        in_flight: 0,
     };
     for i in 0..d.listeners.len() {
         d.arm_accept(i)?;
@@ -545,6 +648,12 @@ pub(crate) fn run<A: App>(
             .sec(sleep.as_secs())
             .nsec(sleep.subsec_nanos());
         let args = SubmitArgs::new().timespec(&ts);
+        if !d.graveyard.is_empty() {
+            // Closed connections' descriptors: submit what names them now, close them, then wait
+            // (else their FIN would wait for the next wake-up).
+            let _ = d.ring.submit();
+            d.bury();
+        }
         match d.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => {}
             Err(e)
@@ -554,6 +663,7 @@ pub(crate) fn run<A: App>(
                 ) => {}
             Err(e) => break Err(e),
         }
+        d.bury();
         d.core.st.now = Instant::now();
         d.core.st.stats.loop_turns += 1;
         d.core.st.stats.wait_ns += d.core.st.now.saturating_duration_since(now).as_nanos() as u64;
@@ -564,6 +674,9 @@ pub(crate) fn run<A: App>(
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
         for &(ud, res, flags) in &cqes {
+            if !cqueue::more(flags) {
+                d.in_flight = d.in_flight.saturating_sub(1);
+            }
             let payload = ud & ((1 << 56) - 1);
             match ud >> 56 {
                 KIND_ACCEPT => d.on_accept(payload as usize, res, flags),
@@ -614,9 +727,31 @@ pub(crate) fn run<A: App>(
             break Ok(());
         }
     };
-    // Unregister the buffer ring before its memory is freed.
-    if let Some(b) = d.bufs.take() {
-        b.unregister(&d.ring);
+    let quiet = d.quiesce(EXIT_WAIT);
+    let left = d.in_flight;
+    let Driver {
+        ring, bufs, ops, ..
+    } = d;
+    if !quiet {
+        // Never free memory the kernel may still use: leak the op table and the buffer ring.
+        std::mem::forget(ops);
+        std::mem::forget(bufs);
+        drop(ring);
+        tracing::error!(
+            operations = left,
+            "io_uring operations still in the kernel at exit: their memory is leaked, not freed"
+        );
+        return result.and(Err(io::Error::other(format!(
+            "{left} io_uring operations did not complete at exit"
+        ))));
     }
+    // Unregister the buffer ring before its memory is freed.
+    if let Some(b) = bufs {
+        b.unregister(&ring);
+    }
+    drop(ops);
     result
 }
+
+/// How long the exit waits for cancelled operations to complete.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
