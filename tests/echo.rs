@@ -6,6 +6,7 @@ use crate::support::*;
 
 #[test]
 fn python_websockets_suite_on_both_drivers() {
+    crate::support::peers::require(&[crate::support::peers::Peer::PythonWebsockets]);
     for io in drivers() {
         let server = start_echo(io, &["--deflate"]);
         let out = run_python("ws_echo_suite.py", &[&server.addr.to_string()]);
@@ -17,6 +18,7 @@ fn python_websockets_suite_on_both_drivers() {
 
 #[test]
 fn wss_suite_on_both_drivers() {
+    crate::support::peers::require(&[crate::support::peers::Peer::PythonWebsockets]);
     let dir = temp_dir("echo-wss");
     let (cert, key) = self_signed(&dir);
     for io in drivers() {

@@ -484,7 +484,9 @@ fn connect_path_terminates_the_cse_target_and_refuses_others() {
 
 #[test]
 fn wss_with_client_certificates_and_identity_binding() {
+    use crate::support::peers::{Peer, require};
     use crate::support::{TestCa, run_python, temp_dir};
+    require(&[Peer::PythonWebsockets, Peer::Acme]);
     let acme = start_acme("edge-acme-tls", false);
     let dir = temp_dir("edge-tls");
     let ca = TestCa::new(&dir, "devices");
@@ -773,14 +775,11 @@ fn config_file_check_and_precedence() {
 
 #[test]
 fn python_and_browser_devices_register_through_the_edge() {
+    use crate::support::peers::{Peer, playwright_path, require};
+    require(&[Peer::Browser, Peer::PythonWebsockets, Peer::Acme]);
     let acme = start_acme("edge-acme-browser", false);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let playwright = root.join(".peers/node/node_modules/playwright-core");
-    assert!(
-        playwright.exists(),
-        "{} is missing: run scripts/test.sh",
-        playwright.display()
-    );
+    let playwright = playwright_path();
     for io in drivers() {
         let edge = start_edge(io, acme.ws, &["--deflate"]);
         let url = format!("ws://{}/", edge.addr);

@@ -206,7 +206,9 @@ fn notifications_reach_devices_on_shared_links_through_the_notify_listener() {
 /// certificate from another CA does not get through.
 #[test]
 fn the_notify_listener_speaks_wss_with_client_certificates() {
+    use crate::support::peers::{Peer, require};
     use crate::support::{TestCa, run_python, temp_dir};
+    require(&[Peer::PythonWebsockets, Peer::Acme]);
     let acme = start_acme("mux-acme-notify-tls", false);
     let dir = temp_dir("mux-notify-tls");
     let ca = TestCa::new(&dir, "edge");

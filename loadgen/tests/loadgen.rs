@@ -9,6 +9,8 @@
 mod acme;
 #[path = "../../tests/support/certs.rs"]
 mod certs;
+#[path = "../../tests/support/peers.rs"]
+mod peers;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -507,14 +509,10 @@ fn small_run_dir(name: &str, shard: &str) -> (PathBuf, Outcome) {
 
 #[test]
 fn the_java_reference_reader_reads_our_interval_log() {
+    peers::require(&[peers::Peer::JavaHdrHistogram]);
     let _load = load_test();
     let (dir, o) = small_run_dir("java", "0/1");
-    let jar = Path::new("/usr/share/java/hdrhistogram.jar");
-    assert!(
-        jar.exists(),
-        "{} missing: scripts/test.sh installs libhdrhistogram-java",
-        jar.display()
-    );
+    let jar = Path::new(peers::HDRHISTOGRAM_JAR);
     for (tag, expect) in [
         (None, o.summary.operations),
         (
@@ -552,6 +550,7 @@ fn the_java_reference_reader_reads_our_interval_log() {
 
 #[test]
 fn the_html_report_opens_in_headless_chromium_without_errors() {
+    peers::require(&[peers::Peer::Browser]);
     let _load = load_test();
     let (dir, _) = small_run_dir("html", "0/1");
     let root = repo();
@@ -561,10 +560,7 @@ fn the_html_report_opens_in_headless_chromium_without_errors() {
         .arg(root.join("loadgen/tests/report_page.js"))
         .arg(dir.join("report.html"))
         .arg(&shot)
-        .env(
-            "PLAYWRIGHT_CORE",
-            root.join(".peers/node/node_modules/playwright-core"),
-        )
+        .env("PLAYWRIGHT_CORE", peers::playwright_path())
         .output()
         .expect("run node");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -1030,11 +1026,8 @@ fn prom_max(prom: SocketAddr, metric: &str) -> Option<f64> {
 #[test]
 fn a_real_prometheus_scrapes_every_dashboard_series_during_a_bench_run() {
     let _load = load_test();
+    peers::require(&[peers::Peer::Prometheus]);
     let prometheus = Path::new("/usr/bin/prometheus");
-    assert!(
-        prometheus.exists(),
-        "scripts/test.sh installs Debian's prometheus"
-    );
     let dir = temp_dir("prometheus");
     let (admin, lg_metrics, prom_port) = (free_port(), free_port(), free_port());
     std::fs::write(

@@ -25,24 +25,9 @@ impl Drop for Acme {
     }
 }
 
-/// The repository root (this file is also included by the loadgen's tests, one level down).
-fn repo_root() -> PathBuf {
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    while !dir.join("tests/peers/acme.ini").exists() && dir.pop() {}
-    dir
-}
-
 fn acme_python() -> PathBuf {
-    let root = repo_root();
-    let py = std::env::var_os("M2M_ACME_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".peers/acme/bin/python"));
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/test.sh, which installs ACME",
-        py.display()
-    );
-    py
+    super::peers::require(&[super::peers::Peer::Acme]);
+    super::peers::acme_python_path()
 }
 
 /// Retrieve the CSEBase over HTTP; true when ACME answers `X-M2M-RSC: 2000`.

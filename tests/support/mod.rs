@@ -3,6 +3,7 @@
 
 pub mod acme;
 pub mod certs;
+pub mod peers;
 pub mod ws_client;
 
 pub use certs::TestCa;
@@ -105,16 +106,8 @@ pub fn drivers() -> Vec<&'static str> {
 
 /// The Python with the peers installed by `scripts/test.sh` (`.peers/py`).
 pub fn python() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let py = std::env::var_os("M2M_PEERS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".peers/py/bin/python"));
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/test.sh, which installs the Python peers",
-        py.display()
-    );
-    py
+    peers::require(&[peers::Peer::PythonWebsockets]);
+    peers::python_path()
 }
 
 pub fn peer_script(name: &str) -> PathBuf {
