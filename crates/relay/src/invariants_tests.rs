@@ -6,7 +6,8 @@
 //!   came on survives (by the device, or by the edge: 1000 held, 5103, 4008);
 //! - nothing is left held or owed once the hold time has passed.
 //!
-//! Deterministic (seeded) so a failure replays; the seeds run in `cargo test`.
+//! Deterministic (seeded) so a failure replays; the seeds run in `cargo test`, and the fuzzer drives
+//! the same world with its own bytes (feature `fuzzing`, [`fuzz_events`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,15 +19,34 @@ use crate::testing::{Dev, End, Harness, json, settings};
 use crate::tests::{ok, retrieve, two_cores};
 use crate::{LinkId, NotifyId};
 
-/// xorshift64*: enough randomness for event choice, no dependency.
-struct Rng(u64);
+/// Where the sequence's choices come from: xorshift64* for the seeded tests (enough randomness for
+/// event choice, no dependency), or the fuzzer's bytes (one per choice; none left: 0).
+enum Rng<'a> {
+    Xor(u64),
+    Bytes(&'a [u8]),
+}
 
-impl Rng {
+impl Rng<'_> {
     fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n.max(1)
+        match self {
+            Rng::Xor(s) => {
+                *s ^= *s >> 12;
+                *s ^= *s << 25;
+                *s ^= *s >> 27;
+                (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n.max(1)
+            }
+            Rng::Bytes(b) => match b.split_first() {
+                Some((&x, rest)) => {
+                    *b = rest;
+                    x as usize % n.max(1)
+                }
+                None => 0,
+            },
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        matches!(self, Rng::Bytes(b) if b.is_empty())
     }
 }
 
@@ -94,7 +114,7 @@ impl World {
 
     /// Every device reads what it got: responses are checked and counted, the CSE's requests answered.
     /// `lazy`: each device reads with probability 3/4 (so some leave with NOTIFYs unanswered).
-    fn devices_read(&mut self, lazy: Option<&mut Rng>) {
+    fn devices_read(&mut self, lazy: Option<&mut Rng<'_>>) {
         let mut lazy = lazy;
         for i in 0..DEVICES {
             if lazy.as_mut().is_some_and(|r| r.below(4) == 0) {
@@ -180,7 +200,7 @@ impl World {
         }
     }
 
-    fn step(&mut self, rng: &mut Rng) {
+    fn step(&mut self, rng: &mut Rng<'_>) {
         let i = rng.below(DEVICES);
         match rng.below(10) {
             0 if self.devices[i].is_none() => {
@@ -246,7 +266,7 @@ impl World {
 
     /// Links accepted, mail carried, devices and the CSE read what they got; a CSE request whose
     /// connection the edge closed needs no answer any more.
-    fn settle(&mut self, lazy: Option<&mut Rng>) {
+    fn settle(&mut self, lazy: Option<&mut Rng<'_>>) {
         self.links_gone();
         for h in &mut self.cores {
             h.cse_accept_all();
@@ -273,7 +293,7 @@ impl World {
 
     /// The CSE sends a NOTIFY for device `i`: multiplex on a notify connection, passthrough on the
     /// link that carries the device's origin (if any).
-    fn cse_notifies(&mut self, rng: &mut Rng, i: usize) {
+    fn cse_notifies(&mut self, rng: &mut Rng<'_>, i: usize) {
         self.next += 1;
         let id = format!("n{}", self.next);
         let p = json(&format!(
@@ -357,8 +377,24 @@ impl World {
     }
 }
 
+/// The fuzz target's entry (`fuzz/fuzz_targets/relay_events.rs`): the first byte picks the mode,
+/// each further byte one choice of the sequence (at most 400 steps); panics when an invariant
+/// breaks.
+pub fn fuzz_events(data: &[u8]) {
+    let multiplex = data.first().is_some_and(|b| b & 1 == 1);
+    let mut rng = Rng::Bytes(data.get(1..).unwrap_or_default());
+    let mut world = World::new(multiplex);
+    for _ in 0..400 {
+        if rng.exhausted() {
+            break;
+        }
+        world.step(&mut rng);
+    }
+    world.finish();
+}
+
 fn run(seed: u64, multiplex: bool) {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::Xor(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut world = World::new(multiplex);
     for _ in 0..400 {
         world.step(&mut rng);
@@ -377,5 +413,20 @@ fn random_sequences_keep_the_invariants_in_multiplex_mode() {
 fn random_sequences_keep_the_invariants_in_passthrough_mode() {
     for seed in 1..=40 {
         run(seed, false);
+    }
+}
+
+#[test]
+fn byte_driven_sequences_keep_the_invariants() {
+    // The fuzzer's path, with bytes from the seeded generator (both modes) and the checked-in seeds.
+    for seed in 1..=20u64 {
+        let mut rng = Rng::Xor(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let bytes: Vec<u8> = (0..900).map(|_| rng.below(256) as u8).collect();
+        fuzz_events(&bytes);
+    }
+    let seeds =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/relay_events");
+    for entry in std::fs::read_dir(&seeds).into_iter().flatten().flatten() {
+        fuzz_events(&std::fs::read(entry.path()).unwrap());
     }
 }

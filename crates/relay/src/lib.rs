@@ -42,14 +42,21 @@ mod tunnel;
 
 #[cfg(test)]
 mod holding_tests;
-#[cfg(test)]
+// The invariant checks and their in-memory world also serve the fuzzer (feature `fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code, unused_imports))]
 mod invariants_tests;
 #[cfg(test)]
 mod session_tests;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code, unused_imports))]
 mod testing;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code, unused_imports))]
 mod tests;
+
+#[cfg(feature = "fuzzing")]
+pub use invariants_tests::fuzz_events;
 
 use std::net::SocketAddr;
 use std::time::Instant;

@@ -56,11 +56,9 @@ pub(crate) struct Conn {
     pub lingering: bool,
 }
 
-/// A connection closed this turn, for the driver to finish.
+/// A connection closed this turn: its descriptor, for the driver to close.
 #[derive(Debug)]
 pub(crate) struct Closed {
-    pub id: ConnId,
-    pub driver_flags: u32,
     pub fd: OwnedFd,
 }
 
@@ -119,9 +117,9 @@ pub struct CoreState<M> {
     /// How long a closing connection reads and drops the peer's input before it is closed.
     pub(crate) linger: std::time::Duration,
     pub(crate) shutting_down: bool,
-    /// Connections closed this turn, with the driver flags they had and their descriptor, which
-    /// the driver closes (the uring driver cancels their pending receive, and closes the descriptor
-    /// only once every SQE naming it has gone to the kernel).
+    /// Connections closed this turn: their descriptors, which the driver closes (the uring driver
+    /// cancels every operation on one, and closes it only once every SQE naming it has gone to
+    /// the kernel).
     pub(crate) closed: Vec<Closed>,
     pub stats: CoreStats,
 }
@@ -432,6 +430,18 @@ impl<M> Cx<'_, M> {
             socket.bind(&SocketAddr::new(ip, 0).into())?;
         }
         socket.set_cloexec(true)?;
+        // TLS first: a failure leaves nothing registered behind.
+        let tls = match tls {
+            Some(t) => {
+                let mut client = rustls::ClientConnection::new(t.config, t.server_name)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                // Plaintext sent before the handshake completes is buffered; our output is the
+                // bound.
+                client.set_buffer_limit(None);
+                Some(Box::new(rustls::Connection::Client(client)))
+            }
+            None => None,
+        };
         let fd: OwnedFd = socket.into();
         let id = self.st.insert(fd, ConnState::Connecting);
         let timer = self
@@ -440,13 +450,7 @@ impl<M> Cx<'_, M> {
             .insert(self.st.now + timeout, TimerKind::ConnectTimeout(id));
         let conn = self.st.conn_mut(id).expect("just inserted");
         conn.connect_timer = Some(timer);
-        if let Some(t) = tls {
-            let mut client = rustls::ClientConnection::new(t.config, t.server_name)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            // Plaintext sent before the handshake completes is buffered; our output is the bound.
-            client.set_buffer_limit(None);
-            conn.tls = Some(Box::new(rustls::Connection::Client(client)));
-        }
+        conn.tls = tls;
         self.st.actions.push(Action::Connect(id, addr));
         Ok(id)
     }
@@ -659,11 +663,7 @@ impl<A: App> Core<A> {
         self.st.recycle(input);
         let output = std::mem::take(&mut conn.output);
         self.st.recycle(output);
-        self.st.closed.push(Closed {
-            id,
-            driver_flags: conn.driver_flags,
-            fd: conn.fd,
-        });
+        self.st.closed.push(Closed { fd: conn.fd });
         let (app, mut cx) = self.cx();
         if connecting {
             let kind = match &reason {

@@ -165,6 +165,8 @@ pub(crate) struct RunShared {
     stop: AtomicBool,
     pub(crate) drain: Duration,
     pub(crate) uring: UringConfig,
+    /// io_uring operations the cores' exits cancelled and reaped (a test's view of the exit).
+    pub(crate) reaped_at_exit: std::sync::atomic::AtomicUsize,
 }
 
 impl RunShared {
@@ -181,6 +183,12 @@ pub struct StopHandle {
 }
 
 impl StopHandle {
+    /// io_uring operations still in flight when the cores exited, cancelled and reaped before
+    /// their memory was freed (0 on epoll).
+    pub fn reaped_at_exit(&self) -> usize {
+        self.shared.reaped_at_exit.load(Ordering::Relaxed)
+    }
+
     /// Stop accepting on every core and let connections drain.
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Release);
@@ -282,6 +290,7 @@ impl Runtime {
             stop: AtomicBool::new(false),
             drain: config.drain,
             uring: config.uring,
+            reaped_at_exit: std::sync::atomic::AtomicUsize::new(0),
         });
         let wakeups = boxes
             .iter()

@@ -6,7 +6,8 @@
 //!   descriptor number, the closed one's if it were closed at once);
 //! - a core shut down under load, with sends stuck in the kernel toward clients that never read,
 //!   cancels and reaps every operation before it frees their memory (the core reports an error
-//!   otherwise), and leaves no descriptor behind.
+//!   otherwise), and leaves no descriptor behind. (`/proc/self/fd` cannot see files the kernel
+//!   still holds; what this checks is that the exit waited for them and says so.)
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -25,10 +26,12 @@ fn alone() -> std::sync::MutexGuard<'static, ()> {
 
 /// The first connection says "go": it is sent the secret, and the second connection is closed in
 /// the same turn; closing the second aborts the first (a later pass of the same turn), and the
-/// first's close opens a new connection to `upstream`.
+/// first's close opens a connected socket to `upstream` at once (it gets the lowest free
+/// descriptor number: the first's, had that been closed already).
 struct SameTurn {
     upstream: SocketAddr,
     accepted: Vec<ConnId>,
+    opened: Vec<TcpStream>,
 }
 
 impl App for SameTurn {
@@ -50,7 +53,9 @@ impl App for SameTurn {
         if self.accepted.get(1) == Some(&conn) {
             cx.abort(self.accepted[0]);
         } else if self.accepted.first() == Some(&conn) {
-            let _ = cx.connect(self.upstream, None, Duration::from_secs(2));
+            let _ = cx;
+            self.opened
+                .push(TcpStream::connect(self.upstream).expect("connect upstream"));
         }
     }
 }
@@ -73,6 +78,7 @@ fn same_turn(io: IoMode) {
     let rt = Runtime::start(config, move |_| SameTurn {
         upstream: upstream_addr,
         accepted: Vec::new(),
+        opened: Vec::new(),
     })
     .unwrap();
     let addr = rt.local_addrs()[0];
@@ -87,8 +93,16 @@ fn same_turn(io: IoMode) {
     let mut got = Vec::new();
     let _ = first.read_to_end(&mut got);
     // The new connection must never see it, whatever descriptor it got.
-    upstream.set_nonblocking(false).unwrap();
-    let (mut link, _) = upstream.accept().unwrap();
+    upstream.set_nonblocking(true).unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut link = loop {
+        match upstream.accept() {
+            Ok((s, _)) => break s,
+            Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("{io:?}: the app never connected upstream: {e}"),
+        }
+    };
+    link.set_nonblocking(false).unwrap();
     link.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let mut leaked = Vec::new();
@@ -130,6 +144,22 @@ impl App for Echo {
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn fd_list() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            format!(
+                "{}->{}",
+                e.file_name().to_string_lossy(),
+                std::fs::read_link(e.path()).map_or("?".into(), |p| p.display().to_string())
+            )
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 #[test]
@@ -180,11 +210,18 @@ fn a_busy_uring_core_shuts_down_with_nothing_left_in_the_kernel() {
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     rt.stop_handle().shutdown();
+    let handle = rt.stop_handle();
     let result = rt.join();
     let took = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sockets: Vec<TcpStream> = clients.into_iter().map(|c| c.join().unwrap()).collect();
     result.expect("every operation completed before the core freed its memory");
+    assert!(
+        handle.reaped_at_exit() > 0,
+        "the exit cancelled and reaped what was in flight"
+    );
+    // (The handle keeps the cores' wake-up eventfds.)
+    drop(handle);
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     eprintln!("shutdown under load took {took:?}");
     drop(sockets);
@@ -195,7 +232,8 @@ fn a_busy_uring_core_shuts_down_with_nothing_left_in_the_kernel() {
     }
     assert!(
         open_fds() <= before,
-        "descriptors left: {} > {before}",
-        open_fds()
+        "descriptors left: {} > {before}: {:?}",
+        open_fds(),
+        fd_list()
     );
 }

@@ -108,11 +108,13 @@ pub(crate) fn run<A: App>(
             core.begin_shutdown();
             drain_deadline = Some(core.st.now + shared.drain);
             driver::settle(&mut EpollTurn { core, poll: &poll }, &mut dirty);
+            core.st.closed.clear();
         }
         if let Some(deadline) = drain_deadline
             && (core.st.live == 0 || Instant::now() >= deadline)
         {
             core.close_all();
+            core.st.closed.clear();
             return Ok(());
         }
     }

@@ -26,14 +26,21 @@
 //!   number when it *submits* the SQE, not when we queue it. A connection closed in a turn therefore
 //!   does not close its descriptor at once: it waits in `graveyard` until the SQ is empty after the
 //!   next `io_uring_enter`, so a queued send can never reach a socket that reused the number (a new
-//!   link opened in the same turn). Once submitted, the kernel holds its own reference to the file.
+//!   link opened in the same turn). Once submitted, the kernel holds its own reference to the file,
+//!   so closing the number alone would not close a socket with a send or connect pending: the close
+//!   also cancels every operation on the descriptor (`ASYNC_CANCEL_FD | ALL`), queued while the
+//!   number still names it. (This holds because no SQE is linked or forced async: the kernel
+//!   resolves each descriptor inside the `io_uring_enter` that consumes the entry.)
 //! - **Counting.** Every queued SQE ends in exactly one completion without `IORING_CQE_F_MORE`
 //!   (multishot ops end that way too, cancelled or not); `in_flight` counts SQEs queued minus such
 //!   completions, so it is the number of operations that may still touch our memory.
 //! - **Exit.** Before the op table, the buffer ring and the ring are freed, everything in flight is
 //!   cancelled (`ASYNC_CANCEL_ANY`, or one by one on kernels before 5.19) and its completions are
 //!   reaped until `in_flight` is 0. If the kernel does not finish in time, the memory is leaked on
-//!   purpose (never freed under the kernel) and the core reports an error.
+//!   purpose (never freed under the kernel) and the core reports an error. The same runs from the
+//!   driver's `Drop` when a core unwinds from a panic.
+//! - **Cancels never get lost.** A cancel or re-arm that finds the SQ full and the kernel busy waits
+//!   in `retry` and is queued again at the start of the next turn.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::io;
@@ -183,7 +190,8 @@ impl BufRing {
 impl Drop for BufRing {
     fn drop(&mut self) {
         // SAFETY: both pointers came from `alloc_zeroed` with these layouts; the kernel no longer
-        // references them (unregistered, or the ring is being torn down first in `run`).
+        // references them: the driver frees the ring only after every operation completed (it is
+        // leaked, not dropped, otherwise) and unregisters it first.
         unsafe {
             dealloc(self.entries.cast(), self.entries_layout);
             dealloc(self.buffers, self.buffers_layout);
@@ -243,6 +251,12 @@ struct Driver<'a, A: App> {
     graveyard: Vec<OwnedFd>,
     /// SQEs queued whose final completion has not been reaped.
     in_flight: usize,
+    /// Memory-less SQEs (cancels, re-arms) that could not be queued; queued again next turn.
+    retry: Vec<squeue::Entry>,
+    /// The exit's cancel-and-reap has run (successfully or not).
+    exited: bool,
+    /// Operations reaped by the exit (for [`crate::StopHandle::reaped_at_exit`]).
+    reaped_at_exit: usize,
 }
 
 impl<A: App> Driver<'_, A> {
@@ -355,8 +369,23 @@ impl<A: App> Driver<'_, A> {
         let sqe = opcode::AsyncCancel::new(target)
             .build()
             .user_data(user_data(KIND_IGNORE, 0));
-        // SAFETY: a cancel references no memory.
-        let _ = unsafe { self.push(sqe) };
+        self.push_or_retry(sqe);
+    }
+
+    /// Cancel every operation on descriptor `fd` (a closed connection's receive, send, connect).
+    fn cancel_fd(&mut self, fd: i32) {
+        let sqe = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::fd(Fd(fd)).all())
+            .build()
+            .user_data(user_data(KIND_IGNORE, 0));
+        self.push_or_retry(sqe);
+    }
+
+    /// Queue an SQE that references no memory of ours, or keep it for the next turn.
+    fn push_or_retry(&mut self, sqe: squeue::Entry) {
+        // SAFETY: callers pass only SQEs that reference no memory (cancels, polls, accepts).
+        if unsafe { self.push(sqe.clone()) }.is_err() {
+            self.retry.push(sqe);
+        }
     }
 
     fn on_accept(&mut self, i: usize, res: i32, flags: u32) {
@@ -385,8 +414,15 @@ impl<A: App> Driver<'_, A> {
                 // accept was pending, it would linger, and with SO_REUSEPORT peers keep taking
                 // connections only to reset them when the ring is torn down).
                 self.listeners[i] = None;
-            } else if res != -libc::ECANCELED {
-                let _ = self.arm_accept(i);
+            } else if res != -libc::ECANCELED && self.arm_accept(i).is_err() {
+                let Some(l) = self.listeners[i].as_ref() else {
+                    return;
+                };
+                let sqe = opcode::AcceptMulti::new(Fd(l.as_raw_fd()))
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+                    .user_data(user_data(KIND_ACCEPT, i as u64));
+                self.retry.push(sqe);
             }
         }
     }
@@ -499,9 +535,9 @@ impl<A: App> Driver<'_, A> {
         self.dirty = dirty;
         let mut closed = std::mem::take(&mut self.core.st.closed);
         for c in closed.drain(..) {
-            if c.driver_flags & RECV_ARMED != 0 {
-                self.cancel(recv_data(c.id));
-            }
+            // Every operation on it: a receive, and a send or connect the kernel would otherwise
+            // keep the socket open for (its FIN would wait for a peer that never reads).
+            self.cancel_fd(c.fd.as_raw_fd());
             self.graveyard.push(c.fd);
         }
         self.core.st.closed = closed;
@@ -526,6 +562,10 @@ impl<A: App> Driver<'_, A> {
     /// Cancel everything in flight and reap completions until nothing is (or `limit` passed):
     /// afterwards no operation can touch the op table, the buffer ring or a descriptor.
     fn quiesce(&mut self, limit: std::time::Duration) -> bool {
+        self.exited = true;
+        for sqe in std::mem::take(&mut self.retry) {
+            self.push_or_retry(sqe);
+        }
         let deadline = Instant::now() + limit;
         let any = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any())
             .build()
@@ -542,7 +582,14 @@ impl<A: App> Driver<'_, A> {
                 .sec(wait.as_secs())
                 .nsec(wait.subsec_nanos());
             let args = SubmitArgs::new().timespec(&ts);
-            let _ = self.ring.submitter().submit_with_args(1, &args);
+            if let Err(e) = self.ring.submitter().submit_with_args(1, &args)
+                && !matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                )
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             self.bury();
             let cqes: Vec<(u64, i32, u32)> = self
                 .ring
@@ -551,7 +598,9 @@ impl<A: App> Driver<'_, A> {
                 .collect();
             for (ud, res, flags) in cqes {
                 if !cqueue::more(flags) {
+                    debug_assert!(self.in_flight > 0, "a completion for an SQE never counted");
                     self.in_flight = self.in_flight.saturating_sub(1);
+                    self.reaped_at_exit += 1;
                 }
                 let payload = ud & ((1 << 56) - 1);
                 match ud >> 56 {
@@ -629,6 +678,9 @@ pub(crate) fn run<A: App>(
         dirty: Vec::new(),
         graveyard: Vec::new(),
         in_flight: 0,
+        retry: Vec::new(),
+        exited: false,
+        reaped_at_exit: 0,
     };
     for i in 0..d.listeners.len() {
         d.arm_accept(i)?;
@@ -642,6 +694,9 @@ pub(crate) fn run<A: App>(
     let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
     let mut drain_deadline: Option<Instant> = None;
     let result = loop {
+        for sqe in std::mem::take(&mut d.retry) {
+            d.push_or_retry(sqe);
+        }
         let now = Instant::now();
         let sleep = driver::sleep_for(now, d.core.st.timers.next_deadline(), drain_deadline);
         let ts = Timespec::new()
@@ -675,6 +730,7 @@ pub(crate) fn run<A: App>(
         );
         for &(ud, res, flags) in &cqes {
             if !cqueue::more(flags) {
+                debug_assert!(d.in_flight > 0, "a completion for an SQE never counted");
                 d.in_flight = d.in_flight.saturating_sub(1);
             }
             let payload = ud & ((1 << 56) - 1);
@@ -685,18 +741,12 @@ pub(crate) fn run<A: App>(
                 KIND_WAKE => {
                     d.core.drain_inbox(inbox);
                     if !cqueue::more(flags) {
-                        // SAFETY: a poll references no memory of ours.
-                        let _ = unsafe {
-                            d.push(
-                                opcode::PollAdd::new(
-                                    Fd(inbox.wakeup.raw_fd()),
-                                    libc::POLLIN as u32,
-                                )
+                        d.push_or_retry(
+                            opcode::PollAdd::new(Fd(inbox.wakeup.raw_fd()), libc::POLLIN as u32)
                                 .multi(true)
                                 .build()
                                 .user_data(user_data(KIND_WAKE, 0)),
-                            )
-                        };
+                        );
                     }
                 }
                 _ => {}
@@ -728,29 +778,42 @@ pub(crate) fn run<A: App>(
         }
     };
     let quiet = d.quiesce(EXIT_WAIT);
+    shared
+        .reaped_at_exit
+        .fetch_add(d.reaped_at_exit, std::sync::atomic::Ordering::Relaxed);
     let left = d.in_flight;
-    let Driver {
-        ring, bufs, ops, ..
-    } = d;
+    // `Drop` frees (or, with operations left, leaks) the memory.
+    drop(d);
     if !quiet {
-        // Never free memory the kernel may still use: leak the op table and the buffer ring.
-        std::mem::forget(ops);
-        std::mem::forget(bufs);
-        drop(ring);
-        tracing::error!(
-            operations = left,
-            "io_uring operations still in the kernel at exit: their memory is leaked, not freed"
-        );
         return result.and(Err(io::Error::other(format!(
             "{left} io_uring operations did not complete at exit"
         ))));
     }
-    // Unregister the buffer ring before its memory is freed.
-    if let Some(b) = bufs {
-        b.unregister(&ring);
-    }
-    drop(ops);
     result
+}
+
+impl<A: App> Drop for Driver<'_, A> {
+    /// Free the op table and the buffer ring only when the kernel is done with them: after the
+    /// exit's cancel-and-reap, or one run here (a core unwinding from a panic). Operations still in
+    /// flight after it: leak the memory rather than free it under the kernel.
+    fn drop(&mut self) {
+        if !self.exited {
+            self.quiesce(EXIT_WAIT);
+        }
+        if self.in_flight == 0 {
+            // Unregister the buffer ring before its memory is freed.
+            if let Some(b) = self.bufs.take() {
+                b.unregister(&self.ring);
+            }
+        } else {
+            tracing::error!(
+                operations = self.in_flight,
+                "io_uring operations still in the kernel at exit: their memory is leaked, not freed"
+            );
+            std::mem::forget(std::mem::take(&mut self.ops));
+            std::mem::forget(self.bufs.take());
+        }
+    }
 }
 
 /// How long the exit waits for cancelled operations to complete.
