@@ -232,6 +232,7 @@ fn relay_settings(
         connect_allow: c.listen.connect_allow.clone(),
         bind_identity: c.listen.bind_identity,
         idle_timeout: (!c.limits.idle_timeout.is_zero()).then_some(c.limits.idle_timeout),
+        frame_timeout: (!c.limits.frame_timeout.is_zero()).then_some(c.limits.frame_timeout),
         max_devices_per_core: c.limits.max_devices_per_core,
         device_tls: c.listen.tls_cert.is_some(),
         notify_url: c.notify.listen.map(|addr| {

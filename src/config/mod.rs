@@ -243,6 +243,13 @@ pub struct Limits {
           value_parser = units::parse_duration)]
     #[serde(with = "units::duration")]
     pub idle_timeout: Duration,
+    /// A frame (or fragmented message) a device began must be complete within this, else it is
+    /// closed 1008: a byte now and then would otherwise keep a session from the idle timeout
+    /// (0: no limit).
+    #[arg(id = "limits.frame_timeout", long = "frame-timeout", default_value = "30s",
+          value_parser = units::parse_duration)]
+    #[serde(with = "units::duration")]
+    pub frame_timeout: Duration,
     /// Device sessions per core; further devices are answered 503 (0: only the fd limit applies).
     #[arg(
         id = "limits.max_devices_per_core",

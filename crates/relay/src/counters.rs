@@ -12,7 +12,7 @@ pub const LINK_FAILED: usize = 2;
 pub const LINK_LOST: usize = 3;
 
 /// Limits whose hits are counted (`m2m_edge_limits_hit_total{limit}`).
-pub const LIMITS: [&str; 8] = [
+pub const LIMITS: [&str; 9] = [
     "handshake_timeout",
     "idle_timeout",
     "message_too_big",
@@ -21,6 +21,7 @@ pub const LIMITS: [&str; 8] = [
     "output_bound",
     "upstream_setup_timeout",
     "ping_timeout",
+    "frame_timeout",
 ];
 pub const LIMIT_HANDSHAKE_TIMEOUT: usize = 0;
 pub const LIMIT_IDLE_TIMEOUT: usize = 1;
@@ -32,6 +33,8 @@ pub const LIMIT_OUTPUT_BOUND: usize = 5;
 /// An upstream link that was not open within the connect timeout (TCP, CONNECT, TLS, WebSocket).
 pub const LIMIT_UPSTREAM_SETUP: usize = 6;
 pub const LIMIT_PING_TIMEOUT: usize = 7;
+/// A device that began a frame (or a fragmented message) and did not finish it in time.
+pub const LIMIT_FRAME_TIMEOUT: usize = 8;
 /// Upper bounds of the handling-time histogram (one read of input handled), in seconds.
 pub const HANDLING_BUCKETS: [f64; 12] = [
     0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5,
@@ -77,7 +80,7 @@ pub struct CoreCounters {
     pub sessions_by_format: [AtomicI64; 3],
     pub registrations: AtomicU64,
     pub link_events: [AtomicU64; 4],
-    pub limits: [AtomicU64; 8],
+    pub limits: [AtomicU64; 9],
     /// TLS handshakes on the device listener: completed, failed.
     pub tls: [AtomicU64; 2],
     /// Copied from the runtime's per-core statistics.

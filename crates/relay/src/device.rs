@@ -10,9 +10,11 @@ use m2m_primitive::{Format, Primitive, PrimitiveError, RoutingView, Rsc};
 use m2m_ws::handshake::{error_response, http_error, parse_request, server};
 use m2m_ws::{CloseCode, OpCode, Receiver, Role, Sender, SenderConfig, endpoint};
 
-use crate::counters::{LIMIT_DEVICE_LIMIT, LIMIT_HANDSHAKE_TIMEOUT, LIMIT_IDLE_TIMEOUT};
+use crate::counters::{
+    LIMIT_DEVICE_LIMIT, LIMIT_FRAME_TIMEOUT, LIMIT_HANDSHAKE_TIMEOUT, LIMIT_IDLE_TIMEOUT,
+};
 use crate::counters::{LIMIT_MESSAGE_TOO_BIG, LIMIT_OUTPUT_BOUND};
-use crate::engine::{Engine, T_HANDSHAKE, T_IDLE, timer};
+use crate::engine::{Engine, T_FRAME, T_HANDSHAKE, T_IDLE, timer};
 use crate::message::{InputSpan, Step, next_frame};
 use crate::relay::Queued;
 use crate::settings::{format_index, format_of};
@@ -53,6 +55,11 @@ pub(crate) struct Session {
     /// Multiplex: the CSE's requests delivered to this device, with where their answers go.
     pub owed: Vec<(Box<str>, Back)>,
     pub last_input: Instant,
+    /// Since when a frame (or fragmented message) has been begun and not finished (whole seconds
+    /// after `accepted`, plus one: four bytes instead of sixteen in every session), and whether
+    /// the frame timer is armed (at most one per session, however often frames are split).
+    pub partial_since: Option<std::num::NonZeroU32>,
+    pub frame_timer: bool,
     /// Shutting down: close with 1001 once nothing is queued or in flight.
     pub draining: bool,
     /// The client certificate's identity, looked up once (`None` until then).
@@ -83,6 +90,8 @@ impl Session {
             in_flight: 0,
             owed: Vec::new(),
             last_input: now,
+            partial_since: None,
+            frame_timer: false,
             draining: false,
             identity: None,
             awaiting_held: false,
@@ -435,7 +444,11 @@ impl Engine {
                 return data.len();
             };
             match next_frame(io, Peer::Device(d), rx, tx, data, &mut at, input) {
-                Step::Need(used) => return used,
+                Step::Need(used) => {
+                    let partial = used < data.len() || rx.in_message();
+                    self.note_partial(io, now, d, partial);
+                    return used;
+                }
                 Step::Control => {}
                 Step::Pong => self.device_pong(d),
                 Step::Message(m) => self.device_message(io, now, d, m.bytes(data), m.text),
@@ -649,6 +662,51 @@ impl Engine {
             io.abort(Peer::Device(d));
             self.drop_device(io, d, false);
         }
+    }
+
+    /// Whether the device is in the middle of a frame or message now; the frame timer runs from
+    /// the moment one begins.
+    fn note_partial(&mut self, io: &mut impl Io, now: Instant, d: DeviceId, partial: bool) {
+        let limit = self.s.frame_timeout;
+        let Some(s) = self.session_mut(d) else { return };
+        match (partial, s.partial_since, limit) {
+            (false, _, _) => s.partial_since = None,
+            (true, None, Some(limit)) => {
+                let secs = now.saturating_duration_since(s.accepted).as_secs();
+                s.partial_since =
+                    std::num::NonZeroU32::new(u32::try_from(secs).unwrap_or(u32::MAX - 1) + 1);
+                if !s.frame_timer {
+                    s.frame_timer = true;
+                    io.set_timer(now + limit, timer(T_FRAME, d.index, d.generation));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Close a device whose frame or message has been unfinished for `frame_timeout` (1008); one
+    /// that finished it and began another meanwhile gets the timer again for the new one.
+    pub(crate) fn frame_timeout(&mut self, io: &mut impl Io, now: Instant, d: DeviceId) {
+        let limit = self.s.frame_timeout;
+        let Some(s) = self.session_mut(d) else { return };
+        s.frame_timer = false;
+        let (Some(limit), Some(since)) = (limit, s.partial_since) else {
+            return;
+        };
+        let since = s.accepted + std::time::Duration::from_secs(u64::from(since.get() - 1));
+        if now < since + limit {
+            s.frame_timer = true;
+            io.set_timer(since + limit, timer(T_FRAME, d.index, d.generation));
+            return;
+        }
+        tracing::debug!(device = d.index, "device frame timeout");
+        self.counters.limit(LIMIT_FRAME_TIMEOUT);
+        self.close_device(
+            io,
+            d,
+            CloseCode::POLICY_VIOLATION,
+            "frame not finished in time",
+        );
     }
 
     /// Close a device that sent nothing for `idle_timeout`, else re-arm for its last input.

@@ -30,6 +30,7 @@ pub(crate) const T_HOLD: u64 = 7;
 pub(crate) const T_ORPHAN: u64 = 8;
 pub(crate) const T_PING_SWEEP: u64 = 9;
 pub(crate) const T_FETCH: u64 = 11;
+pub(crate) const T_FRAME: u64 = 12;
 
 pub(crate) fn timer(kind: u64, index: u32, generation: u32) -> Timer {
     Timer((kind << 56) | ((u64::from(index) & 0xff_ffff) << 32) | u64::from(generation))
@@ -204,6 +205,7 @@ impl Engine {
         match kind {
             T_HANDSHAKE => self.handshake_timeout(io, now, d),
             T_IDLE => self.idle_timeout(io, now, d),
+            T_FRAME => self.frame_timeout(io, now, d),
             T_REQUESTS => self.requests_timeout(io, now, l),
             T_LINK_SETUP => self.link_setup_timeout(io, now, l),
             T_RELINK => self.relink_due(io, now, l),

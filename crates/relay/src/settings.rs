@@ -123,6 +123,9 @@ pub struct RelaySettings {
     pub bind_identity: bool,
     /// Close device sessions that sent nothing for this long.
     pub idle_timeout: Option<Duration>,
+    /// A frame (or fragmented message) a device began must be complete within this (slowloris
+    /// below the handshake: a byte now and then keeps the idle timer from firing).
+    pub frame_timeout: Option<Duration>,
     /// Device sessions per core; further devices get 503 (0: no limit).
     pub max_devices_per_core: usize,
     /// The device listener speaks TLS (TLS handshake counters).
@@ -158,6 +161,7 @@ impl RelaySettings {
         self.max_output_bytes = new.max_output_bytes;
         self.connect_allow = new.connect_allow.clone();
         self.idle_timeout = new.idle_timeout;
+        self.frame_timeout = new.frame_timeout;
         self.max_devices_per_core = new.max_devices_per_core;
     }
 
@@ -191,6 +195,7 @@ impl RelaySettings {
             connect_allow: Vec::new(),
             bind_identity: false,
             idle_timeout: None,
+            frame_timeout: Some(Duration::from_secs(30)),
             max_devices_per_core: 0,
             device_tls: false,
             notify_url: None,

@@ -123,7 +123,7 @@ impl End {
         }
     }
 
-    fn frame(&mut self, p: &Primitive) -> Vec<u8> {
+    pub(crate) fn frame(&mut self, p: &Primitive) -> Vec<u8> {
         let bytes = m2m_primitive::encode(p, self.format).unwrap();
         let mut out = Vec::new();
         let opcode = if self.format == Format::Cbor {

@@ -457,6 +457,59 @@ fn a_handshake_timeout_lengthened_by_a_reload_still_fires() {
 }
 
 #[test]
+fn a_frame_begun_and_not_finished_in_time_closes_the_device_1008() {
+    let mut s = settings();
+    s.frame_timeout = Some(Duration::from_secs(5));
+    s.idle_timeout = Some(Duration::from_secs(60));
+    let mut h = Harness::new(s);
+    let mut slow = h.device("oneM2M.json", Some("Cslow"));
+    let mut split = h.device("oneM2M.json", Some("Csplit"));
+    let _ = h.recv(&mut slow);
+    // A frame header's first byte now, one more byte every two seconds: never idle, never done.
+    let frame = slow.end.frame(&retrieve("Cslow", "s1"));
+    for i in 0..5 {
+        let mut rest = frame[..=i].to_vec();
+        let used = h.engine.device_data(&mut h.io, h.now, slow.id, &mut rest);
+        assert_eq!(used, 0, "an unfinished frame is not consumed");
+        h.advance(Duration::from_secs(2));
+        if h.io.closed.contains(&Peer::Device(slow.id)) {
+            break;
+        }
+    }
+    assert!(
+        h.io.closed.contains(&Peer::Device(slow.id)),
+        "cut by the frame timeout"
+    );
+    let wire = h.io.wire.remove(&Peer::Device(slow.id)).unwrap_or_default();
+    assert!(
+        wire.windows(2).any(|w| w == 1008u16.to_be_bytes()),
+        "closed with 1008: {wire:?}"
+    );
+    assert_eq!(
+        h.counters.limits[crate::counters::LIMIT_FRAME_TIMEOUT]
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Frames split across reads but finished in time are fine, however many.
+    for n in 0..20 {
+        let frame = split.end.frame(&retrieve("Csplit", &format!("p{n}")));
+        let mut head = frame[..3].to_vec();
+        assert_eq!(
+            h.engine.device_data(&mut h.io, h.now, split.id, &mut head),
+            0
+        );
+        h.advance(Duration::from_secs(1));
+        let mut whole = frame.clone();
+        assert_eq!(
+            h.engine.device_data(&mut h.io, h.now, split.id, &mut whole),
+            whole.len()
+        );
+    }
+    assert!(!h.io.closed.contains(&Peer::Device(split.id)));
+    assert!(!h.io.aborted.contains(&Peer::Device(split.id)));
+}
+
+#[test]
 fn a_passthrough_link_goes_with_its_device_when_nothing_is_held() {
     let mut s = settings();
     s.hold.ttl = Duration::ZERO;
@@ -852,8 +905,9 @@ fn deregistration_and_session_end_release_the_directory() {
 #[test]
 fn an_idle_sessions_state_stays_small() {
     // 296/296 since liveness (a pending ping per connection, the link's last input) and holding
-    // (an orphaned link's originator, a session waiting for its held requests).
-    assert!(std::mem::size_of::<crate::device::Session>() <= 296);
+    // (an orphaned link's originator, a session waiting for its held requests); the session 304
+    // since the frame timeout (when a frame began, packed into four bytes, and its timer's flag).
+    assert!(std::mem::size_of::<crate::device::Session>() <= 304);
     assert!(std::mem::size_of::<crate::link::Link>() <= 296);
 }
 

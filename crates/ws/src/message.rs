@@ -95,6 +95,11 @@ impl Receiver {
         self.closed
     }
 
+    /// Whether a fragmented message has begun and not ended.
+    pub fn in_message(&self) -> bool {
+        self.message.is_some()
+    }
+
     /// Bytes held by this receiver's buffers (for memory accounting).
     pub fn buffered_capacity(&self) -> usize {
         self.assembly.capacity()
