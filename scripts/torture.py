@@ -22,6 +22,9 @@ Scenarios (both drivers unless --io says otherwise):
   access       CONNECT to targets off the allow-list, to the admin port, to loopback and link-local
                addresses by literal and by name: all refused (never an open proxy); the notify
                listener refuses a source address not on its allow-list
+  identity     mutual TLS with --bind-identity: every way for one device to act as another (no
+               certificate, handshake X-M2M-Origin, fr on registration and after, through CONNECT
+               to the edge's own CSE target) is refused; the victim's session is unaffected
   soak         a moderate rate with reconnects and NOTIFYs for --soak-minutes: RSS and descriptors
                sampled, their slope printed, 0 errors
 
@@ -717,6 +720,131 @@ def scenario_access(io, a, work):
             "fds_before": 0, "fds_after": 0, "lost": "no"}
 
 
+def make_certs(work):
+    """A CA, the edge's certificate for 127.0.0.1, and client certificates for Cdev1 and Cdev2."""
+    d = work / "pki"
+    d.mkdir(exist_ok=True)
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+        "-subj", "/CN=torture CA", "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
+    for name, ext in [("edge", "subjectAltName=IP:127.0.0.1"), ("Cdev1", "extendedKeyUsage=clientAuth"),
+                      ("Cdev2", "extendedKeyUsage=clientAuth")]:
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"))
+        (d / f"{name}.ext").write_text(ext + "\n")
+        run("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
+            "-CAcreateserial", "-days", "2", "-extfile", str(d / f"{name}.ext"), "-out", str(d / f"{name}.pem"))
+    return d
+
+
+def tls_ws(port, pki, cert, origin=None, connect=None):
+    """A wss session to the edge with client certificate `cert` (None: without one); with
+    `connect`, through `CONNECT connect` first (terminated by the edge). Returns (socket, rest) or
+    the reason it was refused."""
+    import ssl
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if cert:
+        ctx.load_cert_chain(str(pki / f"{cert}.pem"), str(pki / f"{cert}.key"))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        if connect:
+            s.sendall(f"CONNECT {connect} HTTP/1.1\r\nHost: {connect}\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return "closed after CONNECT"
+                head += chunk
+            if head.split(b" ", 2)[1] != b"200":
+                return f"CONNECT {head.split(b' ', 2)[1].decode()}"
+        s.sendall(handshake_bytes(f"127.0.0.1:{port}", f"X-M2M-Origin: {origin}\r\n" if origin else ""))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(4096)
+            if not chunk:
+                return "closed in the handshake"
+            head += chunk
+        status = head.split(b" ", 2)[1].decode()
+        if status != "101":
+            return f"handshake {status}"
+        return s, head.split(b"\r\n\r\n", 1)[1]
+    except (ssl.SSLError, OSError) as e:
+        return f"TLS refused ({type(e).__name__})"
+
+
+def ask(conn, p):
+    """Send primitive `p` on a session from tls_ws; the rsc of the answer."""
+    s, buf = conn
+    s.settimeout(10)
+    s.sendall(frame(1, p))
+    while True:
+        op, payload, buf = read_frame(s, buf)
+        if op == 1:
+            return json.loads(payload).get("rsc")
+        if op == 8:
+            return f"closed {struct.unpack('!H', payload[:2])[0] if len(payload) >= 2 else ''}"
+
+
+def scenario_identity(io, a, work):
+    pki = make_certs(work)
+    cse = Cse()
+    edge = Edge(io, cse.port, ["--tls-cert", str(pki / "edge.pem"), "--tls-key", str(pki / "edge.key"),
+                               "--client-ca", str(pki / "ca.pem"), "--bind-identity"], work)
+    reg = lambda fr, rqi: primitive(1, "/id-in/cse-in", fr, rqi, ty=2,  # noqa: E731
+                                    pc={"m2m:ae": {"rn": fr, "api": "Nid", "rr": False, "srv": ["3"]}})
+    outcome = {}
+    # Cdev1 registers as itself: the control.
+    own = tls_ws(edge.port, pki, "Cdev1", origin="Cdev1")
+    outcome["Cdev1 registers as itself"] = ask(own, reg("Cdev1", "r1")) if isinstance(own, tuple) else own
+    check(outcome["Cdev1 registers as itself"] == 2001, f"identity {io}: the control failed: {outcome}")
+    attempts = {
+        "no client certificate": lambda: tls_ws(edge.port, pki, None),
+        "certificate Cdev2, handshake X-M2M-Origin Cdev1": lambda: tls_ws(edge.port, pki, "Cdev2", origin="Cdev1"),
+        "certificate Cdev2, registration fr Cdev1": lambda: ask_or(tls_ws(edge.port, pki, "Cdev2"), reg("Cdev1", "r2")),
+        "certificate Cdev2, retrieve fr Cdev1": lambda: ask_or(
+            tls_ws(edge.port, pki, "Cdev2"), primitive(2, "/id-in/cse-in/Cdev1", "Cdev1", "r3")),
+        "certificate Cdev2 through CONNECT to the CSE target, fr Cdev1": lambda: ask_or(
+            tls_ws(edge.port, pki, "Cdev2", connect=f"127.0.0.1:{cse.port}"),
+            primitive(2, "/id-in/cse-in/Cdev1", "Cdev1", "r4")),
+        "certificate Cdev2, registration fr C (the CSE picks), then fr Cdev1": lambda: register_then(
+            tls_ws(edge.port, pki, "Cdev2"), primitive(1, "/id-in/cse-in", "C", "r5a", ty=2,
+                                                       pc={"m2m:ae": {"rn": "Canon", "api": "Nid", "rr": False,
+                                                                      "srv": ["3"]}}),
+            primitive(2, "/id-in/cse-in/Cdev1", "Cdev1", "r5")),
+    }
+    for what, attempt in attempts.items():
+        result = attempt()
+        outcome[what] = result if not isinstance(result, tuple) else "accepted"
+        refused = not isinstance(result, tuple) and not str(result).startswith(("2000", "2001"))
+        check(refused, f"identity {io}: {what}: {result}")
+    # The control session still works.
+    alive = ask(own, primitive(2, "/id-in/cse-in/Cdev1", "Cdev1", "r6")) if isinstance(own, tuple) else own
+    check(alive == 2000, f"identity {io}: the control session after the attempts: {alive}")
+    edge.stop()
+    cse.stop()
+    return {"scenario": "identity", "io": io,
+            "thrown": f"{len(attempts)} ways for device Cdev2 (mutual TLS, --bind-identity) to act as Cdev1",
+            "cut": "; ".join(f"{k}: {v}" for k, v in outcome.items()),
+            "errors": "-", "p99": "-", "rss_before_mb": 0, "rss_peak_mb": 0, "rss_after_mb": 0,
+            "fds_before": 0, "fds_after": 0, "lost": "no"}
+
+
+def ask_or(conn, p):
+    return ask(conn, p) if isinstance(conn, tuple) else conn
+
+
+def register_then(conn, registration, p):
+    """Register (any answer), then send `p`: the rsc of `p`'s answer."""
+    if not isinstance(conn, tuple):
+        return conn
+    first = ask(conn, registration)
+    return f"{ask(conn, p)} (registration {first})"
+
+
 def slope(points):
     """Least-squares slope of (t, v) points, per minute."""
     if len(points) < 3:
@@ -776,6 +904,7 @@ SCENARIOS = {
     "slow-reader": scenario_slow_reader,
     "cse-faults": scenario_cse_faults,
     "access": scenario_access,
+    "identity": scenario_identity,
     "soak": scenario_soak,
 }
 
