@@ -245,7 +245,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// A frame (or fragmented message) a device began must be complete within this, else it is
     /// closed 1008: a byte now and then would otherwise keep a session from the idle timeout
-    /// (0: no limit).
+    /// (0: no limit). It sets a minimum rate for the largest message: 1 MiB in 30 s is ~35 KB/s;
+    /// raise it for devices on slow links (NB-IoT, GPRS) that send large messages.
     #[arg(id = "limits.frame_timeout", long = "frame-timeout", default_value = "30s",
           value_parser = units::parse_duration)]
     #[serde(with = "units::duration")]

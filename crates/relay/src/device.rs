@@ -449,9 +449,20 @@ impl Engine {
                     self.note_partial(io, now, d, partial);
                     return used;
                 }
-                Step::Control => {}
-                Step::Pong => self.device_pong(d),
-                Step::Message(m) => self.device_message(io, now, d, m.bytes(data), m.text),
+                Step::Control => {
+                    self.frame_done(d);
+                    // A ping was answered: pongs count toward the output bound too (a device that
+                    // pings faster than it reads would otherwise grow the edge's memory).
+                    self.check_output_bound(io, d);
+                }
+                Step::Pong => {
+                    self.frame_done(d);
+                    self.device_pong(d);
+                }
+                Step::Message(m) => {
+                    self.frame_done(d);
+                    self.device_message(io, now, d, m.bytes(data), m.text);
+                }
                 Step::Close { code, why, error } => {
                     if error {
                         self.counters.error(0);
@@ -664,6 +675,17 @@ impl Engine {
         }
     }
 
+    /// A frame finished: unless a fragmented message goes on, nothing is begun and unfinished (a
+    /// read that ends inside the next frame starts its own clock in `note_partial`).
+    fn frame_done(&mut self, d: DeviceId) {
+        if let Some(s) = self.session_mut(d)
+            && s.partial_since.is_some()
+            && !matches!(&s.state, DeviceState::Open { rx, .. } if rx.in_message())
+        {
+            s.partial_since = None;
+        }
+    }
+
     /// Whether the device is in the middle of a frame or message now; the frame timer runs from
     /// the moment one begins.
     fn note_partial(&mut self, io: &mut impl Io, now: Instant, d: DeviceId, partial: bool) {
@@ -672,7 +694,10 @@ impl Engine {
         match (partial, s.partial_since, limit) {
             (false, _, _) => s.partial_since = None,
             (true, None, Some(limit)) => {
-                let secs = now.saturating_duration_since(s.accepted).as_secs();
+                // Rounded up: the timer may fire up to a second late, never early.
+                let secs = (now.saturating_duration_since(s.accepted)
+                    + std::time::Duration::from_nanos(999_999_999))
+                .as_secs();
                 s.partial_since =
                     std::num::NonZeroU32::new(u32::try_from(secs).unwrap_or(u32::MAX - 1) + 1);
                 if !s.frame_timer {

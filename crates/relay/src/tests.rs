@@ -510,6 +510,59 @@ fn a_frame_begun_and_not_finished_in_time_closes_the_device_1008() {
 }
 
 #[test]
+fn a_device_that_pings_faster_than_it_reads_meets_the_output_bound() {
+    let mut s = settings();
+    s.max_output_bytes = 4096;
+    let mut h = Harness::new(s);
+    let dev = h.device("oneM2M.json", Some("Cpinger"));
+    // The device never reads: what the edge writes stays unsent.
+    h.io.stalled.insert(Peer::Device(dev.id));
+    // Masked pings with a 16-byte payload.
+    let mut ping = vec![0x89, 0x80 | 16, 1, 2, 3, 4];
+    ping.extend([b'x' ^ 1, b'x' ^ 2, b'x' ^ 3, b'x' ^ 4].repeat(4));
+    for _ in 0..1000 {
+        if h.io.aborted.contains(&Peer::Device(dev.id)) {
+            break;
+        }
+        let mut p = ping.clone();
+        h.engine.device_data(&mut h.io, h.now, dev.id, &mut p);
+    }
+    assert!(
+        h.io.aborted.contains(&Peer::Device(dev.id)),
+        "closed at the output bound"
+    );
+    assert_eq!(
+        h.counters.limits[crate::counters::LIMIT_OUTPUT_BOUND]
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn a_device_streaming_frames_across_reads_is_not_cut_by_the_frame_timeout() {
+    // Every read ends inside the next frame (a gateway flushing a backlog): frames keep
+    // finishing, so the clock restarts with each.
+    let mut s = settings();
+    s.frame_timeout = Some(Duration::from_secs(5));
+    let mut h = Harness::new(s);
+    let mut dev = h.device("oneM2M.json", Some("Cstream"));
+    let mut pending: Vec<u8> = Vec::new();
+    for n in 0..40 {
+        pending.extend(dev.end.frame(&retrieve("Cstream", &format!("q{n}"))));
+        let cut = pending.len() - 3;
+        let mut read = pending[..cut].to_vec();
+        let used = h.engine.device_data(&mut h.io, h.now, dev.id, &mut read);
+        pending.drain(..used);
+        h.advance(Duration::from_secs(1));
+    }
+    assert!(
+        !h.io.closed.contains(&Peer::Device(dev.id)),
+        "40 s of streaming, 5 s frame timeout"
+    );
+    assert!(!h.io.aborted.contains(&Peer::Device(dev.id)));
+}
+
+#[test]
 fn a_passthrough_link_goes_with_its_device_when_nothing_is_held() {
     let mut s = settings();
     s.hold.ttl = Duration::ZERO;
