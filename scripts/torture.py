@@ -365,11 +365,18 @@ def close_code(s, buf=b"", timeout=10):
         return None
 
 
+def readable(s):
+    p = select.poll()
+    p.register(s, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(p.poll(0))
+
+
 def closed_by_peer(s):
     """Whether the peer has closed `s` (EOF or reset) without blocking."""
     try:
-        r, _, _ = select.select([s], [], [], 0)
-        if not r:
+        p = select.poll()  # not select(): descriptors past 1024
+        p.register(s, select.POLLIN | select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        if not p.poll(0):
             return False
         while True:
             data = s.recv(65536, socket.MSG_DONTWAIT)
@@ -505,7 +512,7 @@ def scenario_floods(io, a, work):
                 s.sendall(ping)
                 counts["pings"] += 64
                 # Read the pongs there are (a flood that never reads is the slow reader's case).
-                while select.select([s], [], [], 0)[0]:
+                while readable(s):
                     if not s.recv(65536):
                         raise ConnectionError("closed")
             except (OSError, ConnectionError):

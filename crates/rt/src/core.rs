@@ -121,7 +121,24 @@ pub struct CoreState<M> {
     /// cancels every operation on one, and closes it only once every SQE naming it has gone to
     /// the kernel).
     pub(crate) closed: Vec<Closed>,
+    /// Listeners whose accept failed for want of descriptors or memory, and when to try again.
+    pub(crate) accept_paused: Vec<(usize, Instant)>,
+    /// Accept failures since the last log line (logged once per pause, with the count).
+    pub(crate) accept_failures: u64,
     pub stats: CoreStats,
+}
+
+/// How long a listener rests after an accept failed for want of descriptors or memory: accepting
+/// again at once would spin (uring re-arms, level-triggered readiness), and waiting for the next
+/// connection would leave the ones already queued behind (edge-triggered readiness).
+pub(crate) const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether an accept error is about this process's resources (descriptors, memory): worth a pause.
+pub(crate) fn accept_starved(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Make room for one more entry in a per-connection table, growing it by a fixed step instead of
@@ -139,6 +156,46 @@ const POOL_MAX: usize = 256;
 const POOL_BUF_MAX: usize = 64 * 1024;
 
 impl<M> CoreState<M> {
+    /// Listener `i` could not accept for want of `e` (descriptors, memory): rest it for
+    /// [`ACCEPT_PAUSE`], logging once per pause.
+    pub(crate) fn pause_accept(&mut self, i: usize, e: &io::Error) {
+        self.accept_failures += 1;
+        if self.accept_paused.iter().any(|(l, _)| *l == i) {
+            return;
+        }
+        tracing::warn!(
+            core = self.core,
+            listener = i,
+            error = %e,
+            failures = self.accept_failures,
+            "accept failed: resting the listener for 100 ms (connections wait in the backlog)"
+        );
+        self.accept_failures = 0;
+        self.accept_paused.push((i, self.now + ACCEPT_PAUSE));
+    }
+
+    /// Listeners whose rest is over (taken off the list).
+    pub(crate) fn accepts_due(&mut self) -> Vec<usize> {
+        let now = self.now;
+        let due: Vec<usize> = self
+            .accept_paused
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        self.accept_paused.retain(|(_, at)| *at > now);
+        due
+    }
+
+    /// The earliest timer or accept retry.
+    pub(crate) fn next_wakeup(&self) -> Option<Instant> {
+        let retry = self.accept_paused.iter().map(|(_, at)| *at).min();
+        match (self.timers.next_deadline(), retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     pub(crate) fn new(
         core: usize,
         outbox: Outbox<M>,
@@ -164,6 +221,8 @@ impl<M> CoreState<M> {
             linger,
             shutting_down: false,
             closed: Vec::new(),
+            accept_paused: Vec::new(),
+            accept_failures: 0,
             stats: CoreStats::default(),
         }
     }

@@ -54,13 +54,16 @@ pub(crate) fn run<A: App>(
 
     loop {
         let now = Instant::now();
-        let timeout = driver::sleep_for(now, core.st.timers.next_deadline(), drain_deadline);
+        let timeout = driver::sleep_for(now, core.st.next_wakeup(), drain_deadline);
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
         }
         core.st.now = Instant::now();
+        for i in core.st.accepts_due() {
+            accept_all(core, &poll, &listeners, i);
+        }
         core.st.stats.loop_turns += 1;
         core.st.stats.wait_ns += core.st.now.saturating_duration_since(now).as_nanos() as u64;
         for ev in events.iter() {
@@ -147,10 +150,16 @@ fn accept_all<A: App>(
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                // EMFILE/ENFILE and friends: log and try again on the next readiness.
-                tracing::warn!(core = core.st.core, error = %e, "accept failed");
+            Err(e) if crate::core::accept_starved(&e) => {
+                // Readiness is edge-triggered: the queued connections would wait for the next one
+                // to arrive. Try again after a rest instead.
+                core.st.pause_accept(i, &e);
                 return;
+            }
+            Err(e) => {
+                // A connection that died in the backlog and the like: the next one is fine.
+                tracing::debug!(core = core.st.core, error = %e, "accept failed");
+                continue;
             }
         }
     }

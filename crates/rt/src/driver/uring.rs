@@ -404,8 +404,14 @@ impl<A: App> Driver<'_, A> {
                 }
                 None => drop(fd),
             }
-        } else if res != -libc::ECANCELED {
-            tracing::warn!(core = self.core.st.core, error = %io::Error::from_raw_os_error(-res), "accept failed");
+        }
+        let error =
+            (res < 0 && res != -libc::ECANCELED).then(|| io::Error::from_raw_os_error(-res));
+        let starved = error.as_ref().is_some_and(crate::core::accept_starved);
+        if let Some(e) = &error
+            && !starved
+        {
+            tracing::debug!(core = self.core.st.core, error = %e, "accept failed");
         }
         if !cqueue::more(flags) {
             if self.core.st.shutting_down {
@@ -414,6 +420,9 @@ impl<A: App> Driver<'_, A> {
                 // accept was pending, it would linger, and with SO_REUSEPORT peers keep taking
                 // connections only to reset them when the ring is torn down).
                 self.listeners[i] = None;
+            } else if let (true, Some(e)) = (starved, &error) {
+                // Out of descriptors or memory: re-arming at once would spin; rest the listener.
+                self.core.st.pause_accept(i, e);
             } else if res != -libc::ECANCELED && self.arm_accept(i).is_err() {
                 let Some(l) = self.listeners[i].as_ref() else {
                     return;
@@ -698,7 +707,7 @@ pub(crate) fn run<A: App>(
             d.push_or_retry(sqe);
         }
         let now = Instant::now();
-        let sleep = driver::sleep_for(now, d.core.st.timers.next_deadline(), drain_deadline);
+        let sleep = driver::sleep_for(now, d.core.st.next_wakeup(), drain_deadline);
         let ts = Timespec::new()
             .sec(sleep.as_secs())
             .nsec(sleep.subsec_nanos());
@@ -720,6 +729,16 @@ pub(crate) fn run<A: App>(
         }
         d.bury();
         d.core.st.now = Instant::now();
+        if !d.core.st.shutting_down {
+            for i in d.core.st.accepts_due() {
+                if d.arm_accept(i).is_err() {
+                    d.core
+                        .st
+                        .accept_paused
+                        .push((i, d.core.st.now + crate::core::ACCEPT_PAUSE));
+                }
+            }
+        }
         d.core.st.stats.loop_turns += 1;
         d.core.st.stats.wait_ns += d.core.st.now.saturating_duration_since(now).as_nanos() as u64;
         cqes.clear();
@@ -758,6 +777,10 @@ pub(crate) fn run<A: App>(
         if shared.stop_requested() && !d.core.st.shutting_down {
             // Cancel the accepts; each listener is closed when its accept's last completion
             // arrives (`on_accept`).
+            // A resting listener has no accept to cancel: close it now.
+            for (i, _) in std::mem::take(&mut d.core.st.accept_paused) {
+                d.listeners[i] = None;
+            }
             for i in 0..d.listeners.len() {
                 if d.listeners[i].is_some() {
                     d.cancel(user_data(KIND_ACCEPT, i as u64));
