@@ -56,10 +56,15 @@ pub(crate) struct Conn {
     pub lingering: bool,
 }
 
-/// A connection closed this turn: its descriptor, for the driver to close.
+/// A connection closed this turn: its descriptor, for the driver to close, and what it may still
+/// have in the kernel.
 #[derive(Debug)]
 pub(crate) struct Closed {
+    pub id: ConnId,
     pub fd: OwnedFd,
+    pub driver_flags: u32,
+    /// A send or a connect was in flight.
+    pub busy: bool,
 }
 
 /// Things the driver must do after the app ran.
@@ -722,7 +727,12 @@ impl<A: App> Core<A> {
         self.st.recycle(input);
         let output = std::mem::take(&mut conn.output);
         self.st.recycle(output);
-        self.st.closed.push(Closed { fd: conn.fd });
+        self.st.closed.push(Closed {
+            id,
+            busy: conn.sending || connecting,
+            driver_flags: conn.driver_flags,
+            fd: conn.fd,
+        });
         let (app, mut cx) = self.cx();
         if connecting {
             let kind = match &reason {

@@ -253,6 +253,11 @@ struct Driver<'a, A: App> {
     in_flight: usize,
     /// Memory-less SQEs (cancels, re-arms) that could not be queued; queued again next turn.
     retry: Vec<squeue::Entry>,
+    /// The kernel refused a submission this turn (its completion queue must be reaped first):
+    /// further SQEs wait for the next turn instead of trying again one syscall each.
+    sq_blocked: bool,
+    /// Connections whose send met a blocked SQ: sent again next turn.
+    blocked_sends: Vec<ConnId>,
     /// The exit's cancel-and-reap has run (successfully or not).
     exited: bool,
     /// Operations reaped by the exit (for [`crate::StopHandle::reaped_at_exit`]).
@@ -271,7 +276,13 @@ impl<A: App> Driver<'_, A> {
                 self.in_flight += 1;
                 return Ok(());
             }
-            self.ring.submit()?;
+            if self.sq_blocked {
+                return Err(io::Error::from_raw_os_error(libc::EBUSY));
+            }
+            if let Err(e) = self.ring.submit() {
+                self.sq_blocked = true;
+                return Err(e);
+            }
         }
     }
 
@@ -302,7 +313,15 @@ impl<A: App> Driver<'_, A> {
         // SAFETY: the receive writes only into provided buffers, which the BufRing owns for the
         // lifetime of the ring.
         if let Err(e) = unsafe { self.push(sqe) } {
-            self.core.close_now(id, CloseReason::Io(e.kind()));
+            if self.sq_blocked {
+                // The kernel is busy, not the connection: arm it next turn.
+                if let Some(conn) = self.core.st.conn_mut(id) {
+                    conn.driver_flags &= !RECV_ARMED;
+                }
+                self.rearm.push(id);
+            } else {
+                self.core.close_now(id, CloseReason::Io(e.kind()));
+            }
         }
     }
 
@@ -325,8 +344,23 @@ impl<A: App> Driver<'_, A> {
         // SAFETY: the buffer is owned by the op slot until the completion is processed; moving the
         // Vec into the slot does not move its heap allocation.
         if let Err(e) = unsafe { self.push(sqe) } {
-            self.ops.take(slot);
-            self.core.close_now(id, CloseReason::Io(e.kind()));
+            let Some(Op::Send { buf, .. }) = self.ops.take(slot) else {
+                return;
+            };
+            if self.sq_blocked {
+                // The kernel is busy, not the connection: the bytes go back in front and leave
+                // next turn.
+                if let Some(c) = self.core.st.conn_mut(id) {
+                    c.sending = false;
+                    let mut buf = buf;
+                    buf.extend_from_slice(&c.output);
+                    c.output = buf;
+                }
+                self.blocked_sends.push(id);
+            } else {
+                self.core.st.recycle(buf);
+                self.core.close_now(id, CloseReason::Io(e.kind()));
+            }
         }
     }
 
@@ -383,7 +417,7 @@ impl<A: App> Driver<'_, A> {
     /// Queue an SQE that references no memory of ours, or keep it for the next turn.
     fn push_or_retry(&mut self, sqe: squeue::Entry) {
         // SAFETY: callers pass only SQEs that reference no memory (cancels, polls, accepts).
-        if unsafe { self.push(sqe.clone()) }.is_err() {
+        if self.sq_blocked || unsafe { self.push(sqe.clone()) }.is_err() {
             self.retry.push(sqe);
         }
     }
@@ -544,9 +578,15 @@ impl<A: App> Driver<'_, A> {
         self.dirty = dirty;
         let mut closed = std::mem::take(&mut self.core.st.closed);
         for c in closed.drain(..) {
-            // Every operation on it: a receive, and a send or connect the kernel would otherwise
-            // keep the socket open for (its FIN would wait for a peer that never reads).
-            self.cancel_fd(c.fd.as_raw_fd());
+            if c.busy {
+                // A send or connect too, which the kernel would keep the socket open for (its FIN
+                // would wait for a peer that never reads): every operation on the descriptor. The
+                // kernel finds those by scanning what is in flight, so only here.
+                self.cancel_fd(c.fd.as_raw_fd());
+            } else if c.driver_flags & RECV_ARMED != 0 {
+                // Just the receive: found by its user data (a hash lookup in the kernel).
+                self.cancel(recv_data(c.id));
+            }
             self.graveyard.push(c.fd);
         }
         self.core.st.closed = closed;
@@ -581,10 +621,14 @@ impl<A: App> Driver<'_, A> {
             .user_data(user_data(KIND_CANCEL_ANY, 0));
         // SAFETY: a cancel references no memory.
         let _ = unsafe { self.push(any) };
-        while self.in_flight > 0 {
+        while self.in_flight > 0 || !self.retry.is_empty() {
             let now = Instant::now();
             if now >= deadline {
                 return false;
+            }
+            self.sq_blocked = false;
+            for sqe in std::mem::take(&mut self.retry) {
+                self.push_or_retry(sqe);
             }
             let wait = (deadline - now).min(std::time::Duration::from_millis(100));
             let ts = Timespec::new()
@@ -668,13 +712,21 @@ pub(crate) fn run<A: App>(
     let cfg = shared.uring;
     // DEFER_TASKRUN (6.1) runs completion work only when this thread enters the ring, in one batch,
     // instead of interrupting it; it needs SINGLE_ISSUER, which holds: one ring per core thread.
+    // A completion queue far larger than the submission queue: closing 10,000 connections in one
+    // turn (a slowloris wave cut by its timeout) makes 20,000 completions at once, and an overflowing
+    // CQ makes `io_uring_enter` refuse submissions (EBUSY) until it is reaped.
+    let cq = (cfg.entries * 2).max(CQ_ENTRIES_MIN);
     let ring = match IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
+        .setup_cqsize(cq)
         .build(cfg.entries)
     {
         Ok(ring) => ring,
-        Err(_) => IoUring::builder().setup_coop_taskrun().build(cfg.entries)?,
+        Err(_) => IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_cqsize(cq)
+            .build(cfg.entries)?,
     };
     let bufs = BufRing::new(&ring, BUF_GROUP, cfg.buffers, cfg.buffer_bytes)?;
     let mut d = Driver {
@@ -688,6 +740,8 @@ pub(crate) fn run<A: App>(
         graveyard: Vec::new(),
         in_flight: 0,
         retry: Vec::new(),
+        sq_blocked: false,
+        blocked_sends: Vec::new(),
         exited: false,
         reaped_at_exit: 0,
     };
@@ -706,6 +760,7 @@ pub(crate) fn run<A: App>(
         for sqe in std::mem::take(&mut d.retry) {
             d.push_or_retry(sqe);
         }
+        d.sq_blocked = false;
         let now = Instant::now();
         let sleep = driver::sleep_for(now, d.core.st.next_wakeup(), drain_deadline);
         let ts = Timespec::new()
@@ -728,6 +783,10 @@ pub(crate) fn run<A: App>(
             Err(e) => break Err(e),
         }
         d.bury();
+        d.sq_blocked = false;
+        for id in std::mem::take(&mut d.blocked_sends) {
+            d.core.st.mark_dirty(id);
+        }
         d.core.st.now = Instant::now();
         if !d.core.st.shutting_down {
             for i in d.core.st.accepts_due() {
@@ -838,6 +897,9 @@ impl<A: App> Drop for Driver<'_, A> {
         }
     }
 }
+
+/// The least completion-queue entries per core (16 bytes each).
+const CQ_ENTRIES_MIN: u32 = 65536;
 
 /// How long the exit waits for cancelled operations to complete.
 const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
