@@ -26,20 +26,20 @@ pub fn init(format: &str, level: &str) -> Result<LevelHandle, String> {
         let builder = builder.json().with_filter_reloading();
         let handle = builder.reload_handle();
         builder.init();
-        Arc::new(move |level| {
-            handle
-                .reload(self::filter(level)?)
-                .map_err(|e| e.to_string())
-        })
+        Arc::new(move |level| reload(&handle, level))
     } else {
         let builder = builder.with_filter_reloading();
         let handle = builder.reload_handle();
         builder.init();
-        Arc::new(move |level| {
-            handle
-                .reload(self::filter(level)?)
-                .map_err(|e| e.to_string())
-        })
+        Arc::new(move |level| reload(&handle, level))
     };
     Ok(handle)
+}
+
+/// Put `level` into effect through a subscriber's reload handle.
+fn reload<S>(
+    handle: &tracing_subscriber::reload::Handle<EnvFilter, S>,
+    level: &str,
+) -> Result<(), String> {
+    handle.reload(filter(level)?).map_err(|e| e.to_string())
 }

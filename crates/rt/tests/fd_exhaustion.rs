@@ -4,27 +4,14 @@
 //! spinning on failed accepts meanwhile. Its own test binary: it lowers the process's descriptor
 //! limit.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use m2m_rt::{App, CloseReason, ConnId, Cx, IoMode, ListenerConfig, RtConfig, Runtime};
-
-struct Echo;
-
-impl App for Echo {
-    type Msg = ();
-    fn on_accept(&mut self, _: &mut Cx<'_, ()>, _: ConnId, _: usize, _: SocketAddr) {}
-    fn on_data(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, data: &mut [u8]) -> usize {
-        cx.send(conn, data);
-        data.len()
-    }
-    fn on_close(&mut self, _: &mut Cx<'_, ()>, _: ConnId, _: CloseReason) {}
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+use common::{Echo, open_fds};
+use m2m_rt::{IoMode, ListenerConfig, RtConfig, Runtime};
 
 fn echoes(s: &mut TcpStream) -> bool {
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();

@@ -9,10 +9,13 @@
 //!   otherwise), and leaves no descriptor behind. (`/proc/self/fd` cannot see files the kernel
 //!   still holds; what this checks is that the exit waited for them and says so.)
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use common::{Echo, open_fds};
 use m2m_rt::{App, CloseReason, ConnId, Cx, DriverKind, IoMode, ListenerConfig, RtConfig, Runtime};
 
 const SECRET: &[u8] = b"SECRET-FOR-THE-FIRST-CONNECTION";
@@ -127,23 +130,6 @@ fn a_send_queued_before_a_close_in_the_same_turn_reaches_its_own_socket_on_uring
 #[test]
 fn a_send_queued_before_a_close_in_the_same_turn_reaches_its_own_socket_on_epoll() {
     same_turn(IoMode::Epoll);
-}
-
-/// Echoes everything back.
-struct Echo;
-
-impl App for Echo {
-    type Msg = ();
-    fn on_accept(&mut self, _: &mut Cx<'_, ()>, _: ConnId, _: usize, _: SocketAddr) {}
-    fn on_data(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, data: &mut [u8]) -> usize {
-        cx.send(conn, data);
-        data.len()
-    }
-    fn on_close(&mut self, _: &mut Cx<'_, ()>, _: ConnId, _: CloseReason) {}
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 fn fd_list() -> Vec<String> {
