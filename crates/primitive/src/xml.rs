@@ -410,12 +410,19 @@ fn write_member(
             out.push('<');
             out.push_str(name);
             // `val` is element text (with the other members as attributes) only when every other
-            // member is a scalar; otherwise it is an ordinary child (found by fuzzing).
+            // member is a scalar that reads back as one: not structured, and not of a type the
+            // schema reads as a list or an object (an `at` attribute reads back as a list: found
+            // by fuzzing); otherwise it is an ordinary child (found by fuzzing).
             let has_val = map
                 .get("val")
                 .is_some_and(|v| !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null))
                 && map.iter().all(|(k, v)| {
-                    k == "val" || !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null)
+                    k == "val"
+                        || (!matches!(v, Value::Object(_) | Value::Array(_) | Value::Null)
+                            && !matches!(
+                                kind(name, k),
+                                Kind::ListStr | Kind::ListInt | Kind::ListObj | Kind::Object
+                            ))
                 });
             let mut children = Vec::new();
             for (k, v) in map.iter() {
