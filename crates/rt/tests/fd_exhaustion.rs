@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{Echo, open_fds};
-use m2m_rt::{IoMode, ListenerConfig, RtConfig, Runtime};
+use m2m_rt::{IoMode, Runtime};
 
 fn echoes(s: &mut TcpStream) -> bool {
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -20,16 +20,7 @@ fn echoes(s: &mut TcpStream) -> bool {
 }
 
 fn exhaust(io: IoMode) {
-    let config = RtConfig {
-        workers: 1,
-        io,
-        listeners: vec![ListenerConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: None,
-        }],
-        drain: Duration::from_millis(100),
-        ..RtConfig::default()
-    };
+    let config = common::one_core(io);
     let rt = Runtime::start(config, |_| Echo).unwrap();
     let addr = rt.local_addrs()[0];
     // Room for a few more descriptors than are open; each client costs two (ours and the

@@ -152,16 +152,7 @@ fn fd_list() -> Vec<String> {
 fn a_busy_uring_core_shuts_down_with_nothing_left_in_the_kernel() {
     let _alone = alone();
     let before = open_fds();
-    let config = RtConfig {
-        workers: 1,
-        io: IoMode::Uring,
-        listeners: vec![ListenerConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: None,
-        }],
-        drain: Duration::from_millis(100),
-        ..RtConfig::default()
-    };
+    let config = common::one_core(IoMode::Uring);
     let rt = Runtime::start(config, |_| Echo).unwrap();
     assert_eq!(
         rt.driver(),

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use m2m_rt::{App, CloseReason, ConnId, Cx};
+use m2m_rt::{App, CloseReason, ConnId, Cx, IoMode, ListenerConfig, RtConfig};
 
 /// Echoes everything back.
 pub struct Echo;
@@ -20,4 +20,18 @@ impl App for Echo {
 /// Descriptors this process has open (the kernel's view).
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// One worker on `io`, one listener on a free loopback port, a short drain.
+pub fn one_core(io: IoMode) -> RtConfig {
+    RtConfig {
+        workers: 1,
+        io,
+        listeners: vec![ListenerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+        }],
+        drain: std::time::Duration::from_millis(100),
+        ..RtConfig::default()
+    }
 }
