@@ -247,7 +247,28 @@ def idle_growth(start, counts, work, tls=False, measure=None, fds_per_device=2, 
             p.kill()
 
 
+def run_pipeline(port, args, kind):
+    """The pipelining client (`m2m-loadgen pipeline`), closed loop, `kind` = pipe:CONNSxINFLIGHT."""
+    conns, in_flight = kind.split(":")[1].split("x")
+    cmd = [str(LOADGEN), "pipeline", "--target", f"ws://127.0.0.1:{port}/", "--connections", conns,
+           "--in-flight", in_flight, "--duration", f"{args.seconds}s", "--io", args.client_io]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if not done.stdout.strip():
+        sys.exit(f"the pipelining client failed (exit {done.returncode}): {' '.join(cmd)}")
+    p = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"ops_per_s": p["ops_per_s"], "operations": p["operations"], "errors_total": p["errors"],
+            "all_ops": {"p50_us": p["p50_us"], "p99_us": p["p99_us"], "p999_us": p["p999_us"]},
+            "client_cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            "seconds": p["seconds"]}
+
+
 def run_scenario(port, args, work, kind):
+    if kind.startswith("pipe:"):
+        return run_pipeline(port, args, kind)
+    if kind == "open:half":
+        kind = f"open:{args.half_rate}"
     out = work / f"run-{time.time_ns()}"
     cmd = [str(LOADGEN), "run", "--quiet", "--target", f"ws://127.0.0.1:{port}/", "--duration", f"{args.seconds}s",
            "--subscribe", "false", "--out", str(out), "--ramp", "0"]
@@ -282,9 +303,21 @@ def main():
     ap.add_argument("--idle-rounds", type=int, default=1)
     ap.add_argument("--skip-load", action="store_true", help="only the idle-memory rows")
     ap.add_argument("--json", help="also write every run's figures here")
+    ap.add_argument("--saturation", action="store_true",
+                    help="rows where the proxy is the bottleneck: the CSE answers at once (--respond-only), "
+                         "closed loop with the pipelining client (--pipe), open loop at --rates (the word "
+                         "'half' is half the best edge row's first-round rate in the first --pipe shape)")
+    ap.add_argument("--pipe", default="100x8,1000x1",
+                    help="closed-loop shapes for the pipelining client with --saturation: CONNECTIONSxIN_FLIGHT")
+    ap.add_argument("--client-io", default="uring", help="I/O driver of the pipelining client")
     ap.add_argument("--baseline", help="another build's m2m-loadgen binary: adds an 'edge uring (baseline)' row, "
                                        "for before/after figures of a change in one run")
     args = ap.parse_args()
+    if args.saturation:
+        args.respond_only = True
+        if args.rates == ap.get_default("rates"):
+            args.rates = "5000,half"
+    args.half_rate = None
     assert LOADGEN.exists(), "cargo build --release -p m2m-loadgen first"
     work = pathlib.Path(tempfile.mkdtemp(prefix="proxies-"))
     procs = []
@@ -311,10 +344,16 @@ def main():
                 p, port = starters[name](cse_addr)
                 procs.append(p)
                 rows[name] = (p, port)
-            kinds = ["closed"] + [f"open:{r}" for r in args.rates.split(",") if r]
+            closed = [f"pipe:{shape}" for shape in args.pipe.split(",") if shape] if args.saturation else ["closed"]
+            kinds = closed + [f"open:{r}" for r in args.rates.split(",") if r]
             results = {(name, kind): [] for name in rows for kind in kinds}
             for r in range(args.rounds):
                 for kind in kinds:
+                    if kind == "open:half" and args.half_rate is None:
+                        edge_rates = [statistics.median(x["rps"] for x in results[(n, kinds[0])])
+                                      for n in rows if n.startswith("edge")]
+                        args.half_rate = int(max(edge_rates or [10000]) / 2)
+                        print(f"open:half is {args.half_rate} requests/s", file=sys.stderr)
                     for name, (p, port) in rows.items():
                         c0 = cpu_seconds(p.pid) if p else 0.0
                         u0 = cpu_seconds(cse.pid)
@@ -329,6 +368,7 @@ def main():
                             "cpu_us_per_op": cpu * 1e6 / max(ops, 1) if p else None,
                             "rss": rss_bytes(p.pid) if p else None,
                             "proxy_cpu_s": cpu, "client_cpu_s": s["client_cpu_s"], "upstream_cpu_s": upstream_cpu,
+                            "seconds": s.get("seconds", args.seconds),
                         })
                 print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
             for p, _ in rows.values():
@@ -399,8 +439,14 @@ def print_report(args, rows, results, idle, idle_counts):
     load = f"median of {args.rounds} interleaved rounds; {args.seconds} s per run" if results else "idle rows only"
     print(f"# {time.strftime('%Y-%m-%d')} on {host}, {os.cpu_count()} CPUs ({cpu_model}); loopback; {load}")
     for kind in dict.fromkeys(k for _, k in results):
-        label = (f"closed loop, {args.devices} devices x {args.in_flight} in flight" if kind == "closed"
-                 else f"open loop, {kind.split(':')[1]} requests/s over {args.devices} devices")
+        if kind == "closed":
+            label = f"closed loop, {args.devices} devices x {args.in_flight} in flight"
+        elif kind.startswith("pipe:"):
+            conns, in_flight = kind.split(":")[1].split("x")
+            label = f"closed loop, pipelining client, {conns} connections x {in_flight} in flight"
+        else:
+            rate = args.half_rate if kind == "open:half" else kind.split(":")[1]
+            label = f"open loop, {rate} requests/s over {args.devices} devices"
         print(f"\n## {label}\n")
         print("| row | req/s | p50 ms | p99 ms | p99.9 ms | +p50 ms | +p99 ms | +p99 vs nginx | CPU us/op "
               "| CPU vs nginx | CPU vs HAProxy | RSS MiB | errors | CPU s proxy/client/CSE |")
@@ -427,9 +473,13 @@ def print_report(args, rows, results, idle, idle_counts):
             """Each part's CPU seconds, and whether the proxy was the one that limited the rate."""
             proxy, client, cse = (med(name, k) for k in ("proxy_cpu_s", "client_cpu_s", "upstream_cpu_s"))
             parts = f"{proxy:.1f}/{client:.1f}/{cse:.1f}"
-            if name == "direct":
+            if name == "direct" or kind.startswith("open:"):
+                # Open loop paces the load: no part is meant to saturate.
                 return parts
-            return parts + ("" if proxy >= max(client, cse) else " not proxy-bound")
+            # Closed loop: the rate is set by whichever part runs out of CPU first; the proxy is the
+            # bottleneck only if it used at least as much CPU as the client and the upstream.
+            share = proxy / max(proxy + client + cse, 1e-9)
+            return parts + f" ({share:.0%})" + ("" if proxy >= max(client, cse) else " not proxy-bound")
 
         for name in rows:
             cpu, rss = med(name, "cpu_us_per_op"), med(name, "rss")

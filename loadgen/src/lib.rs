@@ -17,6 +17,7 @@ pub mod device;
 pub mod engine;
 pub mod metrics;
 pub mod ops;
+pub mod pipeline;
 pub mod progress;
 pub mod recorder;
 pub mod report;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use m2m_loadgen::{
-    bench, cpus, cse, default_out, device, engine, metrics, report, scenario, threshold,
+    bench, cpus, cse, default_out, device, engine, metrics, pipeline, report, scenario, threshold,
 };
 
 #[global_allocator]
@@ -33,6 +33,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Add interval logs of several runs (shards) into one table, JSON summary and HTML report.
     Merge(MergeArgs),
+    /// A closed-loop pipelining client light enough that the proxy it drives is the bottleneck
+    /// (retrieves only; prints one JSON line of figures).
+    Pipeline(pipeline::PipelineArgs),
     /// The m2m-edge command line, for `bench` (same options as the `m2m-edge` binary).
     #[command(hide = true, disable_help_flag = true)]
     Edge {
@@ -275,6 +278,17 @@ fn main() -> ExitCode {
         Command::Cse(a) => cse(a).map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a),
         Command::Merge(a) => merge(a),
+        Command::Pipeline(a) => pipeline::run(&a).map(|summary| {
+            println!(
+                "{}",
+                serde_json::to_string(&summary).expect("plain numbers")
+            );
+            if summary.errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }),
         Command::Edge { .. } => unreachable!("handled before parsing"),
     };
     match result {

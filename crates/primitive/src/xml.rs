@@ -412,10 +412,13 @@ fn write_member(
             // `val` is element text (with the other members as attributes) only when every other
             // member is a scalar that reads back as one: not structured, and not of a type the
             // schema reads as a list or an object (an `at` attribute reads back as a list: found
-            // by fuzzing); otherwise it is an ordinary child (found by fuzzing).
+            // by fuzzing); otherwise it is an ordinary child (found by fuzzing). And only when there
+            // is another member: `<x>text</x>` alone reads back as the scalar, not as `{val}`
+            // (found by fuzzing transcode).
             let has_val = map
                 .get("val")
                 .is_some_and(|v| !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null))
+                && map.len() > 1
                 && map.iter().all(|(k, v)| {
                     k == "val"
                         || (!matches!(v, Value::Object(_) | Value::Array(_) | Value::Null)

@@ -247,6 +247,8 @@ fn xml_is_stable_for_every_transcode_fuzz_find() {
         r#"{"op":1,"to":"x","fr":"C","rqi":"q","rt":{"m2m:cin":{"acr":"b n"}}}"#,
         r#"{"rsc":2001,"rqi":"q","rvi":"3","pc":{"mmm:cin":{"pn":"059","mni":" 5"}}}"#,
         r#"{"op":1,"to":"x","fr":"C","rqi":"q","rvi":"3","ty":4,"pc":{"m2m:cin":{"con":"nb"}},"rt":{"rtv":[1,1]}}"#,
+        r#"{"rsc":2000,"rqi":"q","rvi":"3","oppc":{"val":["cse-in/H"]}}"#,
+        r#"{"rsc":2000,"rqi":"q","rvi":"3","oppc":{"val":"cse-in/H"}}"#,
     ];
     for json in finds {
         let p = decode(Format::Json, json.as_bytes()).unwrap();

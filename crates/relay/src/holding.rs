@@ -23,13 +23,17 @@ use std::time::{Duration, Instant};
 
 use m2m_primitive::{Format, RoutingView, Rsc};
 
-use crate::engine::{Engine, T_FETCH, T_HOLD, T_ORPHAN, timer};
+use crate::engine::{Engine, T_FETCH, T_HOLD, T_ORPHAN, T_RELINK, timer};
 use crate::hold::HeldPrimitive;
 use crate::relay::CseRequest;
 use crate::{Back, DeviceId, Envelope, Io, LinkId, Peer};
 
 /// How long a session waits for the requests held for it on another core.
 const FETCH_WAIT: Duration = Duration::from_secs(2);
+
+/// How long after another core closed the link it kept for a returning device that device's new
+/// link opens (passthrough; see `resume_after_fetch`). Requests wait in the device's queue.
+pub(crate) const LINK_HANDOVER_GRACE: Duration = Duration::from_millis(250);
 
 /// Log held primitives dropped by a bound at most this often.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -139,12 +143,22 @@ impl Engine {
             device = d.index,
             "held requests from another core did not arrive"
         );
-        self.resume_after_fetch(io, d, Vec::new());
+        self.resume_after_fetch(io, d, Vec::new(), false);
     }
 
     /// Session `d` no longer waits: what came from the other core, then what was held here behind
     /// it, then (passthrough) its own link, which waited for the other core's kept link to close.
-    fn resume_after_fetch(&mut self, io: &mut impl Io, d: DeviceId, items: Vec<HeldPrimitive>) {
+    /// When that core closed the kept link just now (`link_retired`), the new link opens
+    /// [`LINK_HANDOVER_GRACE`] later: ACME drops an originator's association when the handler of
+    /// its old connection ends, on a thread of its own and some time after the close, so a new
+    /// connection associated before that is forgotten (seen in CI as NOTIFYs that never came).
+    fn resume_after_fetch(
+        &mut self,
+        io: &mut impl Io,
+        d: DeviceId,
+        items: Vec<HeldPrimitive>,
+        link_retired: bool,
+    ) {
         if let Some(s) = self.session_mut(d) {
             s.awaiting_held = false;
         }
@@ -157,7 +171,15 @@ impl Engine {
         });
         if let Some(l) = waiting_link.filter(|_| !self.multiplex()) {
             let now = self.clock;
-            self.open_link(io, now, l);
+            if link_retired {
+                let at = now + LINK_HANDOVER_GRACE;
+                if let Some(link) = self.link_mut(l) {
+                    link.relink_at = Some(at);
+                }
+                io.set_timer(at, timer(T_RELINK, l.index, l.generation));
+            } else {
+                self.open_link(io, now, l);
+            }
         }
     }
 
@@ -219,7 +241,8 @@ impl Engine {
     ) {
         // The device is back on another core: the link kept for it here goes first (see
         // `open_passthrough_link`).
-        if let Some(&l) = self.orphans.get(&origin) {
+        let kept = self.orphans.get(&origin).copied();
+        if let Some(l) = kept {
             self.retire_link(io, l, "the device is back on another connection");
         }
         let items = self.hold.take(&origin);
@@ -229,6 +252,7 @@ impl Engine {
             origin,
             device,
             items,
+            link_retired: kept.is_some(),
         };
         if !io.post(core, msg) {
             tracing::warn!(core, n, "mailbox full: held requests lost");
@@ -247,6 +271,7 @@ impl Engine {
         origin: Box<str>,
         d: DeviceId,
         items: Vec<HeldPrimitive>,
+        link_retired: bool,
     ) {
         // The session the directory names now (a takeover may be on its way to the one that asked).
         let holds = |e: &Self, d: DeviceId| {
@@ -266,7 +291,7 @@ impl Engine {
             .flatten()
             .find(|&t| holds(self, t));
         if let Some(t) = target {
-            self.resume_after_fetch(io, t, items);
+            self.resume_after_fetch(io, t, items, link_retired);
             return;
         }
         if let Some(h) = self
@@ -279,6 +304,7 @@ impl Engine {
                 origin,
                 device: h.device,
                 items,
+                link_retired,
             };
             if !io.post(h.core, msg) {
                 self.note_dropped(self.clock, n);

@@ -9,6 +9,7 @@ use m2m_primitive::Primitive;
 
 use crate::NotifyId;
 use crate::Peer;
+use crate::holding::LINK_HANDOVER_GRACE;
 use crate::testing::{End, Harness, json, rqi, rsc, settings};
 use crate::tests::{multiplex, named_device, ok, retrieve, two_cores, with_notify};
 use m2m_primitive::Value;
@@ -365,6 +366,11 @@ fn a_passthrough_device_back_on_another_core_opens_its_link_after_the_kept_one_i
     let (_, held) = core0.io.posted.pop().unwrap();
     core1.engine.message(&mut core1.io, core1.now, held);
     assert_eq!(rqis(&core1.recv(&mut b)), ["q1"]);
+    // ACME forgets a new connection's originator if the old connection's handler ends after it
+    // associated: the new link waits a little after the kept one closed.
+    core1.advance(LINK_HANDOVER_GRACE - Duration::from_millis(1));
+    assert!(core1.links_asked().is_empty(), "not before the grace");
+    core1.advance(Duration::from_millis(1));
     let [l1] = core1.cse_accept_all()[..] else {
         panic!("then its own link")
     };

@@ -129,10 +129,13 @@ pub enum Envelope {
         device: DeviceId,
     },
     /// The requests held for `origin` while it was away, oldest first, for session `device`.
+    /// `link_retired`: the sending core closed the link it kept for the device just now (see
+    /// `Engine::resume_after_fetch`).
     Held {
         origin: Box<str>,
         device: DeviceId,
         items: Vec<hold::HeldPrimitive>,
+        link_retired: bool,
     },
 }
 

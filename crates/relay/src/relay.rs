@@ -968,7 +968,8 @@ impl Engine {
                 origin,
                 device,
                 items,
-            } => self.held_arrived(io, origin, device, items),
+                link_retired,
+            } => self.held_arrived(io, origin, device, items, link_retired),
         }
     }
 

@@ -1,0 +1,474 @@
+//! `m2m-loadgen pipeline`: a closed-loop client light enough that the proxy it drives is the
+//! bottleneck. `run` (the scenario engine on tokio, with schedules, device state and per-operation
+//! histograms) costs more CPU per request than nginx does to relay one, so in front of a light
+//! upstream every proxy looked alike: the client saturated first. This client keeps `in_flight`
+//! retrieves outstanding on each of `connections` WebSocket connections, on the edge's own runtime
+//! (one core, io_uring or epoll): the request frames are built and masked once per slot and resent
+//! as they are; a response is found by its `rqi` (the slot number) with a byte search; everything a
+//! turn of the loop answers is resent in one write per connection. Latency is recorded per request
+//! (send to response) in an HdrHistogram. Connections open first; the measured window starts
+//! when the last one is open.
+//!
+//! Not for anything but benchmarks: the masking keys repeat (RFC 6455 wants a fresh key per frame
+//! against cache poisoning by intermediaries, which does not apply on loopback), and every request
+//! is the same retrieve.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use m2m_rt::{App, CloseReason, ConnId, Cx, IoMode, ListenerConfig, RtConfig, Runtime};
+use m2m_ws::frame::{FrameHeader, OpCode, write_frame};
+use m2m_ws::handshake::HeadLimits;
+use m2m_ws::handshake::client::{ClientHandshake, ClientOptions};
+use serde::Serialize;
+
+/// The `pipeline` command's options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineArgs {
+    /// WebSocket URL of the proxy (or CSE): ws://host:port/path.
+    #[arg(long)]
+    pub target: String,
+    /// Connections, each with its own originator.
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    /// Requests outstanding on each connection.
+    #[arg(long, default_value_t = 8)]
+    pub in_flight: usize,
+    /// Length of the measured window (after every connection is open).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// I/O driver of the client's one core: uring or epoll.
+    #[arg(long, default_value = "uring")]
+    pub io: IoMode,
+}
+
+/// What a run measured (printed as one JSON line).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PipelineSummary {
+    pub connections: usize,
+    pub in_flight: usize,
+    /// Responses received in the measured window.
+    pub operations: u64,
+    /// Responses with an error `rsc` (≥ 4000), connections that failed or closed, frames that
+    /// were not responses to an outstanding request.
+    pub errors: u64,
+    pub seconds: f64,
+    pub ops_per_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+/// `ws://host:port/path` → address, Host header, path.
+fn parse_target(target: &str) -> anyhow::Result<(SocketAddr, String, String)> {
+    let rest = target
+        .strip_prefix("ws://")
+        .ok_or_else(|| anyhow::anyhow!("--target must be a ws:// URL, got {target:?}"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/".to_string()),
+    };
+    let addr = authority
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{authority} does not resolve"))?;
+    Ok((addr, authority.to_string(), path))
+}
+
+/// The request frame of slot `slot` on connection `conn`, masked.
+fn request_frame(conn: usize, slot: usize) -> Vec<u8> {
+    let body = format!(
+        r#"{{"op":2,"to":"cse-in/Cpipe{conn}","fr":"Cpipe{conn}","rqi":"{slot}","rvi":"3"}}"#
+    );
+    let mut out = Vec::with_capacity(body.len() + 8);
+    let key = fastrand::u32(..).to_be_bytes();
+    write_frame(
+        &mut out,
+        true,
+        false,
+        OpCode::Text,
+        Some(key),
+        body.as_bytes(),
+    );
+    out
+}
+
+/// The slot number in a response's `"rqi":"<slot>"`, and whether its `rsc` is an error.
+fn read_response(payload: &[u8]) -> Option<(usize, bool)> {
+    let at = memchr::memmem::find(payload, br#""rqi":""#)? + 7;
+    let digits = payload[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let slot = std::str::from_utf8(&payload[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()?;
+    let error = memchr::memmem::find(payload, br#""rsc":"#).is_none_or(|i| {
+        let from = i + 6;
+        let n = payload[from..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        std::str::from_utf8(&payload[from..from + n])
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+            .is_none_or(|rsc| rsc >= 4000)
+    });
+    Some((slot, error))
+}
+
+enum Phase {
+    Connecting,
+    Handshake(ClientHandshake),
+    Open,
+}
+
+struct Connection {
+    id: ConnId,
+    phase: Phase,
+    frames: Vec<Vec<u8>>,
+    sent_at: Vec<Option<Instant>>,
+}
+
+/// What the core hands back at the end.
+#[derive(Default)]
+struct Outcome {
+    hist: Option<Histogram<u64>>,
+    operations: u64,
+    errors: u64,
+    seconds: f64,
+}
+
+struct Client {
+    addr: SocketAddr,
+    host: String,
+    path: String,
+    connections: usize,
+    in_flight: usize,
+    duration: Duration,
+    /// Indexed by connection number.
+    conns: Vec<Connection>,
+    /// Connection slot of the runtime → connection number.
+    by_slot: Vec<Option<usize>>,
+    started: bool,
+    opened: usize,
+    failed: usize,
+    window: Option<Instant>,
+    stopping: bool,
+    hist: Histogram<u64>,
+    operations: u64,
+    errors: u64,
+    out: Arc<Mutex<Option<Outcome>>>,
+}
+
+const T_END: u64 = 1;
+
+impl Client {
+    fn number(&self, id: ConnId) -> Option<usize> {
+        let n = (*self.by_slot.get(id.slot())?)?;
+        (self.conns[n].id == id).then_some(n)
+    }
+
+    fn start(&mut self, cx: &mut Cx<'_, ()>) {
+        self.started = true;
+        for n in 0..self.connections {
+            let frames = (0..self.in_flight).map(|s| request_frame(n, s)).collect();
+            let id = match cx.connect(self.addr, None, Duration::from_secs(10)) {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::warn!(error = %e, "connect failed");
+                    self.failed += 1;
+                    self.errors += 1;
+                    continue;
+                }
+            };
+            if self.by_slot.len() <= id.slot() {
+                self.by_slot.resize(id.slot() + 1, None);
+            }
+            self.by_slot[id.slot()] = Some(self.conns.len());
+            self.conns.push(Connection {
+                id,
+                phase: Phase::Connecting,
+                frames,
+                sent_at: vec![None; self.in_flight],
+            });
+        }
+        self.maybe_begin(cx);
+    }
+
+    /// Every connection is open (or failed): the measured window starts.
+    fn maybe_begin(&mut self, cx: &mut Cx<'_, ()>) {
+        if self.window.is_some() || self.opened + self.failed < self.connections {
+            return;
+        }
+        let now = Instant::now();
+        self.window = Some(now);
+        self.hist.reset();
+        self.operations = 0;
+        cx.set_timer(now + self.duration, T_END);
+    }
+
+    fn finish(&mut self) {
+        let seconds = self
+            .window
+            .map_or(0.0, |w| w.elapsed().as_secs_f64())
+            .max(1e-9);
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        *out = Some(Outcome {
+            hist: Some(self.hist.clone()),
+            operations: self.operations,
+            errors: self.errors,
+            seconds,
+        });
+    }
+
+    fn frames(&mut self, cx: &mut Cx<'_, ()>, n: usize, data: &mut [u8]) -> usize {
+        let now = Instant::now();
+        let mut at = 0;
+        while let Ok(Some(h)) = FrameHeader::parse(&data[at..]) {
+            let end = at + h.header_len + h.payload_len as usize;
+            if end > data.len() {
+                break;
+            }
+            let payload = &data[at + h.header_len..end];
+            match h.opcode {
+                OpCode::Text | OpCode::Binary => match read_response(payload) {
+                    Some((slot, error)) if slot < self.in_flight => {
+                        let c = &mut self.conns[n];
+                        match c.sent_at[slot].take() {
+                            Some(sent) => {
+                                if self.window.is_some() && !self.stopping {
+                                    let us = now.duration_since(sent).as_micros() as u64;
+                                    let _ = self.hist.record(us.max(1));
+                                    self.operations += 1;
+                                }
+                                self.errors += error as u64;
+                                if !self.stopping {
+                                    cx.send(c.id, &c.frames[slot]);
+                                    c.sent_at[slot] = Some(now);
+                                }
+                            }
+                            None => self.errors += 1,
+                        }
+                    }
+                    _ => self.errors += 1,
+                },
+                OpCode::Ping => {
+                    let mut pong = Vec::new();
+                    let key = fastrand::u32(..).to_be_bytes();
+                    write_frame(&mut pong, true, false, OpCode::Pong, Some(key), payload);
+                    cx.send(self.conns[n].id, &pong);
+                }
+                OpCode::Pong | OpCode::Continuation => {}
+                OpCode::Close => {
+                    self.errors += 1;
+                    cx.close(self.conns[n].id);
+                    return data.len();
+                }
+            }
+            at = end;
+        }
+        at
+    }
+}
+
+impl App for Client {
+    type Msg = ();
+
+    fn on_accept(&mut self, cx: &mut Cx<'_, ()>, _: ConnId, _: usize, _: SocketAddr) {
+        // The kick: the main thread's connection to the listener starts the run on this core.
+        if !self.started {
+            self.start(cx);
+        }
+    }
+
+    fn on_connect(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, result: io::Result<()>) {
+        let Some(n) = self.number(conn) else { return };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "connect failed");
+            self.failed += 1;
+            self.errors += 1;
+            self.maybe_begin(cx);
+            return;
+        }
+        let options = ClientOptions {
+            host: self.host.clone(),
+            path: self.path.clone(),
+            protocols: vec!["oneM2M.json".into()],
+            deflate: None,
+            extra_headers: Vec::new(),
+        };
+        let (hs, request) = ClientHandshake::new(options);
+        cx.send(conn, &request);
+        self.conns[n].phase = Phase::Handshake(hs);
+    }
+
+    fn on_data(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, data: &mut [u8]) -> usize {
+        let Some(n) = self.number(conn) else {
+            return data.len(); // the kick connection
+        };
+        let head = match &self.conns[n].phase {
+            Phase::Open => return self.frames(cx, n, data),
+            Phase::Connecting => return 0,
+            Phase::Handshake(hs) => hs.read_response(data, HeadLimits::default()),
+        };
+        match head {
+            Ok(None) => 0,
+            Ok(Some((_, len))) => {
+                self.conns[n].phase = Phase::Open;
+                self.opened += 1;
+                let now = Instant::now();
+                let c = &mut self.conns[n];
+                for slot in 0..self.in_flight {
+                    cx.send(c.id, &c.frames[slot]);
+                    c.sent_at[slot] = Some(now);
+                }
+                self.maybe_begin(cx);
+                len + self.frames(cx, n, &mut data[len..])
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "handshake refused");
+                self.failed += 1;
+                self.errors += 1;
+                cx.abort(conn);
+                self.maybe_begin(cx);
+                data.len()
+            }
+        }
+    }
+
+    fn on_close(&mut self, _: &mut Cx<'_, ()>, conn: ConnId, _: CloseReason) {
+        if self.number(conn).is_some() && !self.stopping {
+            self.errors += 1;
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Cx<'_, ()>, token: u64) {
+        if token == T_END {
+            self.stopping = true;
+            self.finish();
+            for c in &self.conns {
+                cx.close(c.id);
+            }
+        }
+    }
+}
+
+/// Run the client; returns what it measured.
+pub fn run(args: &PipelineArgs) -> anyhow::Result<PipelineSummary> {
+    anyhow::ensure!(
+        args.connections > 0 && args.in_flight > 0,
+        "--connections and --in-flight must be at least 1"
+    );
+    let (addr, host, path) = parse_target(&args.target)?;
+    let out = Arc::new(Mutex::new(None));
+    let config = RtConfig {
+        workers: 1,
+        io: args.io,
+        listeners: vec![ListenerConfig {
+            addr: "127.0.0.1:0".parse().expect("literal"),
+            tls: None,
+        }],
+        drain: Duration::from_millis(200),
+        ..RtConfig::default()
+    };
+    let shared = out.clone();
+    let (connections, in_flight, duration) = (args.connections, args.in_flight, args.duration);
+    let rt = Runtime::start(config, move |_| Client {
+        addr,
+        host: host.clone(),
+        path: path.clone(),
+        connections,
+        in_flight,
+        duration,
+        conns: Vec::with_capacity(connections),
+        by_slot: Vec::new(),
+        started: false,
+        opened: 0,
+        failed: 0,
+        window: None,
+        stopping: false,
+        hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        operations: 0,
+        errors: 0,
+        out: shared.clone(),
+    })?;
+    let _kick = TcpStream::connect(rt.local_addrs()[0])?;
+    // Connecting, the window, and a margin for a slow start.
+    let deadline = Instant::now() + args.duration + Duration::from_secs(30);
+    let outcome = loop {
+        if let Some(o) = out.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            break o;
+        }
+        if Instant::now() > deadline {
+            rt.stop_handle().shutdown();
+            let _ = rt.join();
+            anyhow::bail!("the run did not finish: connections never opened?");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    rt.stop_handle().shutdown();
+    rt.join()?;
+    let hist = outcome
+        .hist
+        .unwrap_or_else(|| Histogram::new(3).expect("valid"));
+    let q = |p: f64| hist.value_at_quantile(p) as f64;
+    Ok(PipelineSummary {
+        connections: args.connections,
+        in_flight: args.in_flight,
+        operations: outcome.operations,
+        errors: outcome.errors,
+        seconds: outcome.seconds,
+        ops_per_s: outcome.operations as f64 / outcome.seconds,
+        p50_us: q(0.5),
+        p99_us: q(0.99),
+        p999_us: q(0.999),
+        max_us: hist.max() as f64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_found_by_their_slot_and_judged_by_rsc() {
+        assert_eq!(
+            read_response(br#"{"rsc":2000,"rqi":"7","rvi":"3"}"#),
+            Some((7, false))
+        );
+        assert_eq!(
+            read_response(br#"{"rqi":"12","rsc":4004}"#),
+            Some((12, true))
+        );
+        assert_eq!(read_response(br#"{"rqi":"3"}"#), Some((3, true)), "no rsc");
+        assert_eq!(read_response(br#"{"rsc":2000}"#), None, "no rqi");
+    }
+
+    #[test]
+    fn request_frames_are_masked_retrieves_that_unmask_to_json() {
+        let f = request_frame(4, 2);
+        let h = FrameHeader::parse(&f).unwrap().unwrap();
+        assert_eq!(h.opcode, OpCode::Text);
+        let mut body = f[h.header_len..].to_vec();
+        m2m_ws::mask::apply_mask(&mut body, h.mask.expect("client frames are masked"));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["rqi"], "2");
+        assert_eq!(v["fr"], "Cpipe4");
+    }
+
+    #[test]
+    fn targets_must_be_ws_urls() {
+        let (addr, host, path) = parse_target("ws://127.0.0.1:9/x").unwrap();
+        assert_eq!(
+            (addr.port(), host.as_str(), path.as_str()),
+            (9, "127.0.0.1:9", "/x")
+        );
+        assert!(parse_target("wss://127.0.0.1:9/").is_err());
+    }
+}
