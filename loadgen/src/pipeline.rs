@@ -82,7 +82,7 @@ fn parse_target(target: &str) -> anyhow::Result<(SocketAddr, String, String)> {
 /// The request frame of slot `slot` on connection `conn`, masked.
 fn request_frame(conn: usize, slot: usize) -> Vec<u8> {
     let body = format!(
-        r#"{{"op":2,"to":"cse-in/Cpipe{conn}","fr":"Cpipe{conn}","rqi":"{slot}","rvi":"3"}}"#
+        r#"{{"op":2,"to":"cse-in/Cpipe{conn}","fr":"Cpipe{conn}","rqi":"{conn}-{slot}","rvi":"3"}}"#
     );
     let mut out = Vec::with_capacity(body.len() + 8);
     let key = fastrand::u32(..).to_be_bytes();
@@ -97,17 +97,14 @@ fn request_frame(conn: usize, slot: usize) -> Vec<u8> {
     out
 }
 
-/// The slot number in a response's `"rqi":"<slot>"`, and whether its `rsc` is an error.
+/// The slot number in a response's `"rqi":"<connection>-<slot>"`, and whether its `rsc` is an
+/// error. The `rqi` names the connection too, as real devices' are unique among devices: a
+/// multiplexing proxy then has no collisions to rewrite.
 fn read_response(payload: &[u8]) -> Option<(usize, bool)> {
     let at = memchr::memmem::find(payload, br#""rqi":""#)? + 7;
-    let digits = payload[at..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    let slot = std::str::from_utf8(&payload[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()?;
+    let len = memchr::memchr(b'"', &payload[at..])?;
+    let rqi = std::str::from_utf8(&payload[at..at + len]).ok()?;
+    let slot = rqi.rsplit_once('-')?.1.parse().ok()?;
     let error = memchr::memmem::find(payload, br#""rsc":"#).is_none_or(|i| {
         let from = i + 6;
         let n = payload[from..]
@@ -439,14 +436,19 @@ mod tests {
     #[test]
     fn responses_are_found_by_their_slot_and_judged_by_rsc() {
         assert_eq!(
-            read_response(br#"{"rsc":2000,"rqi":"7","rvi":"3"}"#),
+            read_response(br#"{"rsc":2000,"rqi":"5-7","rvi":"3"}"#),
             Some((7, false))
         );
         assert_eq!(
-            read_response(br#"{"rqi":"12","rsc":4004}"#),
+            read_response(br#"{"rqi":"0-12","rsc":4004}"#),
             Some((12, true))
         );
-        assert_eq!(read_response(br#"{"rqi":"3"}"#), Some((3, true)), "no rsc");
+        assert_eq!(
+            read_response(br#"{"rqi":"1-3"}"#),
+            Some((3, true)),
+            "no rsc"
+        );
+        assert_eq!(read_response(br#"{"rqi":"3"}"#), None, "not ours");
         assert_eq!(read_response(br#"{"rsc":2000}"#), None, "no rqi");
     }
 
@@ -458,7 +460,7 @@ mod tests {
         let mut body = f[h.header_len..].to_vec();
         m2m_ws::mask::apply_mask(&mut body, h.mask.expect("client frames are masked"));
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["rqi"], "2");
+        assert_eq!(v["rqi"], "4-2");
         assert_eq!(v["fr"], "Cpipe4");
     }
 

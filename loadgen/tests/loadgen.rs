@@ -1379,3 +1379,53 @@ fn merged_histograms_equal_one_histogram_of_all_samples_exactly() {
     }
     assert!(merged.total.ops() > 0);
 }
+
+#[test]
+fn the_pipelining_client_relays_through_the_edge_in_both_modes_without_errors() {
+    let _load = load_test();
+    let cse = cse::spawn_background_with("127.0.0.1:0".parse().unwrap(), 1, true).unwrap();
+    for mode in [&[][..], &["--upstream-mode", "multiplex"][..]] {
+        let (_edge, addr) = start_edge(cse.addr, mode);
+        let out = Command::new(loadgen_bin())
+            .args(["pipeline", "--target", &format!("ws://{addr}/")])
+            .args([
+                "--connections",
+                "20",
+                "--in-flight",
+                "4",
+                "--duration",
+                "1s",
+            ])
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{mode:?}: {line}");
+        let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(v["errors"], 0, "{mode:?}: {v}");
+        assert_eq!(
+            (v["connections"].as_u64(), v["in_flight"].as_u64()),
+            (Some(20), Some(4))
+        );
+        // Every request of the window was answered: at least one round per connection.
+        assert!(v["operations"].as_u64().unwrap() >= 80, "{mode:?}: {v}");
+        assert!(v["p50_us"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(v["seconds"].as_f64().unwrap() >= 1.0, "{v}");
+    }
+    // Nothing listening: connections fail, the run says so and exits non-zero.
+    let dead = format!("ws://127.0.0.1:{}/", free_port());
+    let out = Command::new(loadgen_bin())
+        .args([
+            "pipeline",
+            "--target",
+            &dead,
+            "--connections",
+            "3",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["errors"], 3, "{v}");
+}

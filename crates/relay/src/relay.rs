@@ -532,8 +532,16 @@ impl Engine {
             self.s.notify_url.as_deref().filter(|u| {
                 memchr::memmem::find(bytes, u.trim_end_matches('/').as_bytes()).is_some()
             });
-        if dev_format == link_format && p.device_rqi.is_none() && edge_url.is_none() {
+        let same = dev_format == link_format && edge_url.is_none();
+        if same && p.device_rqi.is_none() {
             self.send_raw_to_device(io, d, bytes, text);
+        } else if let (true, Some(own), Some(span)) = (same, &p.device_rqi, view.rqi_span.clone()) {
+            // The rqi was rewritten on the way up (another device had the same one in flight on
+            // this link): the device's own goes back in place, one splice instead of a decode
+            // and re-encode of the whole response.
+            let mut restored = bytes.to_vec();
+            m2m_primitive::view::replace_string(&mut restored, link_format, span, own);
+            self.send_raw_to_device(io, d, &restored, text);
         } else {
             match m2m_primitive::decode(link_format, bytes) {
                 Ok(Primitive::Response(r)) => {
