@@ -623,7 +623,14 @@ fn xml_view<'a>(bytes: &'a [u8], view: &mut RoutingView<'a>) -> Skim<()> {
     use quick_xml::Reader;
     use quick_xml::events::Event;
 
-    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8")?;
+    // quick-xml skips a byte-order mark without counting it in its positions: the spans would be
+    // three bytes early (found in review), so the reader starts after it and spans add it back.
+    let bom = if bytes.starts_with(b"\xEF\xBB\xBF") {
+        3
+    } else {
+        0
+    };
+    let text = std::str::from_utf8(&bytes[bom..]).map_err(|_| "not UTF-8")?;
     let mut reader = Reader::from_str(text);
     // Find the root.
     loop {
@@ -647,7 +654,7 @@ fn xml_view<'a>(bytes: &'a [u8], view: &mut RoutingView<'a>) -> Skim<()> {
                 let key = name.as_ref().as_bytes();
                 if ROUTING_KEYS.contains(&key) || key == b"rt" {
                     let key = key.to_vec();
-                    let start = reader.buffer_position() as usize;
+                    let start = reader.buffer_position() as usize + bom;
                     let mut value = String::new();
                     let mut borrowed: Option<&'a str> = None;
                     let mut pieces = 0;
@@ -690,7 +697,7 @@ fn xml_view<'a>(bytes: &'a [u8], view: &mut RoutingView<'a>) -> Skim<()> {
                                     .map_err(|e| e.to_string())?;
                             }
                             Event::End(_) => {
-                                end = before;
+                                end = before + bom;
                                 break;
                             }
                             Event::Eof => return Err("unexpected end".into()),
@@ -794,6 +801,21 @@ mod tests {
         assert_eq!((e.rsc.0, e.rqi.as_deref()), (4000, Some("q-8")));
         assert!(e.dbg.contains("rsc must be an integer"), "{}", e.dbg);
         assert!(decode(Format::Json, rsp).is_err());
+    }
+
+    #[test]
+    fn xml_spans_count_a_byte_order_mark() {
+        let doc = "\u{FEFF}<?xml version=\"1.0\"?><m2m:rsp xmlns:m2m=\"http://www.onem2m.org/xml/protocols\"><rsc>2000</rsc><rqi>ab</rqi></m2m:rsp>";
+        let v = RoutingView::parse(Format::Xml, doc.as_bytes()).unwrap();
+        let span = v.rqi_span.clone().unwrap();
+        assert_eq!(&doc.as_bytes()[span.clone()], b"ab");
+        let mut bytes = doc.as_bytes().to_vec();
+        replace_string(&mut bytes, Format::Xml, span, "x<y");
+        assert!(
+            String::from_utf8(bytes)
+                .unwrap()
+                .contains("<rqi>x&lt;y</rqi>")
+        );
     }
 
     #[test]

@@ -374,6 +374,19 @@ fn write_member(
             format!("{name} is an XML list; the string {text:?} cannot be carried"),
         ));
     }
+    if let Value::Array(items) = value
+        && matches!(kind(parent, name), Kind::ListStr | Kind::ListInt)
+        && items
+            .iter()
+            .any(|i| matches!(i, Value::Object(_) | Value::Array(_)))
+    {
+        // Found by fuzzing transcode: an xs:list member reads back as a list of words, so objects
+        // or lists among its items would come back nested in lists and then be lost.
+        return Err(PrimitiveError::new(
+            crate::rsc::Rsc::NOT_ACCEPTABLE,
+            format!("{name} is an XML list of words; objects or lists in it cannot be carried"),
+        ));
+    }
     match value {
         Value::Null => {
             out.push('<');
@@ -415,13 +428,17 @@ fn write_member(
             // by fuzzing); otherwise it is an ordinary child (found by fuzzing). And only when there
             // is another member: `<x>text</x>` alone reads back as the scalar, not as `{val}`
             // (found by fuzzing transcode).
-            let has_val = map
-                .get("val")
-                .is_some_and(|v| !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null))
-                && map.len() > 1
+            // The text must not be blank either (the reader drops blank text between elements),
+            // and no other member may be one the reader drops (`xsi:` attributes).
+            let has_val = map.get("val").is_some_and(|v| match v {
+                Value::Object(_) | Value::Array(_) | Value::Null => false,
+                Value::String(t) => !t.trim().is_empty(),
+                _ => true,
+            }) && map.len() > 1
                 && map.iter().all(|(k, v)| {
                     k == "val"
                         || (!matches!(v, Value::Object(_) | Value::Array(_) | Value::Null)
+                            && !k.starts_with("xsi:")
                             && !matches!(
                                 kind(name, k),
                                 Kind::ListStr | Kind::ListInt | Kind::ListObj | Kind::Object
@@ -441,6 +458,12 @@ fn write_member(
                 if as_attr {
                     check_name(k)?;
                     let text = scalar_text(v, true)?.unwrap_or_default();
+                    // As for elements: xs:boolean reads 0 and 1 back as false and true.
+                    let text = match (kind(name, k), text.as_ref()) {
+                        (Kind::Bool, "0") => Cow::Borrowed("false"),
+                        (Kind::Bool, "1") => Cow::Borrowed("true"),
+                        _ => text,
+                    };
                     out.push_str(&format!(" {k}=\"{text}\""));
                 } else {
                     children.push((k, v));

@@ -249,6 +249,10 @@ fn xml_is_stable_for_every_transcode_fuzz_find() {
         r#"{"op":1,"to":"x","fr":"C","rqi":"q","rvi":"3","ty":4,"pc":{"m2m:cin":{"con":"nb"}},"rt":{"rtv":[1,1]}}"#,
         r#"{"rsc":2000,"rqi":"q","rvi":"3","oppc":{"val":["cse-in/H"]}}"#,
         r#"{"rsc":2000,"rqi":"q","rvi":"3","oppc":{"val":"cse-in/H"}}"#,
+        r#"{"rsc":2001,"rqi":"q","conr":{"grtm":["a",{"rsc":2000,"rqi":"q"},"c"]}}"#,
+        r#"{"rsc":2001,"rqi":"q","pc":{"m2m:cin":{"a":"x","val":" "}}}"#,
+        r#"{"rsc":2001,"rqi":"q","pc":{"m2m:cin":{"da":1,"val":"t"}}}"#,
+        r#"{"rsc":2001,"rqi":"q","pc":{"m2m:cin":{"xsi:t":"a","val":"t"}}}"#,
     ];
     for json in finds {
         let p = decode(Format::Json, json.as_bytes()).unwrap();
