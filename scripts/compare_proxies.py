@@ -351,7 +351,7 @@ def main():
                 for kind in kinds:
                     if kind == "open:half" and args.half_rate is None:
                         edge_rates = [statistics.median(x["rps"] for x in results[(n, kinds[0])])
-                                      for n in rows if n.startswith("edge")]
+                                      for n in rows if n.startswith("edge") and results[(n, kinds[0])]]
                         args.half_rate = int(max(edge_rates or [10000]) / 2)
                         print(f"open:half is {args.half_rate} requests/s", file=sys.stderr)
                     for name, (p, port) in rows.items():
@@ -369,6 +369,10 @@ def main():
                             "rss": rss_bytes(p.pid) if p else None,
                             "proxy_cpu_s": cpu, "client_cpu_s": s["client_cpu_s"], "upstream_cpu_s": upstream_cpu,
                             "seconds": s.get("seconds", args.seconds),
+                            # Open loop: the rate the loadgen reached against the one asked for (a
+                            # client that cannot keep up measures itself, not the proxy).
+                            "short": kind.startswith("open:") and (s.get("achieved_rate") or 0) < 0.97 * float(
+                                args.half_rate if kind == "open:half" else kind.split(":")[1]),
                         })
                 print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
             for p, _ in rows.values():
@@ -473,13 +477,17 @@ def print_report(args, rows, results, idle, idle_counts):
             """Each part's CPU seconds, and whether the proxy was the one that limited the rate."""
             proxy, client, cse = (med(name, k) for k in ("proxy_cpu_s", "client_cpu_s", "upstream_cpu_s"))
             parts = f"{proxy:.1f}/{client:.1f}/{cse:.1f}"
-            if name == "direct" or kind.startswith("open:"):
-                # Open loop paces the load: no part is meant to saturate.
+            if kind.startswith("open:"):
+                # Open loop paces the load: no part is meant to saturate, but the client must reach
+                # the rate asked for, or the row measures the client.
+                short = any(x.get("short") for x in results[(name, kind)])
+                return parts + (" client below the asked rate" if short else "")
+            if name == "direct":
                 return parts
             # Closed loop: the rate is set by whichever part runs out of CPU first; the proxy is the
             # bottleneck only if it used at least as much CPU as the client and the upstream.
-            share = proxy / max(proxy + client + cse, 1e-9)
-            return parts + f" ({share:.0%})" + ("" if proxy >= max(client, cse) else " not proxy-bound")
+            busy = proxy / max(med(name, "seconds"), 1e-9)
+            return parts + f" (proxy busy {busy:.0%})" + ("" if proxy >= max(client, cse) else " not proxy-bound")
 
         for name in rows:
             cpu, rss = med(name, "cpu_us_per_op"), med(name, "rss")

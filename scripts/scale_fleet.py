@@ -72,7 +72,7 @@ def main():
     ap.add_argument("--out", default="target/fleet")
     args = ap.parse_args()
     assert LOADGEN.exists(), "cargo build --release -p m2m-loadgen first"
-    steps = [int(x) for x in args.steps.split(",") if x and int(x) < args.devices] + [args.devices]
+    steps = sorted({int(x) for x in args.steps.split(",") if x and 0 < int(x) < args.devices}) + [args.devices]
     work = pathlib.Path(tempfile.mkdtemp(prefix="fleet-"))
     out_dir = pathlib.Path(args.out)
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -109,7 +109,8 @@ def main():
         for i, n in enumerate(steps):
             # Every shard runs until the end of the hold: the time still to come is this step's
             # and the later steps' ramps (with a settling margin each) plus the hold.
-            remaining = sum((steps[j] - (steps[j - 1] if j else 0)) / args.ramp + 60 for j in range(i, len(steps)))
+            # The margin per step covers wait_up's own allowance (120 s) and settling.
+            remaining = sum((steps[j] - (steps[j - 1] if j else 0)) / args.ramp + 150 for j in range(i, len(steps)))
             new_shards = []
             while up < n:
                 size = min(args.shard_size, n - up)
@@ -147,17 +148,23 @@ def main():
         # Measured over most of the hold, ending while every device is still up.
         time.sleep(max(hold - 20, hold / 2))
         final_m = fleet_metrics(admins)
+        measured = time.time() - hold_start
         cpu = sum(cpu_seconds(e.pid) for e in edges) - cpu0
         sessions_end = final_m.get("m2m_edge_device_sessions", 0)
         for lg in loadgens:
             lg.wait(timeout=hold + 900)
+        missing = [s for s in range(shard) if not (out_dir / f"shard{s}" / "summary.json").exists()]
+        if missing:
+            for s in missing:
+                print(f"--- loadgen shard {s}:\n" + (work / f"loadgen{s}.log").read_text()[-2000:], file=sys.stderr)
+            sys.exit(f"loadgen shards without a summary: {missing}")
         summaries = [json.loads((out_dir / f"shard{s}" / "summary.json").read_text()) for s in range(shard)]
         ops = sum(s["operations"] for s in summaries)
         errors = sum(s["errors_total"] for s in summaries)
         notifies = sum(m["count"] for s in summaries for m in s["metrics"] if m["name"] == "notify")
         # Requests both ways (devices' to the CSE, the CSE's NOTIFYs to devices).
         relayed = final_m.get("m2m_edge_requests_total", 0) - m0.get("m2m_edge_requests_total", 0) or None
-        result = {"devices": args.devices, "edges": args.edges, "held_s": time.time() - hold_start,
+        result = {"devices": args.devices, "edges": args.edges, "measured_s": measured,
                   "operations": ops, "notifies": notifies, "errors": errors, "steps": snaps,
                   "edges_cpu_s_in_hold": cpu, "requests_relayed_in_hold": relayed,
                   "sessions_near_end": sessions_end,

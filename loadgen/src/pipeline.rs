@@ -40,8 +40,8 @@ pub struct PipelineArgs {
     /// Length of the measured window (after every connection is open).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
-    /// I/O driver of the client's one core: uring or epoll.
-    #[arg(long, default_value = "uring")]
+    /// I/O driver of the client's one core: auto (io_uring where allowed), uring or epoll.
+    #[arg(long, default_value = "auto")]
     pub io: IoMode,
 }
 
@@ -52,8 +52,9 @@ pub struct PipelineSummary {
     pub in_flight: usize,
     /// Responses received in the measured window.
     pub operations: u64,
-    /// Responses with an error `rsc` (≥ 4000), connections that failed or closed, frames that
-    /// were not responses to an outstanding request.
+    /// Over the whole run (set-up included): responses with an error `rsc` (≥ 4000) or none,
+    /// connections that failed or closed before the end, frames that were not responses to an
+    /// outstanding request of their connection (fragmented messages included: not read here).
     pub errors: u64,
     pub seconds: f64,
     pub ops_per_s: f64,
@@ -97,32 +98,48 @@ fn request_frame(conn: usize, slot: usize) -> Vec<u8> {
     out
 }
 
-/// The slot number in a response's `"rqi":"<connection>-<slot>"`, and whether its `rsc` is an
-/// error. The `rqi` names the connection too, as real devices' are unique among devices: a
-/// multiplexing proxy then has no collisions to rewrite.
-fn read_response(payload: &[u8]) -> Option<(usize, bool)> {
-    let at = memchr::memmem::find(payload, br#""rqi":""#)? + 7;
-    let len = memchr::memchr(b'"', &payload[at..])?;
-    let rqi = std::str::from_utf8(&payload[at..at + len]).ok()?;
-    let slot = rqi.rsplit_once('-')?.1.parse().ok()?;
-    let error = memchr::memmem::find(payload, br#""rsc":"#).is_none_or(|i| {
-        let from = i + 6;
-        let n = payload[from..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        std::str::from_utf8(&payload[from..from + n])
+/// The raw value of JSON member `key` (a byte search, not a parse: the first `"key"` followed by
+/// a colon), from its first byte.
+fn member<'a>(payload: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut from = 0;
+    while let Some(i) = memchr::memmem::find(&payload[from..], key) {
+        let rest = &payload[from + i + key.len()..];
+        let after = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+        if rest[after] == b':' {
+            let value = &rest[after + 1..];
+            let skip = value.iter().position(|b| !b.is_ascii_whitespace())?;
+            return Some(&value[skip..]);
+        }
+        from += i + key.len();
+    }
+    None
+}
+
+/// A response's `"rqi":"<connection>-<slot>"` and whether its `rsc` is an error (or missing).
+/// The `rqi` names the connection, as real devices' are unique among devices: a multiplexing
+/// proxy then has no collisions to rewrite, and a response on the wrong connection is seen.
+fn read_response(payload: &[u8]) -> Option<(usize, usize, bool)> {
+    let value = member(payload, br#""rqi""#)?.strip_prefix(b"\"")?;
+    let len = memchr::memchr(b'"', value)?;
+    let rqi = std::str::from_utf8(&value[..len]).ok()?;
+    let (conn, slot) = rqi.rsplit_once('-')?;
+    let (conn, slot) = (conn.parse().ok()?, slot.parse().ok()?);
+    let error = member(payload, br#""rsc""#).is_none_or(|v| {
+        let n = v.iter().take_while(|b| b.is_ascii_digit()).count();
+        std::str::from_utf8(&v[..n])
             .ok()
             .and_then(|s| s.parse::<u32>().ok())
             .is_none_or(|rsc| rsc >= 4000)
     });
-    Some((slot, error))
+    Some((conn, slot, error))
 }
 
 enum Phase {
     Connecting,
     Handshake(ClientHandshake),
     Open,
+    /// Failed, or closed by the peer: counted once.
+    Gone,
 }
 
 struct Connection {
@@ -164,6 +181,9 @@ struct Client {
 }
 
 const T_END: u64 = 1;
+const T_SETUP: u64 = 2;
+/// How long connections may take to open (TCP and WebSocket handshake).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Client {
     fn number(&self, id: ConnId) -> Option<usize> {
@@ -173,9 +193,11 @@ impl Client {
 
     fn start(&mut self, cx: &mut Cx<'_, ()>) {
         self.started = true;
-        for n in 0..self.connections {
+        cx.set_timer(Instant::now() + SETUP_TIMEOUT, T_SETUP);
+        for _ in 0..self.connections {
+            let n = self.conns.len();
             let frames = (0..self.in_flight).map(|s| request_frame(n, s)).collect();
-            let id = match cx.connect(self.addr, None, Duration::from_secs(10)) {
+            let id = match cx.connect(self.addr, None, SETUP_TIMEOUT) {
                 Ok(id) => id,
                 Err(e) => {
                     tracing::warn!(error = %e, "connect failed");
@@ -196,6 +218,23 @@ impl Client {
             });
         }
         self.maybe_begin(cx);
+    }
+
+    /// Connection `n` failed or was closed by the peer (once): an error, unless the run is over.
+    fn gone(&mut self, cx: &mut Cx<'_, ()>, n: usize) {
+        let was_open = match self.conns[n].phase {
+            Phase::Gone => return,
+            Phase::Open => true,
+            _ => false,
+        };
+        self.conns[n].phase = Phase::Gone;
+        if !self.stopping {
+            self.errors += 1;
+        }
+        if !was_open {
+            self.failed += 1;
+            self.maybe_begin(cx);
+        }
     }
 
     /// Every connection is open (or failed): the measured window starts.
@@ -234,8 +273,8 @@ impl Client {
             }
             let payload = &data[at + h.header_len..end];
             match h.opcode {
-                OpCode::Text | OpCode::Binary => match read_response(payload) {
-                    Some((slot, error)) if slot < self.in_flight => {
+                OpCode::Text | OpCode::Binary if h.fin => match read_response(payload) {
+                    Some((conn, slot, error)) if conn == n && slot < self.in_flight => {
                         let c = &mut self.conns[n];
                         match c.sent_at[slot].take() {
                             Some(sent) => {
@@ -261,9 +300,10 @@ impl Client {
                     write_frame(&mut pong, true, false, OpCode::Pong, Some(key), payload);
                     cx.send(self.conns[n].id, &pong);
                 }
-                OpCode::Pong | OpCode::Continuation => {}
+                OpCode::Pong => {}
+                OpCode::Text | OpCode::Binary | OpCode::Continuation => self.errors += 1,
                 OpCode::Close => {
-                    self.errors += 1;
+                    self.gone(cx, n);
                     cx.close(self.conns[n].id);
                     return data.len();
                 }
@@ -288,9 +328,7 @@ impl App for Client {
         let Some(n) = self.number(conn) else { return };
         if let Err(e) = result {
             tracing::warn!(error = %e, "connect failed");
-            self.failed += 1;
-            self.errors += 1;
-            self.maybe_begin(cx);
+            self.gone(cx, n);
             return;
         }
         let options = ClientOptions {
@@ -312,6 +350,7 @@ impl App for Client {
         let head = match &self.conns[n].phase {
             Phase::Open => return self.frames(cx, n, data),
             Phase::Connecting => return 0,
+            Phase::Gone => return data.len(),
             Phase::Handshake(hs) => hs.read_response(data, HeadLimits::default()),
         };
         match head {
@@ -330,22 +369,30 @@ impl App for Client {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "handshake refused");
-                self.failed += 1;
-                self.errors += 1;
+                self.gone(cx, n);
                 cx.abort(conn);
-                self.maybe_begin(cx);
                 data.len()
             }
         }
     }
 
-    fn on_close(&mut self, _: &mut Cx<'_, ()>, conn: ConnId, _: CloseReason) {
-        if self.number(conn).is_some() && !self.stopping {
-            self.errors += 1;
+    fn on_close(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, _: CloseReason) {
+        if let Some(n) = self.number(conn) {
+            self.gone(cx, n);
         }
     }
 
     fn on_timer(&mut self, cx: &mut Cx<'_, ()>, token: u64) {
+        if token == T_SETUP && self.window.is_none() {
+            let late: Vec<usize> = (0..self.conns.len())
+                .filter(|&n| matches!(self.conns[n].phase, Phase::Connecting | Phase::Handshake(_)))
+                .collect();
+            for n in late {
+                tracing::warn!(connection = n, "not open within the set-up timeout");
+                self.gone(cx, n);
+                cx.abort(self.conns[n].id);
+            }
+        }
         if token == T_END {
             self.stopping = true;
             self.finish();
@@ -434,19 +481,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn responses_are_found_by_their_slot_and_judged_by_rsc() {
+    fn responses_are_found_by_their_connection_and_slot_and_judged_by_rsc() {
         assert_eq!(
             read_response(br#"{"rsc":2000,"rqi":"5-7","rvi":"3"}"#),
-            Some((7, false))
+            Some((5, 7, false))
         );
         assert_eq!(
-            read_response(br#"{"rqi":"0-12","rsc":4004}"#),
-            Some((12, true))
+            read_response(br#"{"rqi" : "0-12", "rsc": 4004}"#),
+            Some((0, 12, true)),
+            "spaces around the colon"
         );
         assert_eq!(
             read_response(br#"{"rqi":"1-3"}"#),
-            Some((3, true)),
+            Some((1, 3, true)),
             "no rsc"
+        );
+        assert_eq!(
+            read_response(br#"{"pc":"\"rqi\"","rqi":"2-1","rsc":2000}"#),
+            Some((2, 1, false)),
+            "the member, not the text"
         );
         assert_eq!(read_response(br#"{"rqi":"3"}"#), None, "not ours");
         assert_eq!(read_response(br#"{"rsc":2000}"#), None, "no rqi");
