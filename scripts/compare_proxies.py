@@ -192,14 +192,15 @@ def cse_sockets(cse_addr):
     return n
 
 
-def idle_growth(start, counts, work, tls=False, measure=None, fds_per_device=2, cse_addr=None):
+def idle_growth(start, counts, work, tls=False, measure=None, fds_per_device=2, cse_addr=None, settle=2):
     """Proxy RSS with registered idle devices, in steps within one fresh proxy process: warm it up,
     take its settled RSS, then add devices (each connects and registers: AE and one container
     create, nothing else, then stays idle) until COUNTS[0], COUNTS[1], ... are connected, taking the
     settled RSS (or what MEASURE(pid) returns) at each step. Returns [(devices connected, bytes,
     sockets at the CSE)], baseline first. The growth per device
     between steps is what another device costs; from the baseline it also carries pools that a
-    proxy fills once."""
+    proxy fills once. SETTLE: seconds to wait after the last device connected (registrations
+    follow; the edge's handshake timers live 10 s)."""
     p, port = start()
     loadgens = []
     try:
@@ -226,7 +227,7 @@ def idle_growth(start, counts, work, tls=False, measure=None, fds_per_device=2, 
             end = time.time() + (n - prev) / ramp + 25
             while time.time() < end and fd_count(p.pid) < fds0 + fds_per_device * n:
                 time.sleep(0.2)
-            time.sleep(2)  # registrations follow the connections
+            time.sleep(settle)
             connected = (fd_count(p.pid) - fds0) // fds_per_device
             points.append((connected, measure(p.pid), at_cse()))
             if connected < n:

@@ -8,7 +8,7 @@ idle registered devices in steps exactly as the compare script does, and at each
 bytes in use from glibc's `malloc_stats()`, called in the running edge by gdb. The growth of that
 figure per device is what the edge's own data structures cost.
 
-    python3 scripts/edge_heap.py [--idle 1000,5000,9000] [--io uring] [--multiplex]
+    python3 scripts/edge_heap.py [--idle 1000,5000,9000] [--io uring] [--multiplex] [--settle 12]
 """
 import argparse
 import os
@@ -44,6 +44,9 @@ def main():
     ap.add_argument("--idle", default="1000,5000,9000")
     ap.add_argument("--io", default="uring")
     ap.add_argument("--multiplex", action="store_true", help="the edge in multiplex mode (one shared link)")
+    ap.add_argument("--settle", type=float, default=12,
+                    help="seconds after a step's devices connected before the heap is read: the edge's "
+                         "handshake timers (10 s) of the last devices are gone by then")
     args = ap.parse_args()
     ensure("gdb", "gdb")
     subprocess.run(["cargo", "build", "--release", "--bin", "m2m-edge", "--features", "system-alloc",
@@ -67,7 +70,7 @@ def main():
             return p, port
 
         points = idle_growth(start, counts, work, measure=lambda pid: live_heap(pid, log),
-                             fds_per_device=1 if args.multiplex else 2)
+                             fds_per_device=1 if args.multiplex else 2, settle=args.settle)
         mode = "multiplex" if args.multiplex else "passthrough"
         print(f"# {time.strftime('%Y-%m-%d')}: edge ({args.io}, {mode}, 1 worker, glibc malloc) live heap with idle "
               f"registered devices\n")
