@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod recorder;
 pub mod report;
+pub mod responder;
 pub mod scenario;
 pub mod schedule;
 pub mod threshold;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use m2m_loadgen::{
-    bench, cpus, cse, default_out, device, engine, metrics, pipeline, report, scenario, threshold,
+    bench, cpus, cse, default_out, device, engine, metrics, pipeline, report, responder, scenario,
+    threshold,
 };
 
 #[global_allocator]
@@ -36,6 +37,9 @@ enum Command {
     /// A closed-loop pipelining client light enough that the proxy it drives is the bottleneck
     /// (retrieves only; prints one JSON line of figures).
     Pipeline(pipeline::PipelineArgs),
+    /// A minimal upstream: answers every JSON request primitive at once with 2000 and its rqi
+    /// (lighter than any proxy in front of it; prints `listening ADDR`, runs until SIGTERM).
+    Responder(responder::ResponderArgs),
     /// The m2m-edge command line, for `bench` (same options as the `m2m-edge` binary).
     #[command(hide = true, disable_help_flag = true)]
     Edge {
@@ -278,6 +282,14 @@ fn main() -> ExitCode {
         Command::Cse(a) => cse(a).map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a),
         Command::Merge(a) => merge(a),
+        Command::Responder(a) => responder::start(&a)
+            .and_then(|(rt, addr)| {
+                println!("listening {addr}");
+                m2m_rt::stop_on_signals(rt.stop_handle())?;
+                rt.join()
+            })
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
         Command::Pipeline(a) => pipeline::run(&a).map(|summary| {
             println!(
                 "{}",

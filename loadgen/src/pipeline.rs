@@ -37,6 +37,11 @@ pub struct PipelineArgs {
     /// Requests outstanding on each connection.
     #[arg(long, default_value_t = 8)]
     pub in_flight: usize,
+    /// Open loop: requests per second over all connections, sent at their scheduled times (each on
+    /// a connection with a free slot, round robin); latency counts from the scheduled time, so a
+    /// request that waited for a free slot is charged its wait. 0: closed loop.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// Length of the measured window (after every connection is open).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -58,6 +63,10 @@ pub struct PipelineSummary {
     pub errors: u64,
     pub seconds: f64,
     pub ops_per_s: f64,
+    /// Open loop: requests the schedule asked for in the window, and those sent (sent/scheduled
+    /// below ~0.97 means the client, or what it drives, could not keep the rate).
+    pub scheduled: u64,
+    pub sent: u64,
     pub p50_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
@@ -100,7 +109,7 @@ fn request_frame(conn: usize, slot: usize) -> Vec<u8> {
 
 /// The raw value of JSON member `key` (a byte search, not a parse: the first `"key"` followed by
 /// a colon), from its first byte.
-fn member<'a>(payload: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+pub(crate) fn member<'a>(payload: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     let mut from = 0;
     while let Some(i) = memchr::memmem::find(&payload[from..], key) {
         let rest = &payload[from + i + key.len()..];
@@ -146,7 +155,10 @@ struct Connection {
     id: ConnId,
     phase: Phase,
     frames: Vec<Vec<u8>>,
+    /// When each slot's request was sent (open loop: scheduled); `None`: the slot is free.
     sent_at: Vec<Option<Instant>>,
+    /// Open loop: the free slots.
+    free: Vec<usize>,
 }
 
 /// What the core hands back at the end.
@@ -156,6 +168,8 @@ struct Outcome {
     operations: u64,
     errors: u64,
     seconds: f64,
+    scheduled: u64,
+    sent: u64,
 }
 
 struct Client {
@@ -177,11 +191,22 @@ struct Client {
     hist: Histogram<u64>,
     operations: u64,
     errors: u64,
+    /// Open loop (`rate` > 0): scheduled so far, sent, the scheduled times not sent yet (no
+    /// free slot), and the connection to try first.
+    rate: f64,
+    scheduled: u64,
+    sent: u64,
+    backlog: std::collections::VecDeque<Instant>,
+    cursor: usize,
     out: Arc<Mutex<Option<Outcome>>>,
 }
 
 const T_END: u64 = 1;
 const T_SETUP: u64 = 2;
+/// Open loop: how often the pacer wakes the core to send what is due (the runtime's timers have
+/// 8 ms slots, too coarse to pace by); a request goes out at most this much (plus the sleep's own
+/// overshoot) after its scheduled time, and that lateness counts in its latency.
+const PACE: Duration = Duration::from_micros(100);
 /// How long connections may take to open (TCP and WebSocket handshake).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -215,6 +240,7 @@ impl Client {
                 phase: Phase::Connecting,
                 frames,
                 sent_at: vec![None; self.in_flight],
+                free: (0..self.in_flight).rev().collect(),
             });
         }
         self.maybe_begin(cx);
@@ -249,6 +275,40 @@ impl Client {
         cx.set_timer(now + self.duration, T_END);
     }
 
+    /// Open loop: schedule what is due by now, and send what has a free slot.
+    fn tick(&mut self, cx: &mut Cx<'_, ()>) {
+        let (Some(window), false) = (self.window, self.stopping) else {
+            return;
+        };
+        let now = Instant::now();
+        let due = (now.duration_since(window).as_secs_f64() * self.rate) as u64;
+        while self.scheduled < due {
+            let at = window + Duration::from_secs_f64(self.scheduled as f64 / self.rate);
+            self.backlog.push_back(at);
+            self.scheduled += 1;
+        }
+        let open = self.conns.len();
+        let mut tried = 0;
+        while !self.backlog.is_empty() && tried < open {
+            let n = self.cursor % open;
+            self.cursor = self.cursor.wrapping_add(1);
+            let c = &mut self.conns[n];
+            if !matches!(c.phase, Phase::Open) {
+                tried += 1;
+                continue;
+            }
+            let Some(slot) = c.free.pop() else {
+                tried += 1;
+                continue;
+            };
+            tried = 0;
+            let at = self.backlog.pop_front().expect("not empty");
+            cx.send(c.id, &c.frames[slot]);
+            c.sent_at[slot] = Some(at);
+            self.sent += 1;
+        }
+    }
+
     fn finish(&mut self) {
         let seconds = self
             .window
@@ -260,6 +320,8 @@ impl Client {
             operations: self.operations,
             errors: self.errors,
             seconds,
+            scheduled: self.scheduled,
+            sent: self.sent,
         });
     }
 
@@ -284,9 +346,17 @@ impl Client {
                                     self.operations += 1;
                                 }
                                 self.errors += error as u64;
-                                if !self.stopping {
+                                if self.stopping {
+                                } else if self.rate == 0.0 {
                                     cx.send(c.id, &c.frames[slot]);
                                     c.sent_at[slot] = Some(now);
+                                } else if let Some(at) = self.backlog.pop_front() {
+                                    // Open loop: the oldest request still waiting takes the slot.
+                                    cx.send(c.id, &c.frames[slot]);
+                                    c.sent_at[slot] = Some(at);
+                                    self.sent += 1;
+                                } else {
+                                    c.free.push(slot);
                                 }
                             }
                             None => self.errors += 1,
@@ -345,7 +415,9 @@ impl App for Client {
 
     fn on_data(&mut self, cx: &mut Cx<'_, ()>, conn: ConnId, data: &mut [u8]) -> usize {
         let Some(n) = self.number(conn) else {
-            return data.len(); // the kick connection
+            // The kick connection: the pacer's wake-up (open loop).
+            self.tick(cx);
+            return data.len();
         };
         let head = match &self.conns[n].phase {
             Phase::Open => return self.frames(cx, n, data),
@@ -360,9 +432,12 @@ impl App for Client {
                 self.opened += 1;
                 let now = Instant::now();
                 let c = &mut self.conns[n];
-                for slot in 0..self.in_flight {
-                    cx.send(c.id, &c.frames[slot]);
-                    c.sent_at[slot] = Some(now);
+                if self.rate == 0.0 {
+                    for slot in 0..self.in_flight {
+                        cx.send(c.id, &c.frames[slot]);
+                        c.sent_at[slot] = Some(now);
+                    }
+                    c.free.clear();
                 }
                 self.maybe_begin(cx);
                 len + self.frames(cx, n, &mut data[len..])
@@ -422,7 +497,12 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<PipelineSummary> {
         ..RtConfig::default()
     };
     let shared = out.clone();
+    anyhow::ensure!(
+        args.rate >= 0.0 && args.rate.is_finite(),
+        "--rate must be 0 (closed loop) or a positive number of requests per second"
+    );
     let (connections, in_flight, duration) = (args.connections, args.in_flight, args.duration);
+    let rate = args.rate;
     let rt = Runtime::start(config, move |_| Client {
         addr,
         host: host.clone(),
@@ -440,9 +520,32 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<PipelineSummary> {
         hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
         operations: 0,
         errors: 0,
+        rate,
+        scheduled: 0,
+        sent: 0,
+        backlog: Default::default(),
+        cursor: 0,
         out: shared.clone(),
     })?;
-    let _kick = TcpStream::connect(rt.local_addrs()[0])?;
+    let kick = TcpStream::connect(rt.local_addrs()[0])?;
+    kick.set_nodelay(true)?;
+    // Open loop: a byte on the kick connection wakes the core to send what is due, every PACE
+    // (whatever the rate: how late a request may go out does not depend on the rate).
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pacer = (args.rate > 0.0).then(|| {
+        let (done, mut kick) = (done.clone(), kick.try_clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(PACE);
+                if let Ok(k) = kick.as_mut()
+                    && k.write_all(&[1]).is_err()
+                {
+                    return;
+                }
+            }
+        })
+    });
     // Connecting, the window, and a margin for a slow start.
     let deadline = Instant::now() + args.duration + Duration::from_secs(30);
     let outcome = loop {
@@ -450,12 +553,18 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<PipelineSummary> {
             break o;
         }
         if Instant::now() > deadline {
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
             rt.stop_handle().shutdown();
             let _ = rt.join();
             anyhow::bail!("the run did not finish: connections never opened?");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(p) = pacer {
+        let _ = p.join();
+    }
+    drop(kick);
     rt.stop_handle().shutdown();
     rt.join()?;
     let hist = outcome
@@ -469,6 +578,8 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<PipelineSummary> {
         errors: outcome.errors,
         seconds: outcome.seconds,
         ops_per_s: outcome.operations as f64 / outcome.seconds,
+        scheduled: outcome.scheduled,
+        sent: outcome.sent,
         p50_us: q(0.5),
         p99_us: q(0.99),
         p999_us: q(0.999),
