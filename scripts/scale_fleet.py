@@ -21,6 +21,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -107,10 +108,11 @@ def main():
         hold = args.minutes * 60
         started, snaps, shard, up = time.time(), [], 0, 0
         for i, n in enumerate(steps):
-            # Every shard runs until the end of the hold: the time still to come is this step's
-            # and the later steps' ramps (with a settling margin each) plus the hold.
-            # The margin per step covers wait_up's own allowance (120 s) and settling.
+            # Every shard runs past the end of the hold (this step's and the later steps' ramps with
+            # wait_up's allowance each, the hold, a margin); the script stops them all with SIGINT
+            # (a loadgen ends as at its deadline and writes its reports) once the hold is measured.
             remaining = sum((steps[j] - (steps[j - 1] if j else 0)) / args.ramp + 150 for j in range(i, len(steps)))
+            remaining += 300
             new_shards = []
             while up < n:
                 size = min(args.shard_size, n - up)
@@ -145,14 +147,15 @@ def main():
         hold_start = time.time()
         cpu0 = sum(cpu_seconds(e.pid) for e in edges)
         m0 = fleet_metrics(admins)
-        # Measured over most of the hold, ending while every device is still up.
-        time.sleep(max(hold - 20, hold / 2))
+        time.sleep(hold)
         final_m = fleet_metrics(admins)
         measured = time.time() - hold_start
         cpu = sum(cpu_seconds(e.pid) for e in edges) - cpu0
         sessions_end = final_m.get("m2m_edge_device_sessions", 0)
         for lg in loadgens:
-            lg.wait(timeout=hold + 900)
+            lg.send_signal(signal.SIGINT)
+        for lg in loadgens:
+            lg.wait(timeout=300)
         missing = [s for s in range(shard) if not (out_dir / f"shard{s}" / "summary.json").exists()]
         if missing:
             for s in missing:
