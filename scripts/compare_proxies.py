@@ -430,14 +430,19 @@ def main():
         if failed:
             sys.exit("errors or devices missing in: " + ", ".join(failed))
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def stop_all(procs):
+    """SIGTERM every process, then wait for each (SIGKILL after 10 s)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def make_cert(work):

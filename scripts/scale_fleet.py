@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from compare_proxies import (LOADGEN, cpu_seconds, cse_sockets, fd_count, free_port, rss_bytes,  # noqa: E402
-                             wait_port, warm_up)
+                             stop_all, wait_port, warm_up)
 from scale_run import kernel_memory, scrape  # noqa: E402
 
 
@@ -196,13 +196,7 @@ def main():
         if errors or sessions_end < args.devices:
             sys.exit(f"errors {errors}, sessions near the end {sessions_end:.0f} of {args.devices}")
     finally:
-        for p in loadgens + procs:
-            p.terminate()
-        for p in loadgens + procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(loadgens + procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from compare_proxies import (LOADGEN, cpu_seconds, fd_count, free_port, rss_bytes, settled_rss,  # noqa: E402
-                             wait_port, warm_up)
+                             stop_all, wait_port, warm_up)
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -173,13 +173,7 @@ def main():
         if errors:
             sys.exit(1)
     finally:
-        for p in loadgens + procs:
-            p.terminate()
-        for p in loadgens + procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(loadgens + procs)
         shutil.rmtree(work, ignore_errors=True)
 
 
