@@ -7,6 +7,7 @@ pub mod config;
 mod echo;
 mod edge;
 pub mod exposition;
+pub mod heap;
 mod logging;
 #[cfg(feature = "pprof")]
 mod profiling;

@@ -2,9 +2,10 @@
 
 use std::process::ExitCode;
 
-#[cfg(not(feature = "system-alloc"))]
+// Counted, so that `/metrics` can say how many heap bytes are live (`m2m_edge_heap_bytes`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: m2m_edge::heap::Counting<mimalloc::MiMalloc> =
+    m2m_edge::heap::Counting(mimalloc::MiMalloc);
 
 fn main() -> ExitCode {
     m2m_edge::cli::main(std::env::args_os())

@@ -31,7 +31,11 @@ pub(crate) fn start_edge(io: &str, upstream: SocketAddr, extra: &[&str]) -> Proc
         })
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("M2M_TEST_EDGE_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("start m2m-edge run");
     wait_listening(addr, &mut child);

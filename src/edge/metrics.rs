@@ -35,6 +35,7 @@ pub mod names {
     pub const LINK_EVENTS: &str = "m2m_edge_upstream_link_events";
     pub const HANDLING: &str = "m2m_edge_handling";
     pub const RESIDENT_MEMORY: &str = "m2m_edge_resident_memory";
+    pub const HEAP: &str = "m2m_edge_heap";
     pub const HELD: &str = "m2m_edge_held_primitives";
     pub const HELD_BYTES: &str = "m2m_edge_held";
     pub const HELD_OUTCOMES: &str = "m2m_edge_held_outcomes";
@@ -488,6 +489,17 @@ pub fn render(cores: &[Arc<CoreCounters>]) -> String {
             values: vec![(vec![], resident_bytes() as f64)],
         },
     );
+    if let Some(bytes) = crate::heap::live_bytes() {
+        registry.register_with_unit(
+            names::HEAP,
+            "Heap bytes the edge has allocated and not freed (sizes asked for, all threads)",
+            Unit::Bytes,
+            Series {
+                kind: MetricType::Gauge,
+                values: vec![(vec![], bytes as f64)],
+            },
+        );
+    }
     crate::exposition::register_process(&mut registry);
     crate::exposition::register_build_info(&mut registry, "m2m_edge", env!("CARGO_PKG_VERSION"));
     let mut out = String::new();

@@ -219,7 +219,7 @@ impl EdgeApp {
     /// device in `scripts/compare_proxies.py`'s idle rows.
     fn housekeep(&mut self, cx: &mut Cx<'_, Envelope>) {
         // SAFETY: mi_collect only walks this thread's own mimalloc heap (and does nothing much when
-        // mimalloc is not the global allocator, as with the `system-alloc` feature).
+        // mimalloc is not the global allocator).
         unsafe { libmimalloc_sys::mi_collect(true) };
         // Kept going once started: memory is also freed after the last connection closed (request
         // timers expiring, lingering closes), and one wake-up every two seconds costs nothing.

@@ -44,7 +44,7 @@ pub(crate) struct Conn {
     pub output: Vec<u8>,
     /// A send owned by the kernel is in flight (io_uring).
     pub sending: bool,
-    pub tls: Option<Box<rustls::Connection>>,
+    pub tls: Option<tls::Tls>,
     pub connect_timer: Option<TimerId>,
     /// Driver-private flags (e.g. receive armed, writable interest).
     pub driver_flags: u32,
@@ -361,7 +361,7 @@ impl<M> CoreState<M> {
         let conn = self.with_output(index);
         match conn.tls.as_mut() {
             Some(t) => {
-                if let Err(e) = tls::send(t, bytes, &mut conn.output) {
+                if let Err(e) = t.send(bytes, &mut conn.output) {
                     conn.state = ConnState::Closing;
                     conn.close_reason = Some(CloseReason::Tls(e.to_string()));
                     self.mark_dirty(id);
@@ -443,8 +443,7 @@ impl<M> Cx<'_, M> {
             return;
         }
         if let Some(t) = c.tls.as_mut() {
-            t.send_close_notify();
-            let _ = tls::flush(t, &mut c.output);
+            let _ = t.close_notify(&mut c.output);
         }
         c.state = ConnState::Closing;
         self.st.mark_dirty(conn);
@@ -497,12 +496,10 @@ impl<M> Cx<'_, M> {
         // TLS first: a failure leaves nothing registered behind.
         let tls = match tls {
             Some(t) => {
-                let mut client = rustls::ClientConnection::new(t.config, t.server_name)
+                let client = rustls::ClientConnection::new(t.config, t.server_name)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                // Plaintext sent before the handshake completes is buffered; our output is the
-                // bound.
-                client.set_buffer_limit(None);
-                Some(Box::new(rustls::Connection::Client(client)))
+                // Plaintext sent before the handshake completes is buffered in rustls.
+                Some(tls::Tls::client(client))
             }
             None => None,
         };
@@ -525,12 +522,11 @@ impl<M> Cx<'_, M> {
             .st
             .conn_mut(conn)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
-        let mut inner = rustls::ClientConnection::new(tls.config, tls.server_name)
+        let inner = rustls::ClientConnection::new(tls.config, tls.server_name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        inner.set_buffer_limit(None);
-        let mut client = rustls::Connection::Client(inner);
-        tls::flush(&mut client, &mut c.output)?;
-        c.tls = Some(Box::new(client));
+        let mut client = tls::Tls::client(inner);
+        client.flush(&mut c.output)?;
+        c.tls = Some(client);
         self.st.mark_dirty(conn);
         Ok(())
     }
@@ -601,13 +597,8 @@ impl<A: App> Core<A> {
         let id = self.st.insert(fd, ConnState::Open);
         self.st.stats.accepted += 1;
         if let Some(ListenerTls(config)) = tls_config {
-            match rustls::ServerConnection::new(config) {
-                Ok(mut s) => {
-                    // Records go straight to our own output buffer, so rustls need not cap them.
-                    s.set_buffer_limit(None);
-                    self.st.conn_mut(id).expect("inserted").tls =
-                        Some(Box::new(rustls::Connection::Server(s)))
-                }
+            match tls::Tls::server(config) {
+                Ok(s) => self.st.conn_mut(id).expect("inserted").tls = Some(s),
                 Err(e) => {
                     tracing::warn!(error = %e, "TLS session setup failed");
                     self.st.remove(id);
@@ -634,7 +625,7 @@ impl<A: App> Core<A> {
         let mut peer_closed = false;
         if let Some(t) = conn.tls.as_mut() {
             let mut out = std::mem::take(&mut conn.output);
-            let result = tls::receive(t, data, &mut input, &mut out);
+            let result = t.receive(data, &mut input, &mut out);
             conn.output = out;
             let has_output = !conn.output.is_empty();
             match result {
@@ -758,7 +749,7 @@ impl<A: App> Core<A> {
                 let conn = self.st.conn_mut(id).expect("checked");
                 conn.state = ConnState::Open;
                 if let Some(t) = conn.tls.as_mut() {
-                    let _ = tls::flush(t, &mut conn.output);
+                    let _ = t.flush(&mut conn.output);
                 }
                 self.st.mark_dirty(id);
                 let (app, mut cx) = self.cx();

@@ -1,10 +1,22 @@
-//! rustls driven on the runtime's own buffers. rustls is sans-IO: ciphertext goes in with
-//! `read_tls` from the bytes the driver received, plaintext comes out of `reader()` into the
-//! connection's input buffer, and everything rustls wants to send is written with `write_tls` into
-//! the connection's output buffer, which the driver sends like any other bytes. Handshake and data
-//! therefore share the connection's limits and timers.
+//! rustls driven on the runtime's own buffers. rustls is sans-IO: ciphertext goes in from the
+//! bytes the driver received, plaintext comes out into the connection's input buffer, and
+//! everything rustls wants to send is appended to the connection's output buffer, which the driver
+//! sends like any other bytes. Handshake and data therefore share the connection's limits and
+//! timers.
+//!
+//! Accepted connections (devices, possibly 100,000s of them, mostly idle) use rustls' *unbuffered*
+//! API: records are decrypted where the driver received them, and only a record cut in two by the
+//! network is kept, so an idle TLS session owns no buffer at all. rustls' buffered connection keeps
+//! a 4 KiB receive buffer per session for good, which was most of a wss device's memory.
+//! Outbound connections (a few upstream links) keep the buffered API: a client writes its HTTP
+//! upgrade before the handshake is done, and the buffered connection holds that for us.
 
 use std::io::{self, Read, Write};
+
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+};
 
 /// Outcome of feeding received ciphertext.
 #[derive(Debug, PartialEq, Eq)]
@@ -15,8 +27,365 @@ pub enum TlsInput {
     PeerClosed,
 }
 
-/// Feed ciphertext `data`; append plaintext to `plain` and anything to send (handshake messages,
-/// alerts) to `cipher_out`. An error means the connection must be closed after `cipher_out` is sent.
+/// A connection's TLS session: boxed either way, so that a plain connection pays one word.
+#[derive(Debug)]
+pub enum Tls {
+    /// Outbound (buffered API).
+    Client(Box<rustls::Connection>),
+    /// Accepted (unbuffered API).
+    Server(Box<ServerTls>),
+}
+
+impl Tls {
+    /// A server session for an accepted connection.
+    pub fn server(config: std::sync::Arc<rustls::ServerConfig>) -> Result<Self, rustls::Error> {
+        Ok(Self::Server(Box::new(ServerTls {
+            conn: UnbufferedServerConnection::new(config)?,
+            partial: Vec::new(),
+            early_plain: Vec::new(),
+            stash: Vec::new(),
+            failed: false,
+        })))
+    }
+
+    /// A client session (plaintext written before the handshake is done waits in rustls).
+    pub fn client(mut conn: rustls::ClientConnection) -> Self {
+        // Our own output is the bound, so rustls need not cap what it holds.
+        conn.set_buffer_limit(None);
+        Self::Client(Box::new(rustls::Connection::Client(conn)))
+    }
+
+    /// Feed received ciphertext `data` (it may be decrypted in place); append plaintext to `plain`
+    /// and anything to send (handshake messages, alerts) to `cipher_out`. An error means the
+    /// connection must be closed after `cipher_out` is sent.
+    pub fn receive(
+        &mut self,
+        data: &mut [u8],
+        plain: &mut Vec<u8>,
+        cipher_out: &mut Vec<u8>,
+    ) -> Result<TlsInput, String> {
+        match self {
+            Self::Client(c) => receive(c, data, plain, cipher_out),
+            Self::Server(s) => s.receive(data, plain, cipher_out),
+        }
+    }
+
+    /// Encrypt `plain` and append the records to `cipher_out` (held until the handshake is done).
+    pub fn send(&mut self, plain: &[u8], cipher_out: &mut Vec<u8>) -> io::Result<()> {
+        match self {
+            Self::Client(c) => send(c, plain, cipher_out),
+            Self::Server(s) => s.send(plain, cipher_out),
+        }
+    }
+
+    /// Append everything the session wants to send now.
+    pub fn flush(&mut self, cipher_out: &mut Vec<u8>) -> io::Result<()> {
+        match self {
+            Self::Client(c) => flush(c, cipher_out),
+            Self::Server(_) => Ok(()),
+        }
+    }
+
+    /// Append a close_notify alert (nothing while the handshake is still going on, for a server).
+    pub fn close_notify(&mut self, cipher_out: &mut Vec<u8>) -> io::Result<()> {
+        match self {
+            Self::Client(c) => {
+                c.send_close_notify();
+                flush(c, cipher_out)
+            }
+            Self::Server(s) => s.close_notify(cipher_out),
+        }
+    }
+
+    pub fn is_handshaking(&self) -> bool {
+        match self {
+            Self::Client(c) => c.is_handshaking(),
+            Self::Server(s) => s.conn.is_handshaking(),
+        }
+    }
+
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        match self {
+            Self::Client(c) => c.peer_certificates(),
+            Self::Server(s) => s.conn.peer_certificates(),
+        }
+    }
+}
+
+/// A server session on rustls' unbuffered API, and the little it must keep between reads.
+pub struct ServerTls {
+    conn: UnbufferedServerConnection,
+    /// Ciphertext of a record not yet whole (empty, and without an allocation, between records).
+    partial: Vec<u8>,
+    /// Plaintext the application sent before the handshake finished.
+    early_plain: Vec<u8>,
+    /// Plaintext decrypted while sending (only if a record was whole but unread; not expected).
+    stash: Vec<u8>,
+    /// The session failed (and queued its alert): rustls must not be driven again, or it would
+    /// try to send a second fatal alert.
+    failed: bool,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("handshaking", &self.conn.is_handshaking())
+            .field("partial", &self.partial.len())
+            .finish()
+    }
+}
+
+/// What [`ServerTls::drive`] should do once the session can send application data.
+enum Then<'a> {
+    Nothing,
+    Encrypt(&'a [u8]),
+    CloseNotify,
+}
+
+/// Run `f` on the unused tail of `out`, growing it until `f` stops asking for more room; keep what
+/// it wrote.
+fn append_with<E>(
+    out: &mut Vec<u8>,
+    guess: usize,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    too_small: impl Fn(&E) -> Option<usize>,
+) -> Result<(), E> {
+    let start = out.len();
+    let mut room = guess;
+    loop {
+        out.resize(start + room, 0);
+        match f(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(e) => match too_small(&e) {
+                Some(need) if need > room => room = need,
+                _ => {
+                    out.truncate(start);
+                    return Err(e);
+                }
+            },
+        }
+    }
+}
+
+fn encode_too_small(e: &EncodeError) -> Option<usize> {
+    match e {
+        EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Some(*required_size)
+        }
+        _ => None,
+    }
+}
+
+fn encrypt_too_small(e: &EncryptError) -> Option<usize> {
+    match e {
+        EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Some(*required_size)
+        }
+        _ => None,
+    }
+}
+
+/// Room for `n` plaintext bytes once encrypted: a record header, tag and content type per 16 KiB.
+fn sealed_len(n: usize) -> usize {
+    n + (n / 16_384 + 1) * 64
+}
+
+impl ServerTls {
+    fn receive(
+        &mut self,
+        data: &mut [u8],
+        plain: &mut Vec<u8>,
+        cipher_out: &mut Vec<u8>,
+    ) -> Result<TlsInput, String> {
+        if self.failed {
+            return Err("the TLS session has failed".into());
+        }
+        plain.append(&mut self.stash);
+        let result = if self.partial.is_empty() {
+            // The usual case: whole records in the driver's buffer, decrypted there.
+            let r = self.drive(data, plain, cipher_out, Then::Nothing);
+            if let Ok((used, _)) = r {
+                self.partial.extend_from_slice(&data[used..]);
+            }
+            r
+        } else {
+            let mut incoming = std::mem::take(&mut self.partial);
+            incoming.extend_from_slice(data);
+            let r = self.drive(&mut incoming, plain, cipher_out, Then::Nothing);
+            if let Ok((used, _)) = r {
+                incoming.drain(..used);
+                self.partial = incoming;
+            }
+            r
+        };
+        let (_, closed) = result?;
+        if self.partial.is_empty() && self.partial.capacity() > 0 {
+            self.partial = Vec::new();
+        }
+        if !self.early_plain.is_empty() && !self.conn.is_handshaking() {
+            let early = std::mem::take(&mut self.early_plain);
+            self.send(&early, cipher_out).map_err(|e| e.to_string())?;
+        }
+        Ok(if closed {
+            TlsInput::PeerClosed
+        } else {
+            TlsInput::Open
+        })
+    }
+
+    fn send(&mut self, plain: &[u8], cipher_out: &mut Vec<u8>) -> io::Result<()> {
+        if plain.is_empty() {
+            return Ok(());
+        }
+        if self.conn.is_handshaking() {
+            self.early_plain.extend_from_slice(plain);
+            return Ok(());
+        }
+        self.drive_kept(cipher_out, Then::Encrypt(plain))
+    }
+
+    fn close_notify(&mut self, cipher_out: &mut Vec<u8>) -> io::Result<()> {
+        if self.conn.is_handshaking() || self.failed {
+            return Ok(());
+        }
+        self.drive_kept(cipher_out, Then::CloseNotify)
+    }
+
+    /// [`Self::drive`] over the kept partial record (never a new one: rustls may remember where
+    /// in the incoming bytes a handshake message began).
+    fn drive_kept(&mut self, cipher_out: &mut Vec<u8>, then: Then<'_>) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other("the TLS session has failed"));
+        }
+        let mut incoming = std::mem::take(&mut self.partial);
+        let mut stash = std::mem::take(&mut self.stash);
+        let r = self.drive(&mut incoming, &mut stash, cipher_out, then);
+        self.stash = stash;
+        if let Ok((used, _)) = r {
+            incoming.drain(..used);
+        }
+        self.partial = incoming;
+        r.map(|_| ()).map_err(io::Error::other)
+    }
+
+    /// Process `incoming` until rustls needs more bytes: plaintext to `plain`, handshake records
+    /// and alerts to `out`, and `then` done once application data may be sent. Returns how many
+    /// bytes of `incoming` were consumed and whether the peer sent close_notify.
+    fn drive(
+        &mut self,
+        incoming: &mut [u8],
+        plain: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        then: Then<'_>,
+    ) -> Result<(usize, bool), String> {
+        let r = self.drive_once(incoming, plain, out, then);
+        self.failed |= r.is_err();
+        r
+    }
+
+    fn drive_once(
+        &mut self,
+        incoming: &mut [u8],
+        plain: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        mut then: Then<'_>,
+    ) -> Result<(usize, bool), String> {
+        let mut used = 0;
+        let mut closed = false;
+        // Each turn consumes input, emits output or changes state; the bound only stops a bug.
+        for _ in 0..100_000 {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut incoming[used..]);
+            let state = match state {
+                Ok(state) => state,
+                Err(e) => {
+                    // rustls queues an alert to tell the peer why; send it if it can be had.
+                    self.flush_alert(out);
+                    return Err(e.to_string());
+                }
+            };
+            let mut extra_discard = 0;
+            let mut done = false;
+            match state {
+                ConnectionState::ReadTraffic(mut r) => {
+                    while let Some(record) = r.next_record() {
+                        let record = record.map_err(|e| e.to_string())?;
+                        extra_discard += record.discard;
+                        plain.extend_from_slice(record.payload);
+                    }
+                }
+                ConnectionState::ReadEarlyData(mut r) => {
+                    while let Some(record) = r.next_record() {
+                        let record = record.map_err(|e| e.to_string())?;
+                        extra_discard += record.discard;
+                        plain.extend_from_slice(record.payload);
+                    }
+                }
+                ConnectionState::EncodeTlsData(mut e) => {
+                    append_with(out, 4096, |buf| e.encode(buf), encode_too_small)
+                        .map_err(|e| e.to_string())?;
+                }
+                // Our output is sent in order, so handing it there is as good as sent.
+                ConnectionState::TransmitTlsData(t) => t.done(),
+                ConnectionState::PeerClosed => closed = true,
+                ConnectionState::Closed => {
+                    closed = true;
+                    done = true;
+                }
+                ConnectionState::BlockedHandshake => done = true,
+                ConnectionState::WriteTraffic(mut w) => {
+                    match std::mem::replace(&mut then, Then::Nothing) {
+                        Then::Nothing => {}
+                        Then::Encrypt(data) => append_with(
+                            out,
+                            sealed_len(data.len()),
+                            |buf| w.encrypt(data, buf),
+                            encrypt_too_small,
+                        )
+                        .map_err(|e| e.to_string())?,
+                        Then::CloseNotify => {
+                            append_with(out, 64, |buf| w.queue_close_notify(buf), encrypt_too_small)
+                                .map_err(|e| e.to_string())?
+                        }
+                    }
+                    done = true;
+                }
+                _ => done = true,
+            }
+            used += discard + extra_discard;
+            if done {
+                if let Then::Encrypt(_) | Then::CloseNotify = then {
+                    return Err("the TLS session cannot send now".into());
+                }
+                return Ok((used, closed));
+            }
+        }
+        Err("TLS session made no progress".into())
+    }
+
+    /// After an error: encode the alert rustls queued, if it offers one.
+    fn flush_alert(&mut self, out: &mut Vec<u8>) {
+        for _ in 0..4 {
+            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+            match state {
+                Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                    if append_with(out, 64, |buf| e.encode(buf), encode_too_small).is_err() {
+                        return;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Feed ciphertext `data` to a buffered session; append plaintext to `plain` and anything to send
+/// (handshake messages, alerts) to `cipher_out`. An error means the connection must be closed
+/// after `cipher_out` is sent.
 pub fn receive(
     tls: &mut rustls::Connection,
     mut data: &[u8],
@@ -74,8 +443,8 @@ pub fn receive(
     })
 }
 
-/// Encrypt `plain` (buffered by rustls until the handshake completes) and append the records to
-/// `cipher_out`.
+/// Encrypt `plain` on a buffered session (held by rustls until the handshake completes) and
+/// append the records to `cipher_out`.
 pub fn send(
     tls: &mut rustls::Connection,
     mut plain: &[u8],
@@ -109,7 +478,9 @@ mod tests {
 
     use super::*;
 
-    fn pair() -> (rustls::Connection, rustls::Connection) {
+    /// A buffered client and an unbuffered server session, as the runtime makes them, speaking
+    /// `version`.
+    fn pair(version: &'static rustls::SupportedProtocolVersion) -> (Tls, Tls) {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
             .unwrap()
@@ -117,7 +488,7 @@ mod tests {
             .unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(&[version])
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(
@@ -130,76 +501,179 @@ mod tests {
             .add(CertificateDer::from(cert.der().to_vec()))
             .unwrap();
         let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(&[version])
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut s = rustls::ServerConnection::new(Arc::new(server)).unwrap();
-        s.set_buffer_limit(None);
         let c = rustls::ClientConnection::new(
             Arc::new(client),
             ServerName::try_from("localhost").unwrap(),
         )
         .unwrap();
-        (rustls::Connection::Client(c), rustls::Connection::Server(s))
+        (Tls::client(c), Tls::server(Arc::new(server)).unwrap())
+    }
+
+    const VERSIONS: [&rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+
+    /// Feed `wire` to `to` in `chunk`-sized pieces; the plaintext it gave and what it answered.
+    fn feed(to: &mut Tls, wire: &[u8], chunk: usize) -> (Vec<u8>, Vec<u8>, bool) {
+        let (mut plain, mut out, mut closed) = (Vec::new(), Vec::new(), false);
+        for piece in wire.chunks(chunk) {
+            let mut piece = piece.to_vec();
+            if to.receive(&mut piece, &mut plain, &mut out).unwrap() == TlsInput::PeerClosed {
+                closed = true;
+            }
+        }
+        (plain, out, closed)
     }
 
     /// Move ciphertext both ways until neither side has anything to say, feeding in `chunk`-sized
     /// pieces; returns the plaintext each side received.
-    fn pump(
-        c: &mut rustls::Connection,
-        s: &mut rustls::Connection,
-        chunk: usize,
-    ) -> (Vec<u8>, Vec<u8>) {
+    fn pump(c: &mut Tls, s: &mut Tls, chunk: usize) -> (Vec<u8>, Vec<u8>) {
+        pump_from(c, s, chunk, Vec::new())
+    }
+
+    /// [`pump`], starting with `to_s` on its way to the server.
+    fn pump_from(c: &mut Tls, s: &mut Tls, chunk: usize, mut to_s: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
         let (mut c_plain, mut s_plain) = (Vec::new(), Vec::new());
-        let (mut to_s, mut to_c) = (Vec::new(), Vec::new());
         for _ in 0..100 {
-            flush(c, &mut to_s).unwrap();
-            if to_s.is_empty() && to_c.is_empty() {
+            c.flush(&mut to_s).unwrap();
+            if to_s.is_empty() {
                 break;
             }
-            for piece in to_s.chunks(chunk) {
-                receive(s, piece, &mut s_plain, &mut to_c).unwrap();
-            }
+            let (p, to_c, _) = feed(s, &to_s, chunk);
+            s_plain.extend(p);
             to_s.clear();
-            flush(s, &mut to_c).unwrap();
-            for piece in to_c.chunks(chunk) {
-                receive(c, piece, &mut c_plain, &mut to_s).unwrap();
-            }
-            to_c.clear();
+            let (p, back, _) = feed(c, &to_c, chunk);
+            c_plain.extend(p);
+            to_s = back;
         }
         (c_plain, s_plain)
     }
 
     #[test]
-    fn large_messages_cross_in_any_chunking() {
-        for chunk in [1 << 20, 65536, 1000, 7] {
-            let (mut c, mut s) = pair();
-            pump(&mut c, &mut s, chunk);
-            assert!(!c.is_handshaking() && !s.is_handshaking());
-            let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-            let mut wire = Vec::new();
-            send(&mut c, &big, &mut wire).unwrap();
-            let (mut got, mut out) = (Vec::new(), Vec::new());
-            for piece in wire.chunks(chunk) {
-                receive(&mut s, piece, &mut got, &mut out).unwrap();
+    fn large_messages_cross_in_any_chunking_both_versions() {
+        for version in VERSIONS {
+            for chunk in [1 << 20, 65536, 1000, 7] {
+                let (mut c, mut s) = pair(version);
+                // The client writes before the handshake is done (as its HTTP upgrade does).
+                let mut early = Vec::new();
+                c.send(b"GET / HTTP/1.1\r\n\r\n", &mut early).unwrap();
+                let (_, got) = pump_from(&mut c, &mut s, chunk, early);
+                assert!(
+                    !c.is_handshaking() && !s.is_handshaking(),
+                    "{version:?} chunk {chunk}: {} {}",
+                    c.is_handshaking(),
+                    s.is_handshaking()
+                );
+                assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n", "{version:?} chunk {chunk}");
+                let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+                let mut wire = Vec::new();
+                c.send(&big, &mut wire).unwrap();
+                let (got, out, _) = feed(&mut s, &wire, chunk);
+                assert!(got == big, "{version:?} chunk {chunk}: client to server");
+                // Whatever the server said meanwhile reaches the client first.
+                feed(&mut c, &out, chunk);
+                let mut wire = Vec::new();
+                s.send(&big, &mut wire).unwrap();
+                let (plain, _, _) = feed(&mut c, &wire, chunk);
+                assert!(plain == big, "{version:?} chunk {chunk}: server to client");
+                // Nothing is kept between whole records.
+                let Tls::Server(inner) = &s else {
+                    unreachable!()
+                };
+                assert_eq!(inner.partial.capacity(), 0);
             }
-            assert!(
-                got == big,
-                "chunk {chunk}: client to server ({} bytes)",
-                got.len()
-            );
-            // Whatever the server said meanwhile (session tickets) reaches the client first.
-            let (mut ignored, mut back) = (Vec::new(), Vec::new());
-            receive(&mut c, &out, &mut ignored, &mut back).unwrap();
-            let mut wire = Vec::new();
-            send(&mut s, &big, &mut wire).unwrap();
-            let mut plain = Vec::new();
-            let mut out = Vec::new();
-            for piece in wire.chunks(chunk) {
-                receive(&mut c, piece, &mut plain, &mut out).unwrap();
-            }
-            assert!(plain == big, "chunk {chunk}: server to client");
         }
+    }
+
+    #[test]
+    fn a_record_cut_anywhere_is_kept_until_whole_and_then_freed() {
+        let (mut c, mut s) = pair(&rustls::version::TLS13);
+        pump(&mut c, &mut s, 1 << 20);
+        let mut wire = Vec::new();
+        c.send(b"hello", &mut wire).unwrap();
+        for cut in 1..wire.len() {
+            let (mut plain, mut out) = (Vec::new(), Vec::new());
+            let mut a = wire[..cut].to_vec();
+            s.receive(&mut a, &mut plain, &mut out).unwrap();
+            assert!(plain.is_empty());
+            let Tls::Server(inner) = &s else {
+                unreachable!()
+            };
+            assert_eq!(inner.partial.len(), cut);
+            let mut b = wire[cut..].to_vec();
+            s.receive(&mut b, &mut plain, &mut out).unwrap();
+            assert_eq!(plain, b"hello");
+            let Tls::Server(inner) = &s else {
+                unreachable!()
+            };
+            assert_eq!(inner.partial.capacity(), 0);
+            // The next record for the next cut.
+            wire.clear();
+            c.send(b"hello", &mut wire).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_server_sends_what_it_was_given_during_the_handshake_once_it_is_done() {
+        let (mut c, mut s) = pair(&rustls::version::TLS13);
+        let mut out = Vec::new();
+        s.send(b"early", &mut out).unwrap();
+        assert!(out.is_empty());
+        let (got, _) = pump(&mut c, &mut s, 1 << 20);
+        // The handshake's last flight carried it to the client... or it is in what the server said
+        // after the client's Finished.
+        assert_eq!(got, b"early");
+    }
+
+    #[test]
+    fn close_notify_goes_both_ways() {
+        for version in VERSIONS {
+            let (mut c, mut s) = pair(version);
+            pump(&mut c, &mut s, 1 << 20);
+            let mut wire = Vec::new();
+            c.close_notify(&mut wire).unwrap();
+            let (_, _, closed) = feed(&mut s, &wire, 1 << 20);
+            assert!(
+                closed,
+                "{version:?}: the server saw the client's close_notify"
+            );
+            let mut wire = Vec::new();
+            s.close_notify(&mut wire).unwrap();
+            assert!(!wire.is_empty());
+            let (_, _, closed) = feed(&mut c, &wire, 1 << 20);
+            assert!(
+                closed,
+                "{version:?}: the client saw the server's close_notify"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_with_an_alert_for_the_peer() {
+        let (mut c, mut s) = pair(&rustls::version::TLS13);
+        pump(&mut c, &mut s, 1 << 20);
+        let mut wire = Vec::new();
+        c.send(b"hello", &mut wire).unwrap();
+        let last = wire.len() - 1;
+        wire[last] ^= 0x55; // a broken tag
+        let (mut plain, mut out) = (Vec::new(), Vec::new());
+        assert!(s.receive(&mut wire, &mut plain, &mut out).is_err());
+        assert!(plain.is_empty());
+        assert!(!out.is_empty(), "the alert");
+        // More bytes after the failure (the peer's reply to the alert) are refused, not processed:
+        // rustls would try to send a second fatal alert.
+        let mut more = wire.clone();
+        assert!(s.receive(&mut more, &mut plain, &mut out).is_err());
+        assert!(s.send(b"x", &mut out).is_err());
+        let before = out.len();
+        s.close_notify(&mut out).unwrap();
+        assert_eq!(out.len(), before);
+        let mut junk = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+        let (_, mut s2) = pair(&rustls::version::TLS13);
+        let mut out = Vec::new();
+        assert!(s2.receive(&mut junk, &mut plain, &mut out).is_err());
     }
 }
