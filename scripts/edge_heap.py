@@ -9,6 +9,7 @@ does and reads that gauge at each step. Its growth per device is what the edge's
 structures (and rustls', for wss) cost.
 
     python3 scripts/edge_heap.py [--idle 1000,5000,9000] [--io uring] [--multiplex] [--tls] [--settle 12]
+                                 [--edge target/release/m2m-edge]
 """
 import argparse
 import os
@@ -44,8 +45,11 @@ def main():
                     help="seconds after a step's devices connected before the heap is read: the edge's "
                          "handshake timers (10 s) of the last devices are gone by then")
     ap.add_argument("--tls", action="store_true", help="devices connect with wss (a fresh CA and certificate)")
+    ap.add_argument("--edge", default=str(EDGE),
+                    help="the m2m-edge binary to measure (e.g. an older build, for a before/after)")
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "-p", "m2m-edge", "-p", "m2m-loadgen"], check=True, cwd=ROOT)
+    edge = args.edge
     counts = [int(x) for x in args.idle.split(",")]
     work = pathlib.Path(tempfile.mkdtemp(prefix="heap-"))
     if args.tls:
@@ -59,7 +63,7 @@ def main():
         def start():
             port = free_port()
             tls = ["--tls-cert", str(work / "cert.pem"), "--tls-key", str(work / "key.pem")] if args.tls else []
-            p = subprocess.Popen([str(EDGE), "run", "--listen", f"127.0.0.1:{port}", "--upstream",
+            p = subprocess.Popen([edge, "run", "--listen", f"127.0.0.1:{port}", "--upstream",
                                   f"ws://127.0.0.1:{cse_port}/", "--io", args.io, "--workers", "1",
                                   "--admin", f"127.0.0.1:{admin}", *tls,
                                   *(["--upstream-mode", "multiplex", "--max-in-flight", "1024"] if args.multiplex else [])],
@@ -71,7 +75,7 @@ def main():
                              fds_per_device=1 if args.multiplex else 2, settle=args.settle)
         mode = "multiplex" if args.multiplex else "passthrough"
         scheme = "wss" if args.tls else "ws"
-        print(f"# {time.strftime('%Y-%m-%d')}: edge ({args.io}, {mode}, {scheme}, 1 worker) live heap with idle "
+        print(f"# {time.strftime('%Y-%m-%d')}: {edge} ({args.io}, {mode}, {scheme}, 1 worker) live heap with idle "
               f"registered devices\n")
         print("| devices | heap in use KiB | bytes per device since the previous step | since 0 |")
         print("|---:|---:|---:|---:|")

@@ -7,7 +7,7 @@ pub mod config;
 mod echo;
 mod edge;
 pub mod exposition;
-pub mod heap;
+pub use m2m_rt::heap;
 mod logging;
 #[cfg(feature = "pprof")]
 mod profiling;

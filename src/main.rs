@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 // Counted, so that `/metrics` can say how many heap bytes are live (`m2m_edge_heap_bytes`).
 #[global_allocator]
-static GLOBAL: m2m_edge::heap::Counting<mimalloc::MiMalloc> =
-    m2m_edge::heap::Counting(mimalloc::MiMalloc);
+static GLOBAL: m2m_rt::heap::Counting<mimalloc::MiMalloc> =
+    m2m_rt::heap::Counting(mimalloc::MiMalloc);
 
 fn main() -> ExitCode {
     m2m_edge::cli::main(std::env::args_os())

@@ -20,6 +20,7 @@
 pub mod app;
 pub mod core;
 mod driver;
+pub mod heap;
 pub mod mailbox;
 pub mod net;
 pub mod probe;
