@@ -2,7 +2,6 @@
 //! primitive's first checks (routing view, serialization, UTF-8). Requests then go through the gate
 //! and the queue (`relay`); the device's answers to the CSE's requests go straight up.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -15,6 +14,7 @@ use crate::counters::{
 };
 use crate::counters::{LIMIT_MESSAGE_TOO_BIG, LIMIT_OUTPUT_BOUND};
 use crate::engine::{Engine, T_FRAME, T_HANDSHAKE, T_IDLE, timer};
+use crate::lazy::LazyDeque;
 use crate::message::{InputSpan, Step, next_frame};
 use crate::relay::Queued;
 use crate::settings::{format_index, format_of};
@@ -48,12 +48,12 @@ pub(crate) struct Session {
     pub link: Option<LinkId>,
     /// Requests waiting for the link (in device order), and whether the device is on the link's
     /// waiting list.
-    pub queue: VecDeque<Queued>,
+    pub queue: LazyDeque<Queued>,
     pub waiting: bool,
     /// Requests sent up and not yet answered.
     pub in_flight: u32,
     /// Multiplex: the CSE's requests delivered to this device, with where their answers go.
-    pub owed: Vec<(Box<str>, Back)>,
+    pub owed: LazyDeque<(Box<str>, Back)>,
     pub last_input: Instant,
     /// Since when a frame (or fragmented message) has been begun and not finished (whole seconds
     /// after `accepted`, plus one: four bytes instead of sixteen in every session), and whether
@@ -63,7 +63,7 @@ pub(crate) struct Session {
     /// Shutting down: close with 1001 once nothing is queued or in flight.
     pub draining: bool,
     /// The client certificate's identity, looked up once (`None` until then).
-    pub identity: Option<Option<String>>,
+    pub identity: Option<Option<Box<str>>>,
     /// Requests held for this originator on another core are on their way: what the CSE sends
     /// meanwhile is held behind them, so the device gets everything in order.
     pub awaiting_held: bool,
@@ -85,10 +85,10 @@ impl Session {
             origin: None,
             registered: false,
             link: None,
-            queue: VecDeque::new(),
+            queue: LazyDeque::default(),
             waiting: false,
             in_flight: 0,
-            owed: Vec::new(),
+            owed: LazyDeque::default(),
             last_input: now,
             partial_since: None,
             frame_timer: false,
@@ -124,15 +124,16 @@ impl Session {
         let held = |b: &Back| matches!(b.peer, Peer::Device(_));
         let mut evicted = None;
         if self.owed.len() >= MAX_OWED {
-            match self.owed.iter().position(|(_, b)| held(b)) {
-                Some(at) => evicted = Some(self.owed.remove(at)),
+            let first_held = self.owed.iter().position(|(_, b)| held(b));
+            match first_held {
+                Some(at) => evicted = self.owed.remove(at),
                 // Full of requests the CSE waits on: a held one is not remembered (its answer
                 // goes nowhere anyway) rather than pushing one of them out.
                 None if held(&back) => return None,
-                None => evicted = Some(self.owed.remove(0)),
+                None => evicted = self.owed.remove(0),
             }
         }
-        self.owed.push((rqi.into(), back));
+        self.owed.push_back((rqi.into(), back));
         evicted
     }
 }
@@ -229,7 +230,7 @@ impl Engine {
             .as_ref()
             .is_some_and(|o| self.leave_origin(io, d, o));
         // The CSE's requests this device still owed an answer to: 5103, not the CSE's own timeout.
-        for (rqi, back) in &s.owed {
+        for (rqi, back) in s.owed.iter() {
             self.answer_unreachable(io, *back, rqi, Format::Json);
         }
         if let Some(l) = s.link
@@ -333,7 +334,7 @@ impl Engine {
         let id = io.client_identity(d);
         let matches = id.as_deref() == Some(origin);
         if let Some(s) = self.session_mut(d) {
-            s.identity = Some(id);
+            s.identity = Some(id.map(Into::into));
         }
         matches
     }
@@ -555,8 +556,9 @@ impl Engine {
         let core = self.core;
         let Some(s) = self.session_mut(d) else { return };
         let rqi = view.rqi.as_deref().unwrap_or_default();
-        let back = match s.owed.iter().position(|(r, _)| &**r == rqi) {
-            Some(i) => s.owed.remove(i).1,
+        let found = s.owed.iter().position(|(r, _)| &**r == rqi);
+        let back = match found {
+            Some(i) => s.owed.remove(i).expect("found").1,
             // On a shared link an answer to a request this device was not sent could answer
             // another device's request in its place.
             None if multiplex => {

@@ -28,6 +28,7 @@ mod device;
 pub mod engine;
 pub mod hold;
 mod holding;
+mod lazy;
 mod link;
 mod liveness;
 pub mod log_limit;

@@ -216,9 +216,9 @@ impl Engine {
         }
         let s = self.session_mut(d).expect("live session");
         if s.identity.is_none() {
-            s.identity = Some(io.client_identity(d));
+            s.identity = Some(io.client_identity(d).map(Into::into));
         }
-        let Some(id) = s.identity.clone().flatten() else {
+        let Some(id) = s.identity.clone().flatten().map(String::from) else {
             return Err(error(
                 Rsc::ORIGINATOR_HAS_NO_PRIVILEGE,
                 "identity binding is on and the connection has no client certificate",
@@ -390,10 +390,8 @@ impl Engine {
             let Some(q) = s.queue.pop_front() else {
                 continue;
             };
-            if s.queue.is_empty() {
-                // An idle device keeps no queue capacity (memory per idle device).
-                s.queue = VecDeque::new();
-            } else {
+            // (An emptied queue gives its allocation back by itself.)
+            if !s.queue.is_empty() {
                 s.waiting = true;
                 if let Some(k) = self.link_mut(l) {
                     k.waiting.push_back(d);
@@ -667,11 +665,7 @@ impl Engine {
             let Some(s) = self.session_mut(d) else {
                 continue;
             };
-            let (expired, kept): (VecDeque<Queued>, VecDeque<Queued>) =
-                std::mem::take(&mut s.queue)
-                    .into_iter()
-                    .partition(|q| q.meta.queued_until <= now);
-            s.queue = kept;
+            let expired = s.queue.split_off_where(|q| q.meta.queued_until <= now);
             if let Some(first) = s.queue.iter().map(|q| q.meta.queued_until).min() {
                 next = Some(next.map_or(first, |n| n.min(first)));
             }
@@ -724,7 +718,7 @@ impl Engine {
                 continue;
             };
             s.waiting = false;
-            let queue = std::mem::take(&mut s.queue);
+            let queue = s.queue.take();
             for q in queue {
                 self.answer_queued(io, d, &q.meta, rsc, why);
             }

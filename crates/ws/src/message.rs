@@ -60,14 +60,40 @@ pub enum Event<'a> {
 struct InProgress {
     text: bool,
     compressed: bool,
-    wire_len: u64,
+    /// Never above the message limit, which fits 32 bits (see [`Limits`]).
+    wire_len: u32,
+}
+
+/// [`ReceiverLimits`] as a receiver keeps them: 32 bits each (limits above 4 GiB are 4 GiB), so
+/// that the idle devices of a busy edge each carry 16 bytes of limits rather than 32.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_frame: u32,
+    max_message: u32,
+    max_inflated: u32,
+    retain: u32,
+}
+
+fn clamp32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl From<ReceiverLimits> for Limits {
+    fn from(l: ReceiverLimits) -> Self {
+        Self {
+            max_frame: clamp32(l.max_frame_bytes),
+            max_message: clamp32(l.max_message_bytes),
+            max_inflated: clamp32(l.max_inflated_bytes),
+            retain: clamp32(l.retain_bytes),
+        }
+    }
 }
 
 /// The receiving half of a WebSocket connection.
 #[derive(Debug)]
 pub struct Receiver {
     role: Role,
-    limits: ReceiverLimits,
+    limits: Limits,
     /// Boxed: most sessions never negotiate permessage-deflate.
     inflater: Option<Box<Inflater>>,
     message: Option<InProgress>,
@@ -81,7 +107,7 @@ impl Receiver {
     pub fn new(role: Role, limits: ReceiverLimits, inflater: Option<Inflater>) -> Self {
         Self {
             role,
-            limits,
+            limits: limits.into(),
             inflater: inflater.map(Box::new),
             message: None,
             assembly: Vec::new(),
@@ -119,10 +145,10 @@ impl Receiver {
             return Ok(None);
         };
         header.check(self.role, self.inflater.is_some())?;
-        if header.payload_len > self.limits.max_frame_bytes as u64 {
+        if header.payload_len > u64::from(self.limits.max_frame) {
             return Err(ProtocolError::FrameTooBig {
                 len: header.payload_len,
-                limit: self.limits.max_frame_bytes,
+                limit: self.limits.max_frame as usize,
             });
         }
         let total = header.header_len + header.payload_len as usize;
@@ -157,7 +183,7 @@ impl Receiver {
                     }
                     return Ok(Some((Event::Binary(payload), total)));
                 }
-                if self.assembly.capacity() > self.limits.retain_bytes {
+                if self.assembly.capacity() > self.limits.retain as usize {
                     self.assembly = Vec::new();
                 }
                 self.assembly.clear();
@@ -165,7 +191,8 @@ impl Receiver {
                 self.message = Some(InProgress {
                     text,
                     compressed: header.rsv1,
-                    wire_len: header.payload_len,
+                    // Checked against the message limit above.
+                    wire_len: header.payload_len as u32,
                 });
                 self.take_fragment(payload, header.fin)?
             }
@@ -173,8 +200,9 @@ impl Receiver {
                 let Some(mut msg) = self.message else {
                     return Err(ProtocolError::UnexpectedContinuation);
                 };
-                msg.wire_len += header.payload_len;
-                self.check_message_len(msg.wire_len)?;
+                let wire_len = u64::from(msg.wire_len) + header.payload_len;
+                self.check_message_len(wire_len)?;
+                msg.wire_len = wire_len as u32;
                 self.message = Some(msg);
                 self.take_fragment(payload, header.fin)?
             }
@@ -183,10 +211,10 @@ impl Receiver {
     }
 
     fn check_message_len(&self, len: u64) -> Result<(), ProtocolError> {
-        if len > self.limits.max_message_bytes as u64 {
+        if len > u64::from(self.limits.max_message) {
             return Err(ProtocolError::MessageTooBig {
                 len,
-                limit: self.limits.max_message_bytes,
+                limit: self.limits.max_message as usize,
             });
         }
         Ok(())
@@ -205,7 +233,7 @@ impl Receiver {
                 payload,
                 fin,
                 &mut self.assembly,
-                self.limits.max_inflated_bytes,
+                self.limits.max_inflated as usize,
             )?;
         } else {
             self.assembly.extend_from_slice(payload);
