@@ -328,7 +328,8 @@ def main():
     ap.add_argument("--pipe", default="100x8,1000x1",
                     help="closed-loop shapes for the pipelining client with --saturation: CONNECTIONSxIN_FLIGHT")
     ap.add_argument("--client-io", default="uring", help="I/O driver of the pipelining client")
-    ap.add_argument("--baseline", help="another build's m2m-loadgen binary: adds an 'edge uring (baseline)' row, "
+    ap.add_argument("--baseline", help="another build's m2m-loadgen binary: adds 'edge uring (baseline)' and "
+                                       "'edge uring multiplex (baseline)' rows, "
                                        "for before/after figures of a change in one run")
     args = ap.parse_args()
     if args.saturation:
@@ -354,6 +355,8 @@ def main():
                         "epoll", c, extra=("--upstream-mode", "multiplex", "--max-in-flight", "1024"))}
         if args.baseline:
             starters["edge uring (baseline)"] = lambda c: start_edge("uring", c, binary=args.baseline)
+            starters["edge uring multiplex (baseline)"] = lambda c: start_edge(
+                "uring", c, binary=args.baseline, extra=("--upstream-mode", "multiplex", "--max-in-flight", "1024"))
         chosen = [n for n in starters if not args.only or n in args.only.split(",")]
         results = {}
         rows = {"direct": (None, cse_port)}

@@ -3,8 +3,9 @@
 
 RSS (scripts/compare_proxies.py's idle rows) is what the machine pays, but it moves with what the
 allocator keeps or hands back, so small per-device figures wobble by a few hundred bytes. The edge
-binary counts the bytes its allocator has handed out and not had back (`m2m_edge_heap_bytes` in
-/metrics, src/heap.rs); this adds idle registered devices in steps exactly as the compare script
+binary built with the `heap-gauge` feature counts the bytes its allocator has handed out and not had
+back (`m2m_edge_heap_bytes` in /metrics, crates/rt/src/heap.rs); this builds it (target/heap-gauge),
+adds idle registered devices in steps exactly as the compare script
 does and reads that gauge at each step. Its growth per device is what the edge's own data
 structures (and rustls', for wss) cost.
 
@@ -24,7 +25,7 @@ import urllib.request
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from compare_proxies import LOADGEN, ROOT, free_port, idle_growth, make_cert, wait_port  # noqa: E402
 
-EDGE = ROOT / "target/release/m2m-edge"
+EDGE = ROOT / "target/heap-gauge/release/m2m-edge"
 
 
 def live_heap(admin_port):
@@ -33,7 +34,7 @@ def live_heap(admin_port):
     for line in body.splitlines():
         if line.startswith("m2m_edge_heap_bytes "):
             return int(float(line.split()[1]))
-    raise SystemExit("the edge's /metrics has no m2m_edge_heap_bytes (built without the counting allocator?)")
+    raise SystemExit("the edge's /metrics has no m2m_edge_heap_bytes (built without the heap-gauge feature?)")
 
 
 def main():
@@ -48,7 +49,9 @@ def main():
     ap.add_argument("--edge", default=str(EDGE),
                     help="the m2m-edge binary to measure (e.g. an older build, for a before/after)")
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-p", "m2m-edge", "-p", "m2m-loadgen"], check=True, cwd=ROOT)
+    subprocess.run(["cargo", "build", "--release", "-p", "m2m-edge", "--features", "heap-gauge", "--target-dir",
+                    str(ROOT / "target/heap-gauge")], check=True, cwd=ROOT)
+    subprocess.run(["cargo", "build", "--release", "-p", "m2m-loadgen"], check=True, cwd=ROOT)
     edge = args.edge
     counts = [int(x) for x in args.idle.split(",")]
     work = pathlib.Path(tempfile.mkdtemp(prefix="heap-"))

@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-// Counted, so that `/metrics` can say how many heap bytes are live (`m2m_edge_heap_bytes`).
-#[global_allocator]
-static GLOBAL: m2m_rt::heap::Counting<mimalloc::MiMalloc> =
-    m2m_rt::heap::Counting(mimalloc::MiMalloc);
+// mimalloc; counted with the `heap-gauge` feature (`m2m_edge_heap_bytes` in /metrics).
+m2m_rt::global_allocator!();
 
 fn main() -> ExitCode {
     m2m_edge::cli::main(std::env::args_os())

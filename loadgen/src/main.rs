@@ -12,8 +12,8 @@ use m2m_loadgen::{
     threshold,
 };
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc; counted with the `heap-gauge` feature (`m2m_edge_heap_bytes` in /metrics).
+m2m_rt::global_allocator!();
 
 /// oneM2M WebSocket load generator and simulated IN-CSE.
 #[derive(Debug, Parser)]
