@@ -36,6 +36,7 @@ pub mod names {
     pub const HANDLING: &str = "m2m_edge_handling";
     pub const RESIDENT_MEMORY: &str = "m2m_edge_resident_memory";
     pub const HEAP: &str = "m2m_edge_heap";
+    pub const HEAP_ALLOCATIONS: &str = "m2m_edge_heap_allocations";
     pub const HELD: &str = "m2m_edge_held_primitives";
     pub const HELD_BYTES: &str = "m2m_edge_held";
     pub const HELD_OUTCOMES: &str = "m2m_edge_held_outcomes";
@@ -497,6 +498,16 @@ pub fn render(cores: &[Arc<CoreCounters>]) -> String {
             Series {
                 kind: MetricType::Gauge,
                 values: vec![(vec![], bytes as f64)],
+            },
+        );
+    }
+    if let Some(n) = crate::heap::allocations() {
+        registry.register(
+            names::HEAP_ALLOCATIONS,
+            "Heap allocations (and reallocations) the edge has made (with the heap-gauge feature)",
+            Series {
+                kind: MetricType::Counter,
+                values: vec![(vec![], n as f64)],
             },
         );
     }

@@ -42,6 +42,8 @@ mod timing;
 mod tunnel;
 
 #[cfg(test)]
+mod alloc_tests;
+#[cfg(test)]
 mod holding_tests;
 // The invariant checks and their in-memory world also serve the fuzzer (feature `fuzzing`).
 #[cfg(any(test, feature = "fuzzing"))]

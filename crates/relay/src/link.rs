@@ -22,7 +22,7 @@ use crate::settings::{OriginHeader, format_of};
 use crate::{DeviceId, Io, LinkId, Peer, Target};
 
 /// Requests in flight on a link by their `rqi` on it.
-pub(crate) type PendingTable = rustc_hash::FxHashMap<Box<str>, Pending>;
+pub(crate) type PendingTable = rustc_hash::FxHashMap<compact_str::CompactString, Pending>;
 
 /// A link's connection state.
 #[derive(Debug)]

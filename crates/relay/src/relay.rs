@@ -3,6 +3,7 @@
 //! (`max_in_flight`, the link's unsent output), `rqi` correlation (rewritten on a shared link when
 //! two devices use the same one), timeouts, and the edge's own answers.
 
+use compact_str::CompactString;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -19,7 +20,8 @@ use crate::{Back, DeviceId, Envelope, Io, LinkId, Peer};
 /// What the edge keeps about a request it relays.
 #[derive(Debug)]
 pub(crate) struct RequestMeta {
-    pub rqi: String,
+    /// Inline up to 24 bytes: the key of the request in its link's table, without an allocation.
+    pub rqi: CompactString,
     /// Answer 4008 if still queued then (`timing`).
     pub queued_until: Instant,
     /// Answer 4008 if the CSE has not answered by then.
@@ -165,7 +167,7 @@ impl Engine {
             false => times.answer_by,
         };
         Some(RequestMeta {
-            rqi: rqi.to_string(),
+            rqi: CompactString::from(rqi),
             queued_until: times.queued_until,
             deadline: answer_by,
             no_response: times.no_response,
@@ -427,7 +429,7 @@ impl Engine {
         let up = match transcode(body, link_format) {
             Ok(up) => up,
             Err(e) => {
-                self.reply_error(io, d, e.with_rqi(Some(meta.rqi)));
+                self.reply_error(io, d, e.with_rqi(Some(meta.rqi.into())));
                 return;
             }
         };
@@ -441,7 +443,7 @@ impl Engine {
             .is_some_and(|k| k.pending.contains_key(meta.rqi.as_str()));
         let (key, device_rqi, up) = if collides {
             match self.rewrite_rqi(l, up, link_format) {
-                Some((key, up)) => (key, Some(meta.rqi.into_boxed_str()), up),
+                Some((key, up)) => (key, Some(Box::from(meta.rqi.as_str())), up),
                 None => {
                     let e = error(Rsc::BAD_REQUEST, "a request without rqi", &meta.rqi);
                     self.reply_error(io, d, e);
@@ -449,7 +451,7 @@ impl Engine {
                 }
             }
         } else {
-            (meta.rqi.into_boxed_str(), None, up)
+            (meta.rqi, None, up)
         };
         let pending = Pending {
             device: d,
@@ -477,7 +479,7 @@ impl Engine {
         l: LinkId,
         up: Cow<'_, [u8]>,
         format: Format,
-    ) -> Option<(Box<str>, Cow<'static, [u8]>)> {
+    ) -> Option<(CompactString, Cow<'static, [u8]>)> {
         let span = RoutingView::parse(format, &up).ok()?.rqi_span?;
         let old = RoutingView::parse(format, &up).ok()?.rqi?.into_owned();
         let new = loop {
@@ -493,7 +495,7 @@ impl Engine {
         };
         let mut bytes = up.into_owned();
         m2m_primitive::view::replace_string(&mut bytes, format, span, &new);
-        Some((new.into_boxed_str(), Cow::Owned(bytes)))
+        Some((new.into(), Cow::Owned(bytes)))
     }
 
     /// A response from the CSE: to the device whose request it answers.
@@ -610,7 +612,7 @@ impl Engine {
     pub(crate) fn requests_timeout(&mut self, io: &mut impl Io, now: Instant, l: LinkId) {
         let Some(link) = self.link_mut(l) else { return };
         link.timer_at = None;
-        let expired: Vec<Box<str>> = link
+        let expired: Vec<CompactString> = link
             .pending
             .iter()
             .filter(|(_, p)| p.deadline <= now)
@@ -631,7 +633,7 @@ impl Engine {
             let Some(p) = self.take_pending(l, &key) else {
                 continue;
             };
-            let rqi = p.device_rqi.as_deref().unwrap_or(&key).to_string();
+            let rqi = p.device_rqi.as_deref().unwrap_or(&*key).to_string();
             self.answer_pending(
                 io,
                 p.device,
@@ -701,7 +703,7 @@ impl Engine {
         queued: bool,
     ) {
         let Some(link) = self.link_mut(l) else { return };
-        let pending: Vec<(Box<str>, Pending)> = link.pending.drain().collect();
+        let pending: Vec<(CompactString, Pending)> = link.pending.drain().collect();
         link.pending = crate::link::PendingTable::default();
         link.timer_at = None;
         let waiting: Vec<DeviceId> = if queued {
@@ -710,7 +712,7 @@ impl Engine {
             Vec::new()
         };
         for (key, p) in pending {
-            let rqi = p.device_rqi.as_deref().unwrap_or(&key).to_string();
+            let rqi = p.device_rqi.as_deref().unwrap_or(&*key).to_string();
             self.answer_pending(io, p.device, &rqi, rsc, why);
         }
         for d in waiting {

@@ -145,7 +145,7 @@ impl End {
     }
 
     /// Every whole primitive in `bytes` (plus what was left from before).
-    fn read(&mut self, bytes: &[u8]) -> Vec<Primitive> {
+    pub(crate) fn read(&mut self, bytes: &[u8]) -> Vec<Primitive> {
         self.input.extend_from_slice(bytes);
         let mut got = Vec::new();
         let mut at = 0;
