@@ -34,6 +34,33 @@ fn retrieve_response() -> Vec<u8> {
     body.into_bytes()
 }
 
+/// The saturation rows' primitives (`m2m-loadgen pipeline` and `responder`): what the edge reads
+/// most often when it is the bottleneck.
+fn small_primitives(c: &mut Criterion) {
+    let mut group = c.benchmark_group("routing_view_small");
+    for (name, doc) in [
+        (
+            "retrieve_request",
+            br#"{"op":2,"to":"cse-in/Cpipe17","fr":"Cpipe17","rqi":"17-5","rvi":"3"}"#.to_vec(),
+        ),
+        (
+            "response",
+            br#"{"rsc":2000,"rqi":"17-5","rvi":"3"}"#.to_vec(),
+        ),
+    ] {
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::new("routing view", name), &doc, |b, d| {
+            b.iter(|| {
+                RoutingView::parse(Format::Json, black_box(d))
+                    .unwrap()
+                    .rqi
+                    .map(|r| r.len())
+            })
+        });
+    }
+    group.finish();
+}
+
 fn routing_view_vs_full_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("json_decode");
     for (name, doc) in [
@@ -165,6 +192,6 @@ fn cbor_and_xml(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = profiler::config();
-    targets = routing_view_vs_full_decode, cbor_and_xml
+    targets = small_primitives, routing_view_vs_full_decode, cbor_and_xml
 }
 criterion_main!(benches);

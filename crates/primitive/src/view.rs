@@ -193,9 +193,13 @@ fn time_member(
     t
 }
 
-const ROUTING_KEYS: &[&[u8]] = &[
-    b"op", b"rsc", b"ty", b"to", b"fr", b"rqi", b"rvi", b"rqet", b"rset", b"oet",
-];
+/// The members [`apply`] reads (a `match`, so the compiler switches on the length first).
+fn is_routing_key(key: &[u8]) -> bool {
+    matches!(
+        key,
+        b"op" | b"rsc" | b"ty" | b"to" | b"fr" | b"rqi" | b"rvi" | b"rqet" | b"rset" | b"oet"
+    )
+}
 
 // ---------------------------------------------------------------------------------------------
 // JSON
@@ -304,7 +308,14 @@ impl<'a> JsonSkim<'a> {
             }
             self.i += 1;
         }
-        let raw = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| "bad literal")?;
+        let bytes = &self.b[start..self.i];
+        // Integers (`op`, `rsc`, `ty`, …) are nearly every scalar: digits need no float parse.
+        let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+        if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+            // ASCII digits: UTF-8 by construction.
+            return std::str::from_utf8(bytes).map_err(|_| "bad literal".into());
+        }
+        let raw = std::str::from_utf8(bytes).map_err(|_| "bad literal")?;
         match raw {
             "true" | "false" | "null" => Ok(raw),
             _ if raw.parse::<f64>().is_ok() && !raw.starts_with(['+', '.']) => Ok(raw),
@@ -336,7 +347,7 @@ impl<'a> JsonSkim<'a> {
             if outer && first && c == b'{' && matches!(key, b"m2m:rqp" | b"m2m:rsp") {
                 view.wrapped = true;
                 self.members(view, false)?;
-            } else if ROUTING_KEYS.contains(&key) {
+            } else if is_routing_key(key) {
                 let start = self.i;
                 if c == b'"' {
                     let (r, esc) = self.string()?;
@@ -556,7 +567,7 @@ impl<'a> CborSkim<'a> {
             if outer && index == 0 && vmajor == 5 && matches!(key, b"m2m:rqp" | b"m2m:rsp") {
                 view.wrapped = true;
                 self.map(view, false)?;
-            } else if ROUTING_KEYS.contains(&key) {
+            } else if is_routing_key(key) {
                 let (major, arg) = self.head()?;
                 match (major, arg) {
                     (3, Some(l)) => {
@@ -652,7 +663,7 @@ fn xml_view<'a>(bytes: &'a [u8], view: &mut RoutingView<'a>) -> Skim<()> {
             Event::Start(s) => {
                 let name = s.name();
                 let key = name.as_ref().as_bytes();
-                if ROUTING_KEYS.contains(&key) || key == b"rt" {
+                if is_routing_key(key) || key == b"rt" {
                     let key = key.to_vec();
                     let start = reader.buffer_position() as usize + bom;
                     let mut value = String::new();
