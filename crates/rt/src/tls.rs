@@ -651,6 +651,28 @@ mod tests {
         }
     }
 
+    /// What an accepted session keeps of a cut record is bounded by rustls: a record header that
+    /// announces more than a TLS record may carry is refused at once, before its body is awaited
+    /// (a peer cannot make the edge hold an endless partial record).
+    #[test]
+    fn a_record_announcing_more_than_a_record_may_carry_is_refused_at_once() {
+        for version in VERSIONS {
+            let (mut c, mut s) = pair(version);
+            pump(&mut c, &mut s, 1 << 20);
+            let mut header = vec![0x17, 0x03, 0x03, 0xff, 0xff];
+            let (mut plain, mut out) = (Vec::new(), Vec::new());
+            assert!(
+                s.receive(&mut header, &mut plain, &mut out).is_err(),
+                "{version:?}"
+            );
+        }
+        // During the handshake too.
+        let (_, mut s) = pair(&rustls::version::TLS13);
+        let mut header = vec![0x16, 0x03, 0x01, 0xff, 0xff];
+        let (mut plain, mut out) = (Vec::new(), Vec::new());
+        assert!(s.receive(&mut header, &mut plain, &mut out).is_err());
+    }
+
     #[test]
     fn garbage_is_an_error_with_an_alert_for_the_peer() {
         let (mut c, mut s) = pair(&rustls::version::TLS13);
