@@ -617,8 +617,12 @@ impl<A: App> Core<A> {
         let Some(conn) = self.st.conn_mut(id) else {
             return;
         };
-        if conn.state == ConnState::Closing && conn.tls.is_none() {
-            // Closing: the app does not want more input.
+        if conn.state == ConnState::Closing && conn.tls.as_ref().is_none_or(|t| !t.is_handshaking())
+        {
+            // Closing: the app does not want more input. Nor does TLS once its handshake is done:
+            // our close_notify (or fatal alert) is queued, and rustls must not be driven into a
+            // second alert by what the peer sends meanwhile. A handshake still going on is
+            // driven on, so that what the app queued before it is encrypted and sent.
             return;
         }
         let mut input = std::mem::take(&mut conn.input);
@@ -635,7 +639,8 @@ impl<A: App> Core<A> {
                     // Send the alert rustls queued, then close.
                     conn.input = input;
                     conn.state = ConnState::Closing;
-                    conn.close_reason = Some(CloseReason::Tls(e));
+                    // The first failure is the reason; later input only repeats "failed".
+                    conn.close_reason.get_or_insert(CloseReason::Tls(e));
                     self.st.mark_dirty(id);
                     return;
                 }

@@ -112,6 +112,10 @@ impl Tls {
     }
 }
 
+/// The most an accepted session keeps of records that do not yet make a whole message: the
+/// largest handshake message rustls accepts (64 KiB), one full record and a read of slack.
+pub const MAX_PARTIAL: usize = 0xffff + 16 * 1024 + 2 * 1024 + 64 * 1024;
+
 /// A server session on rustls' unbuffered API, and the little it must keep between reads.
 pub struct ServerTls {
     conn: UnbufferedServerConnection,
@@ -222,8 +226,21 @@ impl ServerTls {
             r
         };
         let (_, closed) = result?;
+        if self.partial.len() > MAX_PARTIAL {
+            // rustls keeps every fragment of a handshake message until it is whole, and checks
+            // only the size the message announces: fragments of one byte in records padded to
+            // the full size would hold ~1 GB. Its buffered API stops at 64 KiB; so do we.
+            self.failed = true;
+            self.partial = Vec::new();
+            return Err(format!(
+                "more than {MAX_PARTIAL} bytes of TLS records without a whole message"
+            ));
+        }
         if self.partial.is_empty() && self.partial.capacity() > 0 {
             self.partial = Vec::new();
+        } else if self.partial.capacity() > 4 * self.partial.len().max(4096) {
+            // A cut record kept out of a large read: do not keep the whole read's capacity.
+            self.partial.shrink_to_fit();
         }
         if !self.early_plain.is_empty() && !self.conn.is_handshaking() {
             let early = std::mem::take(&mut self.early_plain);
@@ -303,7 +320,8 @@ impl ServerTls {
                 Ok(state) => state,
                 Err(e) => {
                     // rustls queues an alert to tell the peer why; send it if it can be had.
-                    self.flush_alert(out);
+                    let from = (used + discard).min(incoming.len());
+                    self.flush_alert(&mut incoming[from..], out);
                     return Err(e.to_string());
                 }
             };
@@ -366,19 +384,14 @@ impl ServerTls {
         Err("TLS session made no progress".into())
     }
 
-    /// After an error: encode the alert rustls queued, if it offers one.
-    fn flush_alert(&mut self, out: &mut Vec<u8>) {
-        for _ in 0..4 {
-            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
-            match state {
-                Ok(ConnectionState::EncodeTlsData(mut e)) => {
-                    if append_with(out, 64, |buf| e.encode(buf), encode_too_small).is_err() {
-                        return;
-                    }
-                }
-                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
-                _ => return,
-            }
+    /// After an error: encode the alert rustls queued, if it offers one. One call only, over the
+    /// rest of the same input (rustls resumes where a pending handshake message began: an empty
+    /// buffer there would be out of bounds), and only what it offers first: a second call could
+    /// deframe the bad record again and queue a second fatal alert.
+    fn flush_alert(&mut self, rest: &mut [u8], out: &mut Vec<u8>) {
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(rest);
+        if let Ok(ConnectionState::EncodeTlsData(mut e)) = state {
+            let _ = append_with(out, 64, |buf| e.encode(buf), encode_too_small);
         }
     }
 }
@@ -671,6 +684,55 @@ mod tests {
         let mut header = vec![0x16, 0x03, 0x01, 0xff, 0xff];
         let (mut plain, mut out) = (Vec::new(), Vec::new());
         assert!(s.receive(&mut header, &mut plain, &mut out).is_err());
+    }
+
+    /// Found by review: a handshake message begun and then interleaved with another record is
+    /// an error whose alert must be read over the rest of the same input (rustls resumes where
+    /// the message began); an empty buffer there panicked the core.
+    #[test]
+    fn an_error_after_part_of_a_handshake_message_does_not_panic() {
+        let (_, mut s) = pair(&rustls::version::TLS13);
+        let (mut plain, mut out) = (Vec::new(), Vec::new());
+        let mut hello_head = vec![0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x01, 0x00];
+        s.receive(&mut hello_head, &mut plain, &mut out).unwrap();
+        let mut ccs = vec![0x14, 0x03, 0x03, 0x00, 0x01, 0x01];
+        assert!(s.receive(&mut ccs, &mut plain, &mut out).is_err());
+        // And with a record of an unknown type after the partial message.
+        let (_, mut s) = pair(&rustls::version::TLS13);
+        let mut hello_head = vec![0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x01, 0x00];
+        s.receive(&mut hello_head, &mut plain, &mut out).unwrap();
+        let mut bad = vec![0x42, 0x03, 0x03, 0x00, 0x01, 0x01];
+        assert!(s.receive(&mut bad, &mut plain, &mut out).is_err());
+    }
+
+    /// Found by review: a handshake message sent one byte per record is kept whole by rustls
+    /// until it ends; past [`MAX_PARTIAL`] the session fails instead of growing further.
+    #[test]
+    fn a_handshake_message_trickled_a_byte_per_record_is_cut_off() {
+        let (_, mut s) = pair(&rustls::version::TLS13);
+        let (mut plain, mut out) = (Vec::new(), Vec::new());
+        // A ClientHello announcing 65,534 bytes, then one byte per record.
+        let mut head = vec![0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0xff, 0xfe];
+        s.receive(&mut head, &mut plain, &mut out).unwrap();
+        let record = [0x16, 0x03, 0x01, 0x00, 0x01, 0x03];
+        let mut failed_after = None;
+        for sent in 1..=40_000usize {
+            let mut chunk: Vec<u8> = record.repeat(100);
+            if s.receive(&mut chunk, &mut plain, &mut out).is_err() {
+                failed_after = Some(sent * chunk.len());
+                break;
+            }
+        }
+        let failed_after = failed_after.expect("cut off");
+        assert!(failed_after <= MAX_PARTIAL + 1000, "{failed_after}");
+        let Tls::Server(inner) = &s else {
+            unreachable!()
+        };
+        assert_eq!(
+            inner.partial.capacity(),
+            0,
+            "nothing kept after the failure"
+        );
     }
 
     #[test]
