@@ -485,45 +485,22 @@ pub fn flush(tls: &mut rustls::Connection, cipher_out: &mut Vec<u8>) -> io::Resu
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::pki_types::ServerName;
 
     use super::*;
+
+    /// Shared with the integration tests (an inline module's `#[path]` cannot reach them).
+    mod self_signed {
+        include!("../tests/common/self_signed.rs");
+    }
 
     /// A buffered client and an unbuffered server session, as the runtime makes them, speaking
     /// `version`.
     fn pair(version: &'static rustls::SupportedProtocolVersion) -> (Tls, Tls) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-            .unwrap()
-            .self_signed(&key)
+        let (server, client) = self_signed::configs(&[version]);
+        let c = rustls::ClientConnection::new(client, ServerName::try_from("localhost").unwrap())
             .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[version])
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(cert.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )
-            .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(cert.der().to_vec()))
-            .unwrap();
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[version])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let c = rustls::ClientConnection::new(
-            Arc::new(client),
-            ServerName::try_from("localhost").unwrap(),
-        )
-        .unwrap();
-        (Tls::client(c), Tls::server(Arc::new(server)).unwrap())
+        (Tls::client(c), Tls::server(server).unwrap())
     }
 
     const VERSIONS: [&rustls::SupportedProtocolVersion; 2] =

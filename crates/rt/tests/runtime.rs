@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "common/self_signed.rs"]
+mod self_signed;
+
 use m2m_rt::{
     App, ClientTls, CloseReason, ConnId, Cx, IoMode, ListenerConfig, ListenerTls, RtConfig, Runtime,
 };
@@ -190,36 +193,12 @@ impl App for LineEcho {
 
 /// A self-signed certificate: the server side and a client side that trusts it.
 fn tls_pair() -> (ListenerTls, ClientTls) {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(cert.der().to_vec()))
-        .unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let (server, client) = self_signed::configs(rustls::DEFAULT_VERSIONS);
     (
-        ListenerTls(Arc::new(server)),
+        ListenerTls(server),
         ClientTls {
-            config: Arc::new(client),
-            server_name: ServerName::try_from("localhost").unwrap(),
+            config: client,
+            server_name: rustls::pki_types::ServerName::try_from("localhost").unwrap(),
         },
     )
 }

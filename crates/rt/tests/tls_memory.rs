@@ -5,40 +5,15 @@
 
 use std::sync::Arc;
 
+#[path = "common/self_signed.rs"]
+mod self_signed;
+
 use m2m_rt::heap::{Counting, live_bytes};
 use m2m_rt::tls::{self, Tls};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 
 #[global_allocator]
 static A: Counting<std::alloc::System> = Counting(std::alloc::System);
-
-fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(cert.der().to_vec()))
-        .unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (Arc::new(server), Arc::new(client))
-}
 
 /// A server session of either kind, driven the way the runtime drives it.
 enum Server {
@@ -111,7 +86,7 @@ fn per_idle_session(
 
 #[test]
 fn an_idle_accepted_session_keeps_no_receive_buffer() {
-    let (server, client) = configs();
+    let (server, client) = self_signed::configs(rustls::DEFAULT_VERSIONS);
     let s = server.clone();
     let unbuffered = per_idle_session(
         &client,
