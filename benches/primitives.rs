@@ -34,6 +34,22 @@ fn retrieve_response() -> Vec<u8> {
     body.into_bytes()
 }
 
+/// The JSON routing view of `doc` (its `rqi` read, as the relay does).
+fn bench_routing_view(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    doc: &[u8],
+) {
+    group.bench_with_input(BenchmarkId::new("routing view", name), doc, |b, d| {
+        b.iter(|| {
+            RoutingView::parse(Format::Json, black_box(d))
+                .unwrap()
+                .rqi
+                .map(|r| r.len())
+        })
+    });
+}
+
 /// The saturation rows' primitives (`m2m-loadgen pipeline` and `responder`): what the edge reads
 /// most often when it is the bottleneck.
 fn small_primitives(c: &mut Criterion) {
@@ -49,14 +65,7 @@ fn small_primitives(c: &mut Criterion) {
         ),
     ] {
         group.throughput(Throughput::Elements(1));
-        group.bench_with_input(BenchmarkId::new("routing view", name), &doc, |b, d| {
-            b.iter(|| {
-                RoutingView::parse(Format::Json, black_box(d))
-                    .unwrap()
-                    .rqi
-                    .map(|r| r.len())
-            })
-        });
+        bench_routing_view(&mut group, name, &doc);
     }
     group.finish();
 }
@@ -68,14 +77,7 @@ fn routing_view_vs_full_decode(c: &mut Criterion) {
         ("retrieve_rsp_4KiB", retrieve_response()),
     ] {
         group.throughput(Throughput::Bytes(doc.len() as u64));
-        group.bench_with_input(BenchmarkId::new("routing view", name), &doc, |b, d| {
-            b.iter(|| {
-                RoutingView::parse(Format::Json, black_box(d))
-                    .unwrap()
-                    .rqi
-                    .map(|r| r.len())
-            })
-        });
+        bench_routing_view(&mut group, name, &doc);
         group.bench_with_input(BenchmarkId::new("serde_json Value", name), &doc, |b, d| {
             b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(d)).unwrap())
         });
