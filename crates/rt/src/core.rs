@@ -431,7 +431,9 @@ impl<M> Cx<'_, M> {
 
     /// Bytes queued on `conn` and not yet written (for backpressure decisions).
     pub fn pending_output(&self, conn: ConnId) -> usize {
-        self.st.conn(conn).map_or(0, |c| c.output.len())
+        self.st.conn(conn).map_or(0, |c| {
+            c.output.len() + c.tls.as_ref().map_or(0, |t| t.held_plaintext())
+        })
     }
 
     /// Close `conn` once its queued output is written; `on_close` follows.
