@@ -537,7 +537,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 },
                 _ => args.log.level.clone(),
             };
-            match logging::init(&args.log.format, &level) {
+            match logging::init(args.log.format, &level) {
                 Ok(_) => run_echo(args),
                 Err(e) => return fail(anyhow::anyhow!(e), 2),
             }
@@ -545,14 +545,15 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         Command::Health(args) => health(args),
         Command::Run(args) => {
             let run = matches.subcommand_matches("run").expect("run").clone();
-            let c = match config::resolve(args.config.as_deref(), &run) {
+            let (c, origins) = match config::resolve_traced(args.config.as_deref(), &run) {
                 Ok(c) => c,
                 Err(e) => return fail(e, 2),
             };
-            let log = match logging::init(&c.log.format, &c.log.level) {
+            let log = match logging::init(c.log.format, &c.log.level) {
                 Ok(log) => log,
-                Err(e) => return fail(anyhow::anyhow!(e), 2),
+                Err(e) => return fail(origins.explain(anyhow::anyhow!(e)), 2),
             };
+            // Errors that name keys say where those keys were set.
             run_edge(
                 c,
                 Startup {
@@ -562,6 +563,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                     log,
                 },
             )
+            .map_err(|e| origins.explain(e))
         }
     };
     match result {

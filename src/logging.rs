@@ -11,18 +11,18 @@ pub type LevelHandle = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// Parse a filter as `[log] level` takes it.
 pub fn filter(level: &str) -> Result<EnvFilter, String> {
-    EnvFilter::try_new(level).map_err(|e| format!("log level {level:?}: {e}"))
+    EnvFilter::try_new(level).map_err(|e| format!("log.level {level:?}: {e}"))
 }
 
 /// Install the global subscriber; the handle changes its filter later.
-pub fn init(format: &str, level: &str) -> Result<LevelHandle, String> {
+pub fn init(format: crate::config::LogFormat, level: &str) -> Result<LevelHandle, String> {
     let filter = filter(level)?;
     // Colours only for a terminal: log files and pipes get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let handle: LevelHandle = if format == "json" {
+    let handle: LevelHandle = if format == crate::config::LogFormat::Json {
         let builder = builder.json().with_filter_reloading();
         let handle = builder.reload_handle();
         builder.init();

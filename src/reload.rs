@@ -111,10 +111,11 @@ impl Reloader {
                 return Err("another reload is in progress".into());
             }
         };
-        let new = crate::config::resolve(self.file.as_deref(), &self.matches)
+        let (new, origins) = crate::config::resolve_traced(self.file.as_deref(), &self.matches)
             .map_err(|e| format!("{e:#}"))?;
-        let relay = (self.build_relay)(&new).map_err(|e| format!("{e:#}"))?;
-        crate::logging::filter(&new.log.level)?;
+        let explain = |e: anyhow::Error| format!("{:#}", origins.explain(e));
+        let relay = (self.build_relay)(&new).map_err(explain)?;
+        crate::logging::filter(&new.log.level).map_err(|e| explain(anyhow::anyhow!(e)))?;
         let certificates = self
             .tls
             .iter()

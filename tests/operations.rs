@@ -381,7 +381,8 @@ mod configuration {
         if let Some(text) = file {
             static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let p = temp_dir("configuration").join(format!("edge{n}.toml"));
+            // A directory per call: temp_dir empties its directory, and tests run at once.
+            let p = temp_dir(&format!("configuration{n}")).join("edge.toml");
             std::fs::write(&p, text).unwrap();
             cmd.arg("--config").arg(p);
         }
@@ -489,10 +490,50 @@ mod configuration {
             &[],
         );
         assert_eq!(out.status.code(), Some(1));
+        let e = stderr(&out);
+        assert!(e.contains("tls_cert and listen.tls_key go together"), "{e}");
+        // Checks over several keys say where each key they name was set.
+        assert!(e.contains("listen.tls_cert: set by "), "{e}");
+        assert!(e.contains(".toml line 2"), "{e}");
+        assert!(e.contains("listen.tls_key: set by the default"), "{e}");
+
+        let out = check(
+            Some("[upstream]\n# the CSE\nurl = \"http://in-cse/\"\n"),
+            &[],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let e = stderr(&out);
         assert!(
-            stderr(&out).contains("tls_cert and listen.tls_key go together"),
+            e.contains("upstream.url: set by ") && e.contains(".toml line 3"),
+            "{e}"
+        );
+        let out = check(
+            None,
+            &[("M2M_EDGE_NOTIFY_ALLOW", "not-an-address")],
+            &["--notify-listen", "127.0.0.1:0"],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let e = stderr(&out);
+        assert!(
+            e.contains("notify.allow: set by environment variable M2M_EDGE_NOTIFY_ALLOW"),
+            "{e}"
+        );
+        let out = check(None, &[], &["--log-level", "info,=nonsense=="]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains("log.level: set by flag --log-level"),
             "{}",
             stderr(&out)
+        );
+
+        // Enumerated keys are checked in the file as on the command line.
+        let out = check(Some("[log]\nformat = \"xml\"\n"), &[], &[]);
+        assert_eq!(out.status.code(), Some(2));
+        let e = stderr(&out);
+        assert!(
+            e.contains("line 2") && e.contains("expected text or json"),
+            "{e}"
         );
     }
 }

@@ -10,7 +10,10 @@
 //! (`deny_unknown_fields`: a typo is an error naming the line), and only the values that came from
 //! the command line or the environment (clap's value source) are laid over it.
 
+pub mod origin;
 pub mod units;
+
+pub use origin::{Origin, Origins};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -405,9 +408,38 @@ pub struct Log {
     #[arg(id = "log.level", long = "log-level", default_value = "info")]
     pub level: String,
     /// Log format: text for people, json for log pipelines.
-    #[arg(id = "log.format", long = "log-format", default_value = "text",
-          value_parser = ["text", "json"])]
-    pub format: String,
+    #[arg(id = "log.format", long = "log-format", default_value = "text")]
+    #[serde(with = "units::text")]
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line per event for people (colours only on a terminal).
+    Text,
+    /// One JSON object per line for log pipelines.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("{other:?}: expected text or json")),
+        }
+    }
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
 }
 
 /// The environment variable of configuration key `section.key`.
@@ -508,6 +540,11 @@ fn check_environment() -> anyhow::Result<()> {
 /// Read and check a configuration file: a typo, a wrong type or a bad value is an error naming
 /// the file, the line and the key.
 pub fn read_file(path: &Path) -> anyhow::Result<toml::Table> {
+    read_file_traced(path).map(|(table, _)| table)
+}
+
+/// [`read_file`], and the line of each key it sets.
+fn read_file_traced(path: &Path) -> anyhow::Result<(toml::Table, Origins)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if let Err(e) = toml::from_str::<EdgeConfig>(&text) {
@@ -520,7 +557,7 @@ pub fn read_file(path: &Path) -> anyhow::Result<toml::Table> {
         }
         bail!(msg.trim_end().to_string());
     }
-    Ok(text.parse()?)
+    Ok((text.parse()?, Origins::from_file(path, &text)))
 }
 
 /// The old `*_ms` key an "unknown field" message is about, if any.
@@ -533,9 +570,28 @@ fn ms_key(message: &str) -> Option<&str> {
 /// The configuration `run` runs with: defaults, then the file at `file`, then the environment,
 /// then the flags in `matches` (the `run` subcommand's, from [`with_env`]'s command).
 pub fn resolve(file: Option<&Path>, matches: &clap::ArgMatches) -> anyhow::Result<EdgeConfig> {
+    resolve_traced(file, matches).map(|(config, _)| config)
+}
+
+/// [`resolve`], and where each key's value came from (for errors that name keys: see
+/// [`Origins::explain`]).
+pub fn resolve_traced(
+    file: Option<&Path>,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<(EdgeConfig, Origins)> {
     check_environment()?;
+    let mut origins = Origins::default();
+    for key in keys() {
+        origins.set(&key, Origin::Default);
+    }
     let mut table = match file {
-        Some(path) => read_file(path)?,
+        Some(path) => {
+            let (table, from_file) = read_file_traced(path)?;
+            for key in from_file.keys() {
+                origins.set(key, from_file.of(key).clone());
+            }
+            table
+        }
         None => toml::Table::new(),
     };
     let given = EdgeConfig::from_arg_matches(matches)?;
@@ -553,6 +609,13 @@ pub fn resolve(file: Option<&Path>, matches: &clap::ArgMatches) -> anyhow::Resul
             continue;
         }
         level_set |= id == "log.level";
+        origins.set(
+            id,
+            match matches.value_source(id) {
+                Some(ValueSource::EnvVariable) => Origin::Env(env_name(id)),
+                _ => Origin::Flag(flag_of(id)),
+            },
+        );
         let section_table = table
             .entry(section)
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
@@ -568,8 +631,19 @@ pub fn resolve(file: Option<&Path>, matches: &clap::ArgMatches) -> anyhow::Resul
         .context("combining the file, the environment and the flags")?;
     if !level_set && let Some(level) = rust_log()? {
         config.log.level = level;
+        origins.set("log.level", Origin::Env("RUST_LOG".into()));
     }
-    Ok(config)
+    Ok((config, origins))
+}
+
+/// The command-line flag of key `id` (`--tls-cert` for `listen.tls_cert`).
+fn flag_of(id: &str) -> String {
+    use clap::Args;
+    EdgeConfig::augment_args(clap::Command::new("flags"))
+        .get_arguments()
+        .find(|a| a.get_id() == id)
+        .and_then(|a| a.get_long())
+        .map_or_else(|| id.to_string(), |long| format!("--{long}"))
 }
 
 /// `RUST_LOG`, the filter used when no key, variable or flag sets `log.level` (checked here so that
