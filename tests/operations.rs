@@ -742,15 +742,7 @@ mod packaging {
     #[test]
     fn the_dockerfile_runs_unprivileged_and_checks_its_health() {
         let file = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
-        let user = file
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("USER "))
-            .expect("a USER line");
-        assert!(
-            !user.starts_with('0') && !user.starts_with("root"),
-            "{user}"
-        );
+        assert_unprivileged_and_pinned("deploy/Dockerfile", &file);
         assert!(
             file.contains("HEALTHCHECK")
                 && file.contains("\"health\", \"--admin\", \"127.0.0.1:9090\"")
@@ -766,6 +758,70 @@ mod packaging {
                 ignore.lines().any(|l| l.trim() == entry),
                 "{entry} in .dockerignore"
             );
+        }
+    }
+
+    /// The image's last `USER` is not root, and its bases carry a full version (no `:latest`, no
+    /// floating `rust:1`).
+    fn assert_unprivileged_and_pinned(name: &str, file: &str) {
+        let user = file
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("USER "))
+            .unwrap_or_else(|| panic!("{name}: a USER line"));
+        assert!(
+            !user.starts_with('0') && !user.starts_with("root"),
+            "{name}: {user}"
+        );
+        for line in file
+            .lines()
+            .filter(|l| l.starts_with("FROM ") || l.starts_with("ARG "))
+        {
+            let Some(image) = line.split_whitespace().nth(1) else {
+                continue;
+            };
+            let image = image.split_once('=').map_or(image, |(_, v)| v);
+            if image.starts_with("${") || !image.contains(':') && line.starts_with("ARG ") {
+                continue;
+            }
+            let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+            assert!(
+                tag.chars().filter(|c| *c == '.').count() >= 1 && tag != "latest",
+                "{name}: base {image} is not pinned to a version"
+            );
+        }
+    }
+
+    #[test]
+    fn the_loadgen_image_and_its_jobs_run_unprivileged_on_a_versioned_image() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("loadgen/deploy");
+        let file = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+        assert_unprivileged_and_pinned("loadgen/deploy/Dockerfile", &file);
+        for job in ["loadgen-job.yaml", "loadgen-merge-job.yaml"] {
+            let text = std::fs::read_to_string(root.join(job)).unwrap();
+            for d in YamlLoader::load_from_str(&text).unwrap() {
+                if d["kind"].as_str() != Some("Job") {
+                    continue;
+                }
+                let pod = &d["spec"]["template"]["spec"];
+                assert_eq!(
+                    pod["securityContext"]["runAsNonRoot"].as_bool(),
+                    Some(true),
+                    "{job}"
+                );
+                assert_eq!(
+                    pod["securityContext"]["runAsUser"].as_i64(),
+                    Some(10001),
+                    "{job}"
+                );
+                for c in pod["containers"].as_vec().unwrap() {
+                    let image = c["image"].as_str().unwrap();
+                    assert!(
+                        image.starts_with("m2m-loadgen:") && !image.ends_with(":latest"),
+                        "{job}: {image}"
+                    );
+                }
+            }
         }
     }
 
