@@ -292,6 +292,15 @@ fn run_edge(c: EdgeConfig, start: Startup) -> anyhow::Result<()> {
     } else {
         None
     };
+    // /readyz opens a WebSocket the way links do.
+    let probe_target = edge::readiness::Target {
+        host: up.host.clone(),
+        port: up.port,
+        authority: up.authority.clone(),
+        path: up.path.clone(),
+        protocols: c.upstream.protocols.clone(),
+        tls: upstream_tls.clone(),
+    };
     let relay = relay_settings(&c, &up, &addrs)?;
     if c.upstream.mode == edge::settings::UpstreamMode::Multiplex && c.notify.listen.is_none() {
         tracing::warn!(
@@ -356,7 +365,7 @@ fn run_edge(c: EdgeConfig, start: Startup) -> anyhow::Result<()> {
         return Ok(());
     }
     let limit = m2m_rt::net::raise_fd_limit().context("raising RLIMIT_NOFILE")?;
-    let config = runtime_config(
+    let mut config = runtime_config(
         &c.runtime,
         std::iter::once(ListenerConfig {
             addr: c.listen.address,
@@ -373,6 +382,8 @@ fn run_edge(c: EdgeConfig, start: Startup) -> anyhow::Result<()> {
         }))
         .collect(),
     );
+    // Listener 1, the admin one: probes during a drain are answered (503 "draining"), not refused.
+    config.open_while_draining = c.admin.address.map(|_| 1).into_iter().collect();
     let counters: Arc<Vec<_>> = Arc::new(
         (0..config.workers.max(1))
             .map(|_| Arc::new(edge::metrics::CoreCounters::default()))
@@ -422,6 +433,7 @@ fn run_edge(c: EdgeConfig, start: Startup) -> anyhow::Result<()> {
         timeout: c.upstream.connect_timeout,
         resolve_interval: c.upstream.resolve_interval,
         counters: counters.clone(),
+        target: probe_target,
     })?;
     let rt = Runtime::start(config.clone(), move |core| {
         edge::EdgeApp::new(settings.clone(), counters.clone(), directory.clone(), core)

@@ -207,6 +207,16 @@ fn devices_through_the_edge_to_acme() {
         let edge = start_edge(io, acme.ws, &with_mode(&["--admin", &admin_text], &margs));
         let io = format!("{io} {mode}");
         let io = io.as_str();
+        // Ready before any device: in passthrough no link is open yet, so this is the probe's own
+        // WebSocket to ACME (upgrade answered, closed again); in multiplex the shared link.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(8);
+        while http_get(admin, "/readyz").0 != 200 {
+            assert!(
+                std::time::Instant::now() < until,
+                "{io}: /readyz never 200 with ACME up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         device_life(edge.addr, "oneM2M.R2.0.json");
         device_life(edge.addr, "oneM2M.json");
         // Malformed primitives are answered by the edge and never reach the CSE.

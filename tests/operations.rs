@@ -1008,6 +1008,22 @@ mod readiness {
     use crate::support::ws_client::WsClient;
     use crate::support::{Proc, edge_bin, free_port, temp_dir, wait_listening};
 
+    /// How often the edge probes the CSE while no link is open.
+    const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+    /// A WebSocket server at `addr` (the edge's own echo mode, standing in for a CSE that answers
+    /// the upgrade); stopped when dropped.
+    fn start_websocket_server(addr: SocketAddr) -> Proc {
+        let mut child = Command::new(edge_bin())
+            .args(["echo", "--workers", "1", "--listen", &addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_listening(addr, &mut child);
+        Proc { child, addr }
+    }
+
     fn wait_for(admin: SocketAddr, status: u16) -> bool {
         let until = Instant::now() + Duration::from_secs(8);
         while Instant::now() < until {
@@ -1023,69 +1039,134 @@ mod readiness {
     /// links keep failing do not flood the log (one line per interval and core, with a count).
     #[test]
     fn readiness_follows_the_cse_and_link_failures_are_logged_once_per_interval() {
-        let cse_port = free_port();
-        let cse: SocketAddr = format!("127.0.0.1:{cse_port}").parse().unwrap();
-        let (listen, admin) = (free_port(), free_port());
-        let dir = temp_dir("readiness");
-        let log = dir.join("edge.log");
-        let mut child = Command::new(edge_bin())
-            .args(["run", "--workers", "2", "--relink-backoff", "100ms"])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{listen}"),
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-            ])
-            .args(["--upstream", &format!("ws://{cse}/")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
-        wait_listening(addr, &mut child);
-        let edge = Proc { child, addr };
-        let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-        assert!(
-            wait_for(admin, 503),
-            "not ready while nothing listens at the CSE's address"
-        );
-        assert_eq!(http_get(admin, "/healthz").0, 200, "alive all the same");
+        for io in crate::support::drivers() {
+            let cse_port = free_port();
+            let cse: SocketAddr = format!("127.0.0.1:{cse_port}").parse().unwrap();
+            let (listen, admin) = (free_port(), free_port());
+            let dir = temp_dir("readiness");
+            let log = dir.join("edge.log");
+            let mut child = Command::new(edge_bin())
+                .args([
+                    "run",
+                    "--io",
+                    io,
+                    "--workers",
+                    "2",
+                    "--relink-backoff",
+                    "100ms",
+                ])
+                .args([
+                    "--listen",
+                    &format!("127.0.0.1:{listen}"),
+                    "--admin",
+                    &format!("127.0.0.1:{admin}"),
+                ])
+                .args(["--upstream", &format!("ws://{cse}/")])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+            wait_listening(addr, &mut child);
+            let edge = Proc { child, addr };
+            let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+            assert!(
+                wait_for(admin, 503),
+                "{io}: not ready while nothing listens at the CSE's address"
+            );
+            assert_eq!(http_get(admin, "/healthz").0, 200, "alive all the same");
 
-        // 30 devices whose requests all fail for 3 s, links retried every 100 ms.
-        let mut devices: Vec<WsClient> = (0..30)
-            .map(|_| WsClient::connect(addr, &["oneM2M.json"], None).unwrap())
-            .collect();
-        let until = Instant::now() + Duration::from_secs(3);
-        let mut answered = 0;
-        while Instant::now() < until {
-            for (i, d) in devices.iter_mut().enumerate() {
-                let r = d.request(
-                    &req(&format!(
-                        r#"{{"op":1,"to":"cse-in","fr":"Cready{i}","rqi":"r{answered}","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"rn":"Cready{i}","api":"Nr","rr":true,"srv":["3"]}}}}}}"#
-                    )),
-                    &mut Vec::new(),
-                );
-                assert_eq!(r.rsc.0, 5103);
-                answered += 1;
+            // 30 devices whose requests all fail for 3 s, links retried every 100 ms.
+            let mut devices: Vec<WsClient> = (0..30)
+                .map(|_| WsClient::connect(addr, &["oneM2M.json"], None).unwrap())
+                .collect();
+            let until = Instant::now() + Duration::from_secs(3);
+            let mut answered = 0;
+            while Instant::now() < until {
+                for (i, d) in devices.iter_mut().enumerate() {
+                    let r = d.request(
+                        &req(&format!(
+                            r#"{{"op":1,"to":"cse-in","fr":"Cready{i}","rqi":"r{answered}","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"rn":"Cready{i}","api":"Nr","rr":true,"srv":["3"]}}}}}}"#
+                        )),
+                        &mut Vec::new(),
+                    );
+                    assert_eq!(r.rsc.0, 5103);
+                    answered += 1;
+                }
             }
-        }
-        assert!(answered >= 20, "{answered}");
-        let text = std::fs::read_to_string(&log).unwrap();
-        let lines = text
-            .lines()
-            .filter(|l| l.contains("upstream link failed"))
-            .count();
-        // The first failure per core at once, then one line per 10 s interval and core.
-        assert!(
-            (1..=4).contains(&lines),
-            "{lines} link-failure lines for {answered} failed requests:\n{text}"
-        );
+            assert!(answered >= 20, "{answered}");
+            let text = std::fs::read_to_string(&log).unwrap();
+            let lines = text
+                .lines()
+                .filter(|l| l.contains("upstream link failed"))
+                .count();
+            // The first failure per core at once, then one line per 10 s interval and core.
+            assert!(
+                (1..=4).contains(&lines),
+                "{lines} link-failure lines for {answered} failed requests:\n{text}"
+            );
+            // Nothing else grows with the failures either: every line of the log, start-up included.
+            let all = text.lines().count();
+            assert!(
+                all <= 16,
+                "{all} log lines for {answered} failed requests:\n{text}"
+            );
 
-        // The CSE's address starts accepting: ready.
-        let listener = TcpListener::bind(cse).unwrap();
-        assert!(wait_for(admin, 200), "ready once the CSE's address accepts");
-        drop(listener);
-        assert!(wait_for(admin, 503), "not ready again once it stops");
-        assert!(edge.terminate().success());
+            // Something accepts TCP at the CSE's address but never answers the upgrade: still
+            // not ready (over two probes).
+            let silent = TcpListener::bind(cse).unwrap();
+            let until = Instant::now() + PROBE_EVERY * 2 + Duration::from_millis(500);
+            while Instant::now() < until {
+                assert_eq!(
+                    http_get(admin, "/readyz").0,
+                    503,
+                    "{io}: TCP alone is not ready"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            drop(silent);
+
+            // A WebSocket server starts there: ready.
+            let server = start_websocket_server(cse);
+            assert!(
+                wait_for(admin, 200),
+                "{io}: ready once the CSE's address upgrades"
+            );
+            drop(server);
+            assert!(wait_for(admin, 503), "{io}: not ready again once it stops");
+
+            // A drain: the admin listener stays open and says so. The devices do not answer the
+            // edge's close frames, so the drain lasts (up to the linger time, 2 s).
+            let server = start_websocket_server(cse);
+            assert!(wait_for(admin, 200), "{io}: ready again");
+            let term = Command::new("kill")
+                .args(["-TERM", &edge.child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(term.success());
+            let until = Instant::now() + Duration::from_secs(3);
+            let mut seen = None;
+            while Instant::now() < until {
+                match std::net::TcpStream::connect(admin) {
+                    Ok(_) => {
+                        let (status, body) = http_get(admin, "/readyz");
+                        if status == 503 && body.contains("draining") {
+                            seen = Some(http_get(admin, "/healthz").0);
+                            break;
+                        }
+                    }
+                    Err(e) => panic!("the admin listener refused a probe during the drain: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(
+                seen,
+                Some(200),
+                "/readyz 503 draining, /healthz 200 during the drain"
+            );
+            drop(devices);
+            drop(server);
+            assert!(edge.terminate().success());
+        }
     }
 }

@@ -28,6 +28,9 @@ struct State {
     addrs: Vec<SocketAddr>,
     /// Index into `addrs` of the address links use.
     current: usize,
+    /// Switches of address are logged once per interval (with every address down, links switch
+    /// at every failed connect).
+    switch_log: m2m_relay::log_limit::LogLimit,
 }
 
 impl std::fmt::Debug for UpstreamAddrs {
@@ -50,7 +53,11 @@ impl UpstreamAddrs {
     /// Start from `addrs` (already resolved), resolving again with `resolve`.
     pub fn with(addrs: Vec<SocketAddr>, resolve: Resolve) -> Self {
         Self {
-            state: RwLock::new(State { addrs, current: 0 }),
+            state: RwLock::new(State {
+                addrs,
+                current: 0,
+                switch_log: Default::default(),
+            }),
             resolve,
             resolve_soon: AtomicBool::new(false),
             generation: AtomicU64::new(0),
@@ -100,7 +107,10 @@ impl UpstreamAddrs {
         let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
         if s.addrs[s.current] == addr && s.addrs.len() > 1 {
             s.current = (s.current + 1) % s.addrs.len();
-            tracing::warn!(failed = %addr, next = %s.addrs[s.current], "upstream address failed: using the next one");
+            let next = s.addrs[s.current];
+            if let Some(more) = s.switch_log.allow(std::time::Instant::now()) {
+                tracing::warn!(failed = %addr, %next, more_since_last_line = more, "upstream address failed: using the next one");
+            }
         }
     }
 

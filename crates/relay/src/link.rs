@@ -282,8 +282,9 @@ impl Engine {
             Ok(Some((200, len))) => {
                 if self.s.upstream_tls
                     && let Err(e) = io.start_tls(l)
+                    && let Some(more) = self.link_log.allow(now)
                 {
-                    tracing::warn!(link = l.index, error = %e, "TLS through the proxy failed");
+                    tracing::warn!(link = l.index, error = %e, more_since_last_line = more, "TLS through the proxy failed");
                 }
                 self.link_handshake(io, l);
                 return len;

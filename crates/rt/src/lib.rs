@@ -140,6 +140,10 @@ pub struct RtConfig {
     /// bind is tried first, so a port in use is an error. Either way each core gets its own
     /// `SO_REUSEPORT` socket (a later process that opts in can still join). Default off.
     pub reuse_port: bool,
+    /// Listeners (indices into `listeners`) that keep accepting while the cores drain, until the
+    /// drain ends: an admin listener, so that a probe during a drain is answered (503) instead of
+    /// refused. The others stop accepting when the stop is asked. Default none.
+    pub open_while_draining: Vec<usize>,
 }
 
 impl Default for RtConfig {
@@ -156,6 +160,7 @@ impl Default for RtConfig {
             mailbox_capacity: 4096,
             uring: UringConfig::default(),
             reuse_port: false,
+            open_while_draining: Vec::new(),
         }
     }
 }
@@ -168,11 +173,18 @@ pub(crate) struct RunShared {
     pub(crate) uring: UringConfig,
     /// io_uring operations the cores' exits cancelled and reaped (a test's view of the exit).
     pub(crate) reaped_at_exit: std::sync::atomic::AtomicUsize,
+    /// [`RtConfig::open_while_draining`].
+    pub(crate) open_while_draining: Vec<usize>,
 }
 
 impl RunShared {
     pub(crate) fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// Whether listener `i` stops accepting when the drain begins.
+    pub(crate) fn closes_at_drain(&self, i: usize) -> bool {
+        !self.open_while_draining.contains(&i)
     }
 }
 
@@ -292,6 +304,7 @@ impl Runtime {
             drain: config.drain,
             uring: config.uring,
             reaped_at_exit: std::sync::atomic::AtomicUsize::new(0),
+            open_while_draining: config.open_while_draining.clone(),
         });
         let wakeups = boxes
             .iter()

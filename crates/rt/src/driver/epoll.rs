@@ -102,6 +102,9 @@ pub(crate) fn run<A: App>(
 
         if shared.stop_requested() && !core.st.shutting_down {
             for (i, l) in listeners.iter_mut().enumerate() {
+                if !shared.closes_at_drain(i) {
+                    continue;
+                }
                 if let Some(l) = l.take() {
                     let fd = l.as_raw_fd();
                     let _ = poll.registry().deregister(&mut SourceFd(&fd));

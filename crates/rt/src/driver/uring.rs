@@ -262,6 +262,8 @@ struct Driver<'a, A: App> {
     exited: bool,
     /// Operations reaped by the exit (for [`crate::StopHandle::reaped_at_exit`]).
     reaped_at_exit: usize,
+    /// Listeners that keep accepting while draining ([`crate::RtConfig::open_while_draining`]).
+    open_while_draining: Vec<usize>,
 }
 
 impl<A: App> Driver<'_, A> {
@@ -448,7 +450,7 @@ impl<A: App> Driver<'_, A> {
             tracing::debug!(core = self.core.st.core, error = %e, "accept failed");
         }
         if !cqueue::more(flags) {
-            if self.core.st.shutting_down {
+            if self.core.st.shutting_down && !self.open_while_draining.contains(&i) {
                 // The accept's last completion: the kernel holds no reference to the listener any
                 // more, so closing it now takes it out of the port at once (closed while the
                 // accept was pending, it would linger, and with SO_REUSEPORT peers keep taking
@@ -744,6 +746,7 @@ pub(crate) fn run<A: App>(
         blocked_sends: Vec::new(),
         exited: false,
         reaped_at_exit: 0,
+        open_while_draining: shared.open_while_draining.clone(),
     };
     for i in 0..d.listeners.len() {
         d.arm_accept(i)?;
@@ -837,11 +840,16 @@ pub(crate) fn run<A: App>(
             // Cancel the accepts; each listener is closed when its accept's last completion
             // arrives (`on_accept`).
             // A resting listener has no accept to cancel: close it now.
-            for (i, _) in std::mem::take(&mut d.core.st.accept_paused) {
-                d.listeners[i] = None;
+            let paused = std::mem::take(&mut d.core.st.accept_paused);
+            for (i, until) in paused {
+                if shared.closes_at_drain(i) {
+                    d.listeners[i] = None;
+                } else {
+                    d.core.st.accept_paused.push((i, until));
+                }
             }
             for i in 0..d.listeners.len() {
-                if d.listeners[i].is_some() {
+                if d.listeners[i].is_some() && shared.closes_at_drain(i) {
                     d.cancel(user_data(KIND_ACCEPT, i as u64));
                 }
             }
@@ -849,7 +857,12 @@ pub(crate) fn run<A: App>(
             drain_deadline = Some(d.core.st.now + shared.drain);
             d.settle();
         }
-        let accepts_done = d.listeners.iter().all(Option::is_none);
+        // Listeners kept open while draining are cancelled with everything else at exit.
+        let accepts_done = d
+            .listeners
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l.is_none() || !shared.closes_at_drain(i));
         if let Some(deadline) = drain_deadline
             && ((d.core.st.live == 0 && accepts_done) || Instant::now() >= deadline)
         {
