@@ -14,7 +14,7 @@
 //! is the same retrieve.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,20 +73,19 @@ pub struct PipelineSummary {
     pub max_us: f64,
 }
 
-/// `ws://host:port/path` → address, Host header, path.
+/// `ws://host:port/path` → address, Host header, path (the pipeline speaks plain ws only).
 fn parse_target(target: &str) -> anyhow::Result<(SocketAddr, String, String)> {
-    let rest = target
-        .strip_prefix("ws://")
-        .ok_or_else(|| anyhow::anyhow!("--target must be a ws:// URL, got {target:?}"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].to_string()),
-        None => (rest, "/".to_string()),
-    };
-    let addr = authority
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{authority} does not resolve"))?;
-    Ok((addr, authority.to_string(), path))
+    let url =
+        m2m_edge::wsurl::WsUrl::parse(target).map_err(|e| anyhow::anyhow!("--target {e:#}"))?;
+    anyhow::ensure!(
+        !url.secure,
+        "--target {target:?}: the pipeline client speaks ws:// only"
+    );
+    let addr = *url
+        .resolve()?
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("{} does not resolve", url.authority))?;
+    Ok((addr, url.authority, url.path))
 }
 
 /// The request frame of slot `slot` on connection `conn`, masked.
@@ -590,6 +589,27 @@ pub fn run(args: &PipelineArgs) -> anyhow::Result<PipelineSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_are_read_as_urls() {
+        let (addr, host, path) = parse_target("WS://127.0.0.1:9001/cse?x=1").unwrap();
+        assert_eq!(addr, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(
+            (host.as_str(), path.as_str()),
+            ("127.0.0.1:9001", "/cse?x=1")
+        );
+        let (addr, host, path) = parse_target("ws://[::1]:9002").unwrap();
+        assert_eq!(addr, "[::1]:9002".parse().unwrap());
+        assert_eq!((host.as_str(), path.as_str()), ("[::1]:9002", "/"));
+        for bad in [
+            "wss://127.0.0.1:1/",
+            "http://127.0.0.1:1/",
+            "ws://u:p@127.0.0.1:1/",
+            "127.0.0.1:1",
+        ] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn responses_are_found_by_their_connection_and_slot_and_judged_by_rsc() {

@@ -21,10 +21,9 @@ impl Dialer {
     /// Queue a JSON primitive for the WebSocket server at `url` (`ws://host:port/path`), connecting
     /// first when there is no connection to it yet.
     pub fn send(self: &Arc<Self>, url: &str, origin: &str, bytes: Vec<u8>) {
-        let node = url
-            .strip_prefix("ws://")
-            .map_or(url, |rest| rest.split('/').next().unwrap_or(rest))
-            .to_string();
+        // The node is the URL's host and port (TS-0020: one connection between two nodes).
+        let node = m2m_edge::wsurl::WsUrl::parse(url)
+            .map_or_else(|_| url.to_string(), |u| format!("{}:{}", u.host, u.port));
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = match conns.get(&node) {
             Some(tx) => match tx.send(bytes) {
@@ -54,17 +53,13 @@ async fn run(
     origin: &str,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
 ) -> anyhow::Result<()> {
-    let rest = url
-        .strip_prefix("ws://")
-        .context("only ws:// poa URLs are dialed")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
+    let target = m2m_edge::wsurl::WsUrl::parse(url)?;
+    anyhow::ensure!(!target.secure, "only ws:// poa URLs are dialed");
+    let (authority, path) = (target.authority.as_str(), target.path.as_str());
     // A poa that never answers must not keep NOTIFYs queued for long.
     let tcp = tokio::time::timeout(
         std::time::Duration::from_secs(3),
-        tokio::net::TcpStream::connect(authority),
+        tokio::net::TcpStream::connect((target.host.as_str(), target.port)),
     )
     .await
     .context("connect timed out")??;

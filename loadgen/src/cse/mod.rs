@@ -416,9 +416,9 @@ fn deliver(state: &State, n: Notification) {
         send(&a.tx, a.format, &Primitive::Request(n.request));
         return;
     }
-    let url = poa
-        .iter()
-        .find(|p| p.starts_with("ws://") && *p != "ws://default");
+    let url = poa.iter().find(|p| {
+        *p != "ws://default" && m2m_edge::wsurl::WsUrl::parse(p).is_ok_and(|u| !u.secure)
+    });
     match (
         url,
         m2m_primitive::encode(&Primitive::Request(n.request), Format::Json),
