@@ -396,6 +396,32 @@ mod configuration {
         String::from_utf8_lossy(&o.stderr).into_owned()
     }
 
+    /// `--check` needs no DNS: a name that cannot resolve (RFC 6761 `.invalid`) is reported, not
+    /// an error; `run` with it is one.
+    #[test]
+    fn check_needs_no_dns_and_says_whether_the_name_resolves() {
+        let out = check(None, &[], &["--upstream", "ws://in-cse.invalid:8180/"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+        assert!(text.contains("does not resolve here"), "{text}");
+        let out = check(None, &[], &["--upstream", "ws://127.0.0.1:8180/"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+        assert!(!text.contains("does not resolve here"), "{text}");
+        let run = Command::new(edge_bin())
+            .args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "ws://in-cse.invalid:8180/",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(run.status.code(), Some(1));
+        assert!(stderr(&run).contains("in-cse.invalid"), "{}", stderr(&run));
+    }
+
     #[test]
     fn flags_beat_the_environment_which_beats_the_file() {
         let out = check(
