@@ -144,6 +144,18 @@ fn upstream_tls(host: &str, ca: Option<&std::path::Path>) -> anyhow::Result<m2m_
     })
 }
 
+/// How the upstream host's addresses are found: `upstream.addresses` when given, else its name
+/// resolved (at start, every `upstream.resolve_interval`, after a failed connect).
+fn resolver(c: &EdgeConfig, up: &crate::wsurl::WsUrl) -> edge::upstream::Resolve {
+    let fixed = c.upstream.addresses.clone();
+    let up = up.clone();
+    if fixed.is_empty() {
+        Box::new(move || up.resolve())
+    } else {
+        Box::new(move || Ok(fixed.clone()))
+    }
+}
+
 /// Pairs of keys that go together (a file or the environment bypass clap's `requires`).
 fn check_pairs(c: &EdgeConfig) -> anyhow::Result<()> {
     if c.listen.tls_cert.is_some() != c.listen.tls_key.is_some() {
@@ -278,7 +290,7 @@ fn run_edge(c: EdgeConfig, start: Startup) -> anyhow::Result<()> {
     check_pairs(&c)?;
     let up = parse_upstream(&c.upstream.url)?;
     // `--check` validates without needing DNS: it says whether the name resolves here.
-    let resolved = up.resolve();
+    let resolved = resolver(&c, &up)();
     let addrs = match &resolved {
         Ok(addrs) => addrs.clone(),
         Err(_) if start.check => vec![SocketAddr::from(([0, 0, 0, 0], up.port))],
@@ -390,8 +402,7 @@ fn run_edge(c: EdgeConfig, start: Startup) -> anyhow::Result<()> {
             .collect(),
     );
     let upstream = {
-        let up = up.clone();
-        let resolve: edge::upstream::Resolve = Box::new(move || up.resolve());
+        let resolve = resolver(&c, &up);
         Arc::new(edge::upstream::UpstreamAddrs::with(addrs.clone(), resolve))
     };
     let hot = Arc::new(reload::HotRelay::new(relay.clone()));

@@ -372,6 +372,51 @@ fn cbor_device_behind_acme_json() {
     }
 }
 
+/// The upstream's addresses in failover order (`--upstream-addresses`, as a name with several
+/// addresses gives them): the first refuses connections, the second is ACME. The device's
+/// registration gets through without a restart, in both modes.
+#[test]
+fn links_fail_over_to_the_next_upstream_address() {
+    let acme = start_acme("edge-acme-failover", false);
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addresses = format!("{dead},{}", acme.ws);
+    for (io, (mode, margs)) in drivers()
+        .into_iter()
+        .flat_map(|io| modes().into_iter().map(move |m| (io, m)))
+    {
+        let base = [
+            "--upstream-addresses",
+            &addresses,
+            "--relink-backoff",
+            "100ms",
+        ];
+        let edge = start_edge(io, acme.ws, &with_mode(&base, &margs));
+        let ae = unique("Cfailover");
+        let mut c = WsClient::connect(edge.addr, &["oneM2M.json"], None).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut answers = Vec::new();
+        for n in 0.. {
+            let reg = req(&format!(
+                r#"{{"op":1,"to":"cse-in","fr":"{ae}","rqi":"f{n}","rvi":"3","ty":2,"pc":{{"m2m:ae":{{"rn":"{ae}","api":"Nedge","rr":true,"srv":["3"]}}}}}}"#
+            ));
+            let rsp = c.request(&reg, &mut Vec::new());
+            answers.push(rsp.rsc.0);
+            if rsp.rsc == Rsc::CREATED {
+                break;
+            }
+            assert!(
+                rsp.rsc.0 == 5103 && std::time::Instant::now() < deadline,
+                "{io} {mode}: never through the second address: {answers:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let del = req(&format!(
+            r#"{{"op":4,"to":"cse-in/{ae}","fr":"{ae}","rqi":"fd","rvi":"3"}}"#
+        ));
+        expect(&c.request(&del, &mut Vec::new()), 2002, "deregistration");
+    }
+}
+
 #[test]
 fn acme_restart_mid_session() {
     let mut acme = start_acme("edge-acme-restart", true);

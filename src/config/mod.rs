@@ -209,6 +209,14 @@ pub struct Upstream {
           default_value = "30s", value_parser = units::parse_duration)]
     #[serde(with = "units::duration")]
     pub resolve_interval: Duration,
+    /// The upstream host's addresses (ip:port, comma-separated), used instead of resolving its
+    /// name (as curl's --resolve): links fail over between them in this order. Empty: resolve.
+    #[arg(
+        id = "upstream.addresses",
+        long = "upstream-addresses",
+        value_delimiter = ','
+    )]
+    pub addresses: Vec<SocketAddr>,
 }
 
 /// `[limits]`: bounds on what one device may cost. All reloadable (for new connections).

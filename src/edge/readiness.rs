@@ -181,6 +181,23 @@ fn read_head<T>(
     }
 }
 
+/// Resolve the upstream name again when `interval` has passed since `resolved_at` (zero: never by
+/// time) or a failed connect asked for it; whether it did.
+fn resolve_if_due(
+    upstream: &UpstreamAddrs,
+    interval: Duration,
+    resolved_at: &mut Instant,
+    now: Instant,
+) -> bool {
+    let due = !interval.is_zero() && now.duration_since(*resolved_at) >= interval;
+    if due || upstream.resolve_requested() {
+        upstream.refresh();
+        *resolved_at = now;
+        return true;
+    }
+    false
+}
+
 /// Start the probe thread.
 pub fn spawn(p: Probe) -> std::io::Result<()> {
     std::thread::Builder::new()
@@ -189,11 +206,7 @@ pub fn spawn(p: Probe) -> std::io::Result<()> {
             let mut was = None;
             let mut resolved_at = Instant::now();
             loop {
-                let due = !p.resolve_interval.is_zero() && resolved_at.elapsed() >= p.resolve_interval;
-                if due || p.upstream.resolve_requested() {
-                    p.upstream.refresh();
-                    resolved_at = Instant::now();
-                }
+                resolve_if_due(&p.upstream, p.resolve_interval, &mut resolved_at, Instant::now());
                 let outcome = p.reachable();
                 let now = outcome.is_ok();
                 p.readiness.reachable.store(now, Ordering::Relaxed);
@@ -209,4 +222,72 @@ pub fn spawn(p: Probe) -> std::io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn the_name_is_resolved_again_when_due_and_after_a_failed_connect() {
+        let a = |last: u8| SocketAddr::from(([10, 0, 0, last], 8180));
+        let answer = Arc::new(Mutex::new(vec![a(1), a(2)]));
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (answer2, calls2) = (answer.clone(), calls.clone());
+        let upstream = UpstreamAddrs::with(
+            vec![a(1), a(2)],
+            Box::new(move || {
+                calls2.fetch_add(1, Ordering::Relaxed);
+                Ok(answer2.lock().unwrap().clone())
+            }),
+        );
+        let interval = Duration::from_secs(30);
+        let t0 = Instant::now();
+        let mut at = t0;
+        // Not before the interval; then at it, and the new list is used.
+        assert!(!resolve_if_due(
+            &upstream,
+            interval,
+            &mut at,
+            t0 + Duration::from_secs(29)
+        ));
+        *answer.lock().unwrap() = vec![a(3)];
+        assert!(resolve_if_due(&upstream, interval, &mut at, t0 + interval));
+        assert_eq!((upstream.all(), upstream.current()), (vec![a(3)], a(3)));
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        // A failed connect asks at once, interval or not (and the old list stays when the name
+        // now has the failed address only: nothing better to switch to).
+        assert!(!resolve_if_due(
+            &upstream,
+            interval,
+            &mut at,
+            t0 + interval + Duration::from_secs(1)
+        ));
+        *answer.lock().unwrap() = vec![a(3), a(4)];
+        upstream.failed(a(3));
+        assert!(resolve_if_due(
+            &upstream,
+            interval,
+            &mut at,
+            t0 + interval + Duration::from_secs(2)
+        ));
+        assert_eq!(upstream.all(), vec![a(3), a(4)]);
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+        // Zero: only after failures.
+        let mut at = t0;
+        assert!(!resolve_if_due(
+            &upstream,
+            Duration::ZERO,
+            &mut at,
+            t0 + Duration::from_secs(3600)
+        ));
+        upstream.failed(upstream.current());
+        assert!(resolve_if_due(
+            &upstream,
+            Duration::ZERO,
+            &mut at,
+            t0 + Duration::from_secs(3601)
+        ));
+    }
 }
