@@ -594,3 +594,75 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         Err(e) => fail(e, 1),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reloader over the default configuration, as `run` builds it (no file, no TLS).
+    fn reloader(log: logging::LevelHandle) -> reload::Reloader {
+        let c = EdgeConfig::default();
+        let up = parse_upstream(&c.upstream.url).unwrap();
+        let addrs = vec![SocketAddr::from(([127, 0, 0, 1], up.port))];
+        let relay = relay_settings(&c, &up, &addrs).unwrap();
+        let matches = Cli::command()
+            .try_get_matches_from(["m2m-edge", "run"])
+            .unwrap()
+            .subcommand_matches("run")
+            .unwrap()
+            .clone();
+        reload::Reloader {
+            file: None,
+            matches,
+            started: c.clone(),
+            current: std::sync::Mutex::new(c),
+            tls: Vec::new(),
+            relay: Arc::new(reload::HotRelay::new(relay)),
+            build_relay: Box::new(move |c| relay_settings(c, &up, &addrs)),
+            log,
+            busy: std::sync::Mutex::new(()),
+        }
+    }
+
+    #[test]
+    fn a_reload_while_another_runs_is_refused_and_one_after_it_runs() {
+        let r = reloader(Arc::new(|_| Ok(())));
+        let generation = r.relay.generation();
+        {
+            let _running = r.busy.lock().unwrap();
+            let refused = r.reload().unwrap_err();
+            assert!(refused.contains("in progress"), "{refused}");
+            assert_eq!(r.relay.generation(), generation, "nothing applied");
+        }
+        let report = r.reload().unwrap();
+        assert!(report.starts_with("reloaded: "), "{report}");
+        assert_eq!(r.relay.generation(), generation + 1);
+    }
+
+    #[test]
+    fn a_log_level_the_subscriber_refuses_refuses_the_whole_reload() {
+        // The level is applied first, before anything commits.
+        let mut r = reloader(Arc::new(|_| Err("refused by the subscriber".into())));
+        let file = std::env::temp_dir().join(format!("m2m-cli-reload-{}.toml", std::process::id()));
+        std::fs::write(
+            &file,
+            "[log]\nlevel = \"debug\"\n[limits]\nmax_frame_bytes = 64\n",
+        )
+        .unwrap();
+        r.file = Some(file.clone());
+        let generation = r.relay.generation();
+        let outcome = r.reload();
+        let _ = std::fs::remove_file(&file);
+        assert!(outcome.unwrap_err().contains("refused by the subscriber"));
+        assert_eq!(
+            r.relay.generation(),
+            generation,
+            "no relay settings published"
+        );
+        let current = r.current.lock().unwrap();
+        assert_eq!(
+            (current.log.level.as_str(), current.limits.max_frame_bytes),
+            ("info", EdgeConfig::default().limits.max_frame_bytes)
+        );
+    }
+}

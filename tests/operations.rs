@@ -255,6 +255,120 @@ mod admin_reload {
         p
     }
 
+    /// CONNECT to `target` through the edge at `edge`: the first line of the answer, and the
+    /// stream (a tunnel when it is 200).
+    fn connect_to(edge: SocketAddr, target: SocketAddr) -> (String, TcpStream) {
+        let mut s = TcpStream::connect(edge).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&m2m_ws::handshake::connect::connect_request(
+            "127.0.0.1",
+            target.port(),
+            &[],
+        ))
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        (text.lines().next().unwrap_or("").to_string(), s)
+    }
+
+    /// A reload puts a new CONNECT allow-list and a new log level into effect (seen in what the
+    /// edge does and logs, not only in the reload's report); `admin.reload = "off"` refuses the
+    /// endpoint (SIGHUP still works).
+    #[test]
+    fn a_reload_changes_the_connect_allow_list_and_the_log_level() {
+        let dir = temp_dir("reload-allow-log");
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let other_addr = other.local_addr().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let base = format!(
+            "[listen]\naddress = \"{addr}\"\n[upstream]\nurl = \"ws://127.0.0.1:9/\"\n\
+             [admin]\naddress = \"{admin}\"\n[runtime]\nworkers = 1\n"
+        );
+        let file = config(&dir, &format!("{base}[log]\nlevel = \"info\"\n"));
+        let log = dir.join("edge.log");
+        let mut child = Command::new(edge_bin())
+            .args(["run", "--config"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_listening(addr, &mut child);
+        let edge = Proc { child, addr };
+        let device_lines = || {
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .matches("device connected")
+                .count()
+        };
+
+        // Before: the other target is refused, and a device's arrival is not logged (debug).
+        assert!(connect_to(addr, other_addr).0.contains(" 403 "));
+        let _kept =
+            crate::support::ws_client::WsClient::connect(addr, &["oneM2M.json"], None).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(device_lines(), 0);
+
+        let allowing = base.replace(
+            "[listen]\n",
+            &format!("[listen]\nconnect_allow = [\"{other_addr}\"]\n"),
+        );
+        config(&dir, &format!("{allowing}[log]\nlevel = \"debug\"\n"));
+        let (status, text) = post_reload(admin);
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            text.contains("listen.connect_allow") && text.contains("log.level"),
+            "{text}"
+        );
+
+        // After: tunnelled, bytes both ways; a new device is logged at debug.
+        let (first, mut tunnel) = connect_to(addr, other_addr);
+        assert!(first.contains(" 200 "), "{first}");
+        let (mut far, _) = other.accept().unwrap();
+        tunnel.write_all(b"ping").unwrap();
+        let mut got = [0u8; 4];
+        far.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+        far.write_all(b"pong").unwrap();
+        tunnel.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"pong");
+        let _new =
+            crate::support::ws_client::WsClient::connect(addr, &["oneM2M.json"], None).unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while device_lines() == 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "no debug line after the reload:\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(edge.terminate().success());
+
+        // admin.reload = "off": the endpoint answers 403.
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut child = Command::new(edge_bin())
+            .args(["run", "--workers", "1", "--admin-reload", "off"])
+            .args(["--listen", &addr.to_string(), "--admin", &admin.to_string()])
+            .args(["--upstream", "ws://127.0.0.1:9/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_listening(addr, &mut child);
+        let edge = Proc { child, addr };
+        let (status, text) = post_reload(admin);
+        assert_eq!(status, 403, "{text}");
+        assert!(text.contains("SIGHUP"), "{text}");
+        assert!(edge.terminate().success());
+    }
+
     #[test]
     fn a_reload_changes_limits_and_certificates_for_new_devices_only() {
         let dir = temp_dir("admin-reload");

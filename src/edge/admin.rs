@@ -45,11 +45,8 @@ impl EdgeApp {
                 http_error(503, &[], "the upstream CSE is not reachable")
             }
             ("GET", "/readyz") => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\nConnection: close\r\n\r\nready\n".to_vec(),
-            ("POST", "/reload") if self.settings.reload_access == ReloadAccess::Off => {
-                http_error(403, &[], "reload over HTTP is off (admin.reload); send SIGHUP")
-            }
-            ("POST", "/reload") if !local && self.settings.reload_access == ReloadAccess::Local => {
-                http_error(403, &[], "reload only from loopback (admin.reload = \"any\" allows any address)")
+            ("POST", "/reload") if let Some(refusal) = reload_refusal(self.settings.reload_access, local) => {
+                refusal
             }
             ("POST", "/reload") => {
                 let outcome = self.settings.reloader.reload();
@@ -74,5 +71,62 @@ impl EdgeApp {
         cx.send(conn, &response);
         cx.close(conn);
         data.len()
+    }
+}
+
+/// Whether a caller on `peer` counts as local for `admin.reload = "local"` (IPv4 loopback also
+/// when it arrives IPv4-mapped on an IPv6 listener).
+pub(super) fn is_local(peer: std::net::IpAddr) -> bool {
+    peer.to_canonical().is_loopback()
+}
+
+/// The answer refusing `POST /reload` to a caller (`local`: see [`is_local`]), if it is refused.
+fn reload_refusal(access: ReloadAccess, local: bool) -> Option<Vec<u8>> {
+    match access {
+        ReloadAccess::Off => Some(http_error(
+            403,
+            &[],
+            "reload over HTTP is off (admin.reload); send SIGHUP",
+        )),
+        ReloadAccess::Local if !local => Some(http_error(
+            403,
+            &[],
+            "reload only from loopback (admin.reload = \"any\" allows any address)",
+        )),
+        ReloadAccess::Local | ReloadAccess::Any => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_over_http_is_for_loopback_callers_unless_any_and_never_when_off() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        for local in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
+            assert!(is_local(ip(local)), "{local}");
+        }
+        for remote in [
+            "10.0.0.1",
+            "192.0.2.1",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+            "0.0.0.0",
+        ] {
+            assert!(!is_local(ip(remote)), "{remote}");
+        }
+        let status =
+            |r: Option<Vec<u8>>| r.map(|b| String::from_utf8_lossy(&b[9..12]).into_owned());
+        assert_eq!(status(reload_refusal(ReloadAccess::Local, true)), None);
+        assert_eq!(
+            status(reload_refusal(ReloadAccess::Local, false)).as_deref(),
+            Some("403")
+        );
+        assert_eq!(status(reload_refusal(ReloadAccess::Any, false)), None);
+        assert_eq!(
+            status(reload_refusal(ReloadAccess::Off, true)).as_deref(),
+            Some("403")
+        );
     }
 }

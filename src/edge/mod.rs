@@ -251,8 +251,7 @@ impl App for EdgeApp {
     ) {
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
         if Some(listener) == self.settings.admin_listener {
-            self.conns
-                .set_admin(conn, peer.ip().to_canonical().is_loopback());
+            self.conns.set_admin(conn, admin::is_local(peer.ip()));
             return;
         }
         self.take_reload();
