@@ -726,6 +726,35 @@ fn a_port_in_use_fails_at_start_unless_every_edge_opts_in_to_reuse_port() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{listen} is in use")), "{err}");
     assert!(err.contains("--reuse-port"), "{err}");
+    // An edge that opts in cannot join an edge that did not.
+    let out = start(listen, &["--reuse-port"]).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by an edge started without --reuse-port"),
+        "{err}"
+    );
+    // Nor does anything else that joins the port's SO_REUSEPORT group get a connection: every
+    // device still reaches the edge.
+    let intruder =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    intruder.set_reuse_address(true).unwrap();
+    intruder.set_reuse_port(true).unwrap();
+    intruder.bind(&listen.into()).unwrap();
+    intruder.listen(128).unwrap();
+    intruder.set_nonblocking(true).unwrap();
+    for i in 0..30 {
+        let c = WsClient::connect(listen, &["oneM2M.json"], None);
+        assert!(
+            c.is_ok(),
+            "device {i} did not reach the edge: {:?}",
+            c.err()
+        );
+    }
+    assert!(
+        intruder.accept().is_err(),
+        "a socket that joined the port took a connection"
+    );
     drop(first);
     let shared: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut a = start(shared, &["--reuse-port"]);

@@ -138,7 +138,9 @@ pub struct RtConfig {
     /// Let the first listener join a port other processes listen on with `SO_REUSEPORT` (several
     /// edge processes on one device port). Without it (and always for the other listeners) a plain
     /// bind is tried first, so a port in use is an error. Either way each core gets its own
-    /// `SO_REUSEPORT` socket (a later process that opts in can still join). Default off.
+    /// `SO_REUSEPORT` socket; without it the port is also claimed ([`net::claim_port`]: a later
+    /// runtime that opts in refuses to join) and the group picks only this runtime's sockets
+    /// ([`net::keep_reuseport_group`]). Default off.
     pub reuse_port: bool,
     /// Listeners (indices into `listeners`) that keep accepting while the cores drain, until the
     /// drain ends: an admin listener, so that a probe during a drain is answered (503) instead of
@@ -218,6 +220,8 @@ pub struct Runtime {
     stop: StopHandle,
     driver: DriverKind,
     addrs: Vec<SocketAddr>,
+    /// The claims on the ports this process does not share ([`net::claim_port`]), held while it runs.
+    _claims: Vec<std::os::unix::net::UnixListener>,
 }
 
 /// Choose the driver for `mode` with the io_uring probe, logging the reason.
@@ -262,6 +266,7 @@ impl Runtime {
         let workers = config.workers.max(1);
         // Bind core 0 first so that port 0 resolves to one port that the other cores share.
         let mut addrs = Vec::new();
+        let mut claims = Vec::new();
         let mut per_core: Vec<Vec<std::net::TcpListener>> =
             (0..workers).map(|_| Vec::new()).collect();
         for (i, l) in config.listeners.iter().enumerate() {
@@ -282,9 +287,22 @@ impl Runtime {
             };
             // Without `reuse_port`, a plain bind first: it fails when anything listens there (a
             // second edge would otherwise join and split the traffic). The cores then get one
-            // SO_REUSEPORT socket each all the same: one socket shared by io_uring rings sends
-            // every connection to the first core's multishot accept.
+            // SO_REUSEPORT socket each all the same (one socket shared by io_uring rings sends
+            // every connection to the first core's multishot accept), with two guards: the port
+            // is claimed (an edge that opts in refuses to join it) and the group's BPF program
+            // only ever picks this process's sockets (nothing else that joins gets a connection).
             let bind_at = if reuse_port {
+                if l.addr.port() != 0 {
+                    net::check_unclaimed(l.addr).map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!(
+                                "{} is in use by an edge started without --reuse-port: it does not share the port",
+                                l.addr
+                            ),
+                        )
+                    })?;
+                }
                 l.addr
             } else {
                 let probe = net::exclusive_listener(l.addr, config.backlog).map_err(in_use)?;
@@ -293,8 +311,14 @@ impl Runtime {
             let first = net::reuseport_listener(bind_at, config.backlog).map_err(in_use)?;
             let actual = first.local_addr()?;
             addrs.push(actual);
+            if !reuse_port {
+                claims.push(net::claim_port(actual).map_err(in_use)?);
+            }
             for listeners in per_core.iter_mut().skip(1) {
                 listeners.push(net::reuseport_listener(actual, config.backlog).map_err(in_use)?);
+            }
+            if !reuse_port {
+                net::keep_reuseport_group(&first, workers)?;
             }
             per_core[0].push(first);
         }
@@ -350,6 +374,7 @@ impl Runtime {
             stop,
             driver,
             addrs,
+            _claims: claims,
         })
     }
 

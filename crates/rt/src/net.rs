@@ -105,6 +105,78 @@ pub(crate) fn tune(socket: socket2::SockRef<'_>) -> std::io::Result<()> {
     socket.set_tcp_keepalive(&keepalive)
 }
 
+/// Keep a port's `SO_REUSEPORT` group to this process's first `workers` sockets: a classic BPF
+/// program on the group picks a random one of them for each connection (the kernel numbers a
+/// group's sockets in the order they joined). A socket that joins later — another process of the
+/// same user with `SO_REUSEPORT` — is never picked, so it cannot take a share of the connections
+/// unnoticed. Only for a group this process created alone (the program applies to the whole
+/// group).
+pub fn keep_reuseport_group(first: &TcpListener, workers: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
+    let mut program = [
+        // A = a random 32-bit number (the "random" ancillary load).
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
+        },
+        // A %= workers
+        libc::sock_filter {
+            code: (libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: workers,
+        },
+        // The index of the socket to wake.
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_A) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `program`, both alive for the call; the kernel copies them.
+    let rc = unsafe {
+        libc::setsockopt(
+            first.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The abstract Unix socket name that says "a process listens on `addr` without sharing it".
+fn claim_name(addr: SocketAddr) -> String {
+    format!("m2m-edge/exclusive/{addr}")
+}
+
+/// Claim `addr` for this process alone, for as long as the returned socket lives (the kernel
+/// releases an abstract name when its socket closes, also when the process dies). Processes that
+/// would share the port with `SO_REUSEPORT` check the claim first ([`check_unclaimed`]).
+pub fn claim_port(addr: SocketAddr) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = std::os::unix::net::SocketAddr::from_abstract_name(claim_name(addr))?;
+    std::os::unix::net::UnixListener::bind_addr(&name)
+}
+
+/// Fails with `AddrInUse` when a process listens on `addr` without `SO_REUSEPORT` sharing
+/// ([`claim_port`]).
+pub fn check_unclaimed(addr: SocketAddr) -> io::Result<()> {
+    claim_port(addr).map(drop)
+}
+
 #[cfg(test)]
 mod tune_tests {
     #[test]

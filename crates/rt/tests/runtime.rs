@@ -633,3 +633,70 @@ fn a_port_in_use_is_an_error_unless_both_opt_in_to_reuse_port() {
         b.join().unwrap();
     }
 }
+
+/// Counts the connections each core accepts.
+struct CountAccepts {
+    core: usize,
+    accepted: Arc<[AtomicUsize; 2]>,
+}
+
+impl App for CountAccepts {
+    type Msg = ();
+    fn on_accept(&mut self, _: &mut Cx<'_, ()>, _: ConnId, _: usize, _: std::net::SocketAddr) {
+        self.accepted[self.core].fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_data(&mut self, _: &mut Cx<'_, ()>, _: ConnId, data: &mut [u8]) -> usize {
+        data.len()
+    }
+    fn on_close(&mut self, _: &mut Cx<'_, ()>, _: ConnId, _: CloseReason) {}
+}
+
+/// A port the runtime keeps to itself (no `reuse_port`) still spreads its connections over every
+/// core: the group's BPF program picks one of the runtime's sockets at random.
+#[test]
+fn connections_spread_over_the_cores_of_a_port_kept_to_itself() {
+    for io in drivers() {
+        let accepted: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let counts = accepted.clone();
+        let rt = Runtime::start(
+            RtConfig {
+                workers: 2,
+                io,
+                listeners: vec![ListenerConfig {
+                    addr: "127.0.0.1:0".parse().unwrap(),
+                    tls: None,
+                }],
+                drain: Duration::from_millis(100),
+                ..RtConfig::default()
+            },
+            move |core| CountAccepts {
+                core,
+                accepted: counts.clone(),
+            },
+        )
+        .unwrap();
+        let addr = rt.local_addrs()[0];
+        let conns: Vec<TcpStream> = (0..200)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let total = || accepted[0].load(Ordering::SeqCst) + accepted[1].load(Ordering::SeqCst);
+        while total() < conns.len() {
+            assert!(
+                std::time::Instant::now() < until,
+                "{io:?}: {} accepted",
+                total()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let per_core = [
+            accepted[0].load(Ordering::SeqCst),
+            accepted[1].load(Ordering::SeqCst),
+        ];
+        // Random halves of 200: below 50 on a core happens with probability ~1e-13.
+        assert!(per_core.iter().all(|&n| n >= 50), "{io:?}: {per_core:?}");
+        drop(conns);
+        rt.stop_handle().shutdown();
+        rt.join().unwrap();
+    }
+}
