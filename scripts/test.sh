@@ -31,9 +31,13 @@ if ! command -v prometheus >/dev/null 2>&1; then
   echo "== installing Debian's prometheus (scrapes the edge and the loadgen in a test; never started as a service)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
 fi
-if ! command -v systemd-analyze >/dev/null 2>&1 || ! /usr/bin/python3 -c "import seccomp" 2>/dev/null || ! command -v strace >/dev/null 2>&1; then
-  echo "== installing systemd-analyze, strace and libseccomp's Python binding (deployment tests)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd python3-seccomp strace >/dev/null
+if ! command -v systemd-analyze >/dev/null 2>&1 || ! /usr/bin/python3 -c "import seccomp" 2>/dev/null; then
+  echo "== installing systemd-analyze and libseccomp's Python binding (deployment tests)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd python3-seccomp >/dev/null
+fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "== installing Debian's Node.js and npm (drive the headless browser)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
 if [ ! -d "$peers/node/node_modules/playwright-core" ]; then
   echo "== installing playwright-core into $peers/node"

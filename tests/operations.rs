@@ -16,10 +16,7 @@ fn sighup(edge: &crate::support::Proc) {
 }
 
 fn promtool() -> &'static str {
-    assert!(
-        Command::new("promtool").arg("--version").output().is_ok(),
-        "peer missing: promtool (Debian's prometheus package); run scripts/test.sh, which installs it"
-    );
+    crate::support::peers::require(&[crate::support::peers::Peer::Promtool]);
     "promtool"
 }
 
@@ -1010,13 +1007,7 @@ mod packaging {
     /// The unit passes `systemd-analyze verify` (with the binary path pointed at the built edge).
     #[test]
     fn the_systemd_unit_verifies() {
-        assert!(
-            Command::new("systemd-analyze")
-                .arg("--version")
-                .output()
-                .is_ok(),
-            "peer missing: systemd-analyze (Debian's systemd package); run scripts/test.sh"
-        );
+        crate::support::peers::require(&[crate::support::peers::Peer::SystemdAnalyze]);
         let unit = std::fs::read_to_string(deploy().join("systemd/m2m-edge.service")).unwrap();
         for key in [
             "LimitNOFILE=",
@@ -1048,15 +1039,9 @@ mod seccomp {
     use crate::support::{Proc, edge_bin, free_port, wait_listening};
 
     fn seccomp_python() -> &'static str {
-        let ok = Command::new("/usr/bin/python3")
-            .args(["-c", "import seccomp"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            ok,
-            "peer missing: libseccomp's Python binding (Debian's python3-seccomp); run scripts/test.sh"
-        );
-        "/usr/bin/python3"
+        use crate::support::peers;
+        peers::require(&[peers::Peer::Seccomp]);
+        peers::SECCOMP_PYTHON
     }
 
     /// The edge under deploy/seccomp/m2m-edge.json, with `--io`; returns it and what it logged.

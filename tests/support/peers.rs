@@ -21,14 +21,23 @@ pub enum Peer {
     JavaHdrHistogram,
     /// Debian's Prometheus server.
     Prometheus,
+    /// Prometheus' rule checker `promtool` (Debian's prometheus package).
+    Promtool,
+    /// `systemd-analyze` (Debian's systemd package), to verify the unit file.
+    SystemdAnalyze,
+    /// libseccomp's Python binding (Debian's python3-seccomp), to run the edge under the profile.
+    Seccomp,
 }
 
-const ALL: [Peer; 5] = [
+const ALL: [Peer; 8] = [
     Peer::PythonWebsockets,
     Peer::Acme,
     Peer::Browser,
     Peer::JavaHdrHistogram,
     Peer::Prometheus,
+    Peer::Promtool,
+    Peer::SystemdAnalyze,
+    Peer::Seccomp,
 ];
 
 /// The repository's root (the directory with `scripts/test.sh`).
@@ -56,6 +65,9 @@ pub fn acme_python_path() -> PathBuf {
 pub fn playwright_path() -> PathBuf {
     repo_root().join(".peers/node/node_modules/playwright-core")
 }
+
+/// The Python that has libseccomp's binding (Debian's, not a venv).
+pub const SECCOMP_PYTHON: &str = "/usr/bin/python3";
 
 /// HdrHistogram's jar.
 pub const HDRHISTOGRAM_JAR: &str = "/usr/share/java/hdrhistogram.jar";
@@ -107,14 +119,22 @@ fn missing(peer: Peer) -> Option<String> {
                 None
             }
         }
-        Peer::Prometheus => (!Path::new("/usr/bin/prometheus").exists())
-            .then(|| "Prometheus (/usr/bin/prometheus)".into()),
+        Peer::Prometheus => (!runs("prometheus", &["--version"]))
+            .then(|| "Prometheus (Debian's prometheus: prometheus --version)".into()),
+        Peer::Promtool => {
+            (!runs("promtool", &["--version"])).then(|| "promtool (Debian's prometheus)".into())
+        }
+        Peer::SystemdAnalyze => (!runs("systemd-analyze", &["--version"]))
+            .then(|| "systemd-analyze (Debian's systemd)".into()),
+        Peer::Seccomp => (!runs(SECCOMP_PYTHON, &["-c", "import seccomp"])).then(|| {
+            format!("libseccomp's Python binding for {SECCOMP_PYTHON} (Debian's python3-seccomp)")
+        }),
     }
 }
 
 /// Fail the test at once, in one line, unless every peer in `peers` is there.
 pub fn require(peers: &[Peer]) {
-    static CHECKED: [OnceLock<Option<String>>; 5] = [const { OnceLock::new() }; 5];
+    static CHECKED: [OnceLock<Option<String>>; ALL.len()] = [const { OnceLock::new() }; ALL.len()];
     for &p in peers {
         let i = ALL.iter().position(|a| *a == p).expect("listed");
         if let Some(what) = CHECKED[i].get_or_init(|| missing(p)) {
