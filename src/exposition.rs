@@ -87,42 +87,35 @@ pub struct ProcessStats {
 }
 
 impl ProcessStats {
+    /// This process's figures from /proc (read with `procfs`); zero where a file cannot be read.
     pub fn read() -> Self {
-        // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        // SAFETY: as above.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        // Fields after the command (which may hold spaces), from field 3 on.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
-        let boot = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())
-            })
-            .unwrap_or(0.0);
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes into the live struct we pass.
-        let max_fds = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-            lim.rlim_cur as f64
-        } else {
-            0.0
+        use procfs::process::{LimitValue, Process};
+        let ticks = procfs::ticks_per_second().max(1) as f64;
+        let me = Process::myself().ok();
+        let stat = me.as_ref().and_then(|p| p.stat().ok());
+        let boot = procfs::boot_time_secs().unwrap_or(0) as f64;
+        let max_fds = me.as_ref().and_then(|p| p.limits().ok()).map_or(0.0, |l| {
+            match l.max_open_files.soft_limit {
+                LimitValue::Value(v) => v as f64,
+                LimitValue::Unlimited => f64::INFINITY,
+            }
+        });
+        let Some(stat) = stat else {
+            return Self {
+                max_fds,
+                ..Self::default()
+            };
         };
         Self {
-            cpu_seconds: (field(14).unwrap_or(0.0) + field(15).unwrap_or(0.0)) / ticks,
-            threads: field(20).unwrap_or(0.0),
-            start_time_seconds: boot + field(22).unwrap_or(0.0) / ticks,
-            virtual_bytes: field(23).unwrap_or(0.0),
-            resident_bytes: field(24).unwrap_or(0.0) * page,
-            open_fds: std::fs::read_dir("/proc/self/fd").map_or(0.0, |d| d.count() as f64),
+            cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+            threads: stat.num_threads as f64,
+            start_time_seconds: boot + stat.starttime as f64 / ticks,
+            virtual_bytes: stat.vsize as f64,
+            resident_bytes: (stat.rss * procfs::page_size()) as f64,
+            open_fds: me
+                .as_ref()
+                .and_then(|p| p.fd_count().ok())
+                .map_or(0.0, |n| n as f64),
             max_fds,
         }
     }

@@ -102,24 +102,16 @@ fn unsafe_sigterm(pid: u32) {
     }
 }
 
-/// utime + stime of a process, from /proc/<pid>/stat.
+/// utime + stime of a process, from /proc/<pid>/stat (0 when it is gone).
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Ok(pid) = i32::try_from(pid) else {
         return 0.0;
     };
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the ')'.
-    let hz = clock_ticks();
-    (ticks(11) + ticks(12)) / hz
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if v > 0 { v as f64 } else { 100.0 }
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .map_or(0.0, |s| {
+            (s.utime + s.stime) as f64 / procfs::ticks_per_second().max(1) as f64
+        })
 }
 
 /// This process's own CPU time.
@@ -457,4 +449,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::from(99));
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_for_a_live_process_and_zero_for_a_gone_one() {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
+        let mut spin = 0u64;
+        while std::time::Instant::now() < until {
+            spin = spin.wrapping_add(1);
+        }
+        assert!(spin > 0 && self_cpu_seconds() > 0.0);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert_eq!(cpu_seconds(pid), 0.0);
+    }
 }

@@ -129,13 +129,9 @@ fn load(a: &AtomicU64) -> f64 {
 
 /// Resident set size of this process, from /proc/self/statm.
 fn resident_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|t| t.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * u64::try_from(page).unwrap_or(4096)
+    procfs::process::Process::myself()
+        .and_then(|p| p.statm())
+        .map_or(0, |m| m.resident * procfs::page_size())
 }
 
 /// Every series name the edge's exposition has, for checking dashboards against the code.
