@@ -178,6 +178,11 @@ fn check_pairs(c: &EdgeConfig) -> anyhow::Result<()> {
     if notify_only && c.notify.listen.is_none() {
         anyhow::bail!("notify.url, notify.allow and notify.tls_cert need notify.listen");
     }
+    if !c.upstream.addresses.is_empty() && c.upstream.proxy.is_some() {
+        anyhow::bail!(
+            "upstream.addresses and upstream.proxy exclude each other: through a proxy, the proxy resolves the CSE's name"
+        );
+    }
     if c.upstream.links == 0 {
         anyhow::bail!("upstream.links must be at least 1");
     }

@@ -13,6 +13,11 @@ use crate::support::ws_client::WsClient;
 use crate::support::{Proc, drivers, edge_bin, free_port, wait_listening};
 
 pub(crate) fn start_edge(io: &str, upstream: SocketAddr, extra: &[&str]) -> Proc {
+    start_edge_to(io, &format!("ws://{upstream}/"), extra)
+}
+
+/// [`start_edge`] with the upstream as a URL.
+pub(crate) fn start_edge_to(io: &str, upstream: &str, extra: &[&str]) -> Proc {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut child = Command::new(edge_bin())
         .args([
@@ -20,7 +25,7 @@ pub(crate) fn start_edge(io: &str, upstream: SocketAddr, extra: &[&str]) -> Proc
             "--listen",
             &addr.to_string(),
             "--upstream",
-            &format!("ws://{upstream}/"),
+            upstream,
             "--io",
             io,
         ])
@@ -390,7 +395,9 @@ fn links_fail_over_to_the_next_upstream_address() {
             "--relink-backoff",
             "100ms",
         ];
-        let edge = start_edge(io, acme.ws, &with_mode(&base, &margs));
+        // A name that resolves nowhere (RFC 6761): only the given addresses can reach ACME.
+        let url = format!("ws://in-cse.invalid:{}/", acme.ws.port());
+        let edge = start_edge_to(io, &url, &with_mode(&base, &margs));
         let ae = unique("Cfailover");
         let mut c = WsClient::connect(edge.addr, &["oneM2M.json"], None).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -106,8 +106,17 @@ fn names_key(message: &str, key: &str) -> bool {
     let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
     message.match_indices(key).any(|(at, _)| {
         let before = message[..at].chars().next_back();
-        let after = message[at + key.len()..].chars().next();
-        !before.is_some_and(word) && !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        let mut after = message[at + key.len()..].chars();
+        // A key ends at anything but a name character, or a dot that ends a sentence (a dot
+        // followed by a name character continues a longer name: `notify.listen.x`).
+        let continues = match after.next() {
+            Some(c) if c.is_ascii_alphanumeric() || c == '_' => true,
+            Some('.') => after
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_'),
+            _ => false,
+        };
+        !before.is_some_and(word) && !continues
     })
 }
 
@@ -164,5 +173,12 @@ mod tests {
         );
         let plain = o.explain(anyhow::anyhow!("upstream.url_other is not a key"));
         assert_eq!(plain.to_string(), "upstream.url_other is not a key");
+        let plain = o.explain(anyhow::anyhow!("upstream.url.x is not a key either"));
+        assert_eq!(plain.to_string(), "upstream.url.x is not a key either");
+        let named = o.explain(anyhow::anyhow!("check upstream.url."));
+        assert!(
+            named.to_string().contains("upstream.url: set by"),
+            "{named}"
+        );
     }
 }

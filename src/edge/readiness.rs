@@ -3,7 +3,8 @@
 //! it can be opened: TCP to one of its addresses (or CONNECT through the proxy in front of it), TLS
 //! for wss://, and the upgrade answered 101 with the subprotocol offered, then closed with 1000. A
 //! TCP connect alone would call a CSE ready that accepts connections but refuses TLS or the
-//! upgrade (a half-started CSE, a port taken by something else). A thread checks every
+//! upgrade (a half-started CSE, a port taken by something else). Each attempt has one deadline,
+//! `upstream.connect_timeout`, however the peer paces its bytes. A thread checks every
 //! [`PROBE_EVERY`] and also resolves the upstream name again when it is due or a link's connect
 //! failed ([`super::upstream`]); the admin listener only reads the answer.
 
@@ -101,11 +102,11 @@ fn open_websocket(
 ) -> Result<(), String> {
     use m2m_ws::handshake::HeadLimits;
     use m2m_ws::handshake::client::{ClientHandshake, ClientOptions};
-    let mut tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    tcp.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+    // One deadline for the whole attempt: a peer that trickles a byte per read timeout cannot
+    // hold the probe (and the re-resolution that runs on its thread) for longer.
+    let deadline = Instant::now() + timeout;
+    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    let mut tcp = Deadline { tcp, deadline };
     if proxied {
         tcp.write_all(&m2m_ws::handshake::connect::connect_request(
             &target.host,
@@ -158,6 +159,47 @@ fn open_websocket(
 
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
+
+/// A TCP stream whose every read and write ends by one deadline.
+struct Deadline {
+    tcp: TcpStream,
+    deadline: Instant,
+}
+
+impl Deadline {
+    /// The time left, set as the socket's timeout for the next call; an error once it is over.
+    fn arm(&self, write: bool) -> std::io::Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the probe's time is up",
+            ));
+        }
+        if write {
+            self.tcp.set_write_timeout(Some(left))
+        } else {
+            self.tcp.set_read_timeout(Some(left))
+        }
+    }
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.arm(false)?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Deadline {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.arm(true)?;
+        self.tcp.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
 
 /// Read from `stream` into `buf` until `parse` finds a whole head (at most 16 KiB).
 fn read_head<T>(
@@ -228,6 +270,56 @@ pub fn spawn(p: Probe) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    fn target() -> Target {
+        Target {
+            host: "127.0.0.1".into(),
+            port: 0,
+            authority: "127.0.0.1".into(),
+            path: "/".into(),
+            protocols: vec!["oneM2M.json".into()],
+            tls: None,
+        }
+    }
+
+    /// A peer that answers one byte at a time, each just within a read timeout, is cut off by
+    /// the attempt's one deadline (per-read timeouts alone would let 16 KiB of head take hours).
+    #[test]
+    fn a_trickling_peer_cannot_hold_the_probe_past_its_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\n");
+            while s.write_all(b"X").is_ok() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let started = Instant::now();
+        let outcome = open_websocket(addr, false, &target(), Duration::from_millis(500));
+        assert!(outcome.is_err(), "{outcome:?}");
+        // Generous against a loaded machine; without the deadline this runs for minutes.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// Something that accepts TCP but refuses the upgrade is not a CSE.
+    #[test]
+    fn a_refused_upgrade_is_not_reachable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        });
+        let e = open_websocket(addr, false, &target(), Duration::from_secs(5)).unwrap_err();
+        assert!(e.contains("refused") && e.contains("404"), "{e}");
+    }
 
     #[test]
     fn the_name_is_resolved_again_when_due_and_after_a_failed_connect() {

@@ -282,9 +282,13 @@ impl Engine {
             Ok(Some((200, len))) => {
                 if self.s.upstream_tls
                     && let Err(e) = io.start_tls(l)
-                    && let Some(more) = self.link_log.allow(now)
                 {
-                    tracing::warn!(link = l.index, error = %e, more_since_last_line = more, "TLS through the proxy failed");
+                    // Never on to the upgrade in clear text (it carries X-M2M-Origin).
+                    if let Some(more) = self.link_log.allow(now) {
+                        tracing::warn!(link = l.index, error = %e, more_since_last_line = more, "TLS through the proxy failed");
+                    }
+                    self.link_failed(io, now, l, "TLS through the upstream proxy failed");
+                    return data.len();
                 }
                 self.link_handshake(io, l);
                 return len;

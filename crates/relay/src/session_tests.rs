@@ -198,6 +198,33 @@ fn a_proxy_that_never_answers_connect_fails_the_link_within_the_connect_timeout(
     assert!(h.io.aborted.contains(&Peer::Link(l)));
 }
 
+/// TLS to the CSE through a proxy that cannot start after the tunnel is up fails the link: the
+/// upgrade (with the device's X-M2M-Origin) never goes out in clear text.
+#[test]
+fn tls_through_a_proxy_that_cannot_start_fails_the_link_instead_of_sending_in_clear() {
+    let mut s = settings();
+    s.upstream_proxy = true;
+    s.upstream_tls = true;
+    let mut h = Harness::new(s);
+    h.io.refuse_tls = true;
+    let mut dev = h.device("oneM2M.json", Some("Cx"));
+    let l = h.links_asked()[0];
+    h.engine.link_connected(&mut h.io, h.now, l, Ok(()));
+    let connect = String::from_utf8(h.io.wire.remove(&Peer::Link(l)).unwrap()).unwrap();
+    assert!(connect.starts_with("CONNECT "), "{connect}");
+    h.send(&mut dev, &retrieve("Cx", "t1"));
+    let mut answer = b"HTTP/1.1 200 Connection Established\r\n\r\n".to_vec();
+    h.engine.link_data(&mut h.io, h.now, l, &mut answer);
+    let sent = h.io.wire.remove(&Peer::Link(l)).unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&sent).contains("Upgrade"),
+        "an upgrade went out without TLS: {}",
+        String::from_utf8_lossy(&sent)
+    );
+    let got = h.recv(&mut dev);
+    assert_eq!((rsc(&got[0]), rqi(&got[0])), (5103, "t1".to_string()));
+}
+
 #[test]
 fn a_remote_cse_registration_binds_its_csi_whatever_the_serialization() {
     for protocol in ["oneM2M.xml", "oneM2M.cbor", "oneM2M.json"] {

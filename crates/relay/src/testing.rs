@@ -31,6 +31,8 @@ pub(crate) struct FakeIo {
     pub identity_of_all: Option<String>,
     /// `connect` fails at once.
     pub refuse_connects: bool,
+    /// `start_tls` fails (no TLS configuration for the link, say).
+    pub refuse_tls: bool,
     /// Peers whose output is not taken off the wire (they stopped reading).
     pub stalled: HashSet<Peer>,
     /// Messages for other cores' engines.
@@ -71,6 +73,9 @@ impl Io for FakeIo {
         Ok(())
     }
     fn start_tls(&mut self, _link: LinkId) -> std::io::Result<()> {
+        if self.refuse_tls {
+            return Err(std::io::Error::other("no TLS for this link"));
+        }
         Ok(())
     }
     fn set_timer(&mut self, at: Instant, timer: Timer) {

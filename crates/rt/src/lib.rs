@@ -291,28 +291,47 @@ impl Runtime {
             // every connection to the first core's multishot accept), with two guards: the port
             // is claimed (an edge that opts in refuses to join it) and the group's BPF program
             // only ever picks this process's sockets (nothing else that joins gets a connection).
+            let taken_by_an_exclusive_edge = |e: io::Error| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{} is in use by an edge started without --reuse-port: it does not share the port",
+                        l.addr
+                    ),
+                )
+            };
+            // The claim comes before the bind: a runtime that opts in and checks after it cannot
+            // slip in between. Port 0 is claimed once the kernel has chosen the port.
+            let mut claim = |addr: SocketAddr| match net::claim_port(addr) {
+                Ok(c) => {
+                    claims.push(c);
+                    Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    Err(taken_by_an_exclusive_edge(e))
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "cannot claim the port (no Unix sockets?): an edge started with --reuse-port could join it");
+                    Ok(())
+                }
+            };
             let bind_at = if reuse_port {
                 if l.addr.port() != 0 {
-                    net::check_unclaimed(l.addr).map_err(|e| {
-                        io::Error::new(
-                            e.kind(),
-                            format!(
-                                "{} is in use by an edge started without --reuse-port: it does not share the port",
-                                l.addr
-                            ),
-                        )
-                    })?;
+                    net::check_unclaimed(l.addr).map_err(taken_by_an_exclusive_edge)?;
                 }
                 l.addr
             } else {
+                if l.addr.port() != 0 {
+                    claim(l.addr)?;
+                }
                 let probe = net::exclusive_listener(l.addr, config.backlog).map_err(in_use)?;
                 probe.local_addr()?
             };
             let first = net::reuseport_listener(bind_at, config.backlog).map_err(in_use)?;
             let actual = first.local_addr()?;
             addrs.push(actual);
-            if !reuse_port {
-                claims.push(net::claim_port(actual).map_err(in_use)?);
+            if !reuse_port && l.addr.port() == 0 {
+                claim(actual)?;
             }
             for listeners in per_core.iter_mut().skip(1) {
                 listeners.push(net::reuseport_listener(actual, config.backlog).map_err(in_use)?);

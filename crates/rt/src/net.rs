@@ -108,9 +108,10 @@ pub(crate) fn tune(socket: socket2::SockRef<'_>) -> std::io::Result<()> {
 /// Keep a port's `SO_REUSEPORT` group to this process's first `workers` sockets: a classic BPF
 /// program on the group picks a random one of them for each connection (the kernel numbers a
 /// group's sockets in the order they joined). A socket that joins later — another process of the
-/// same user with `SO_REUSEPORT` — is never picked, so it cannot take a share of the connections
-/// unnoticed. Only for a group this process created alone (the program applies to the whole
-/// group).
+/// same user with `SO_REUSEPORT` — is not picked while this process's sockets are all open (when
+/// one closes, the kernel moves the last socket into its slot), so it cannot take a share of the
+/// connections unnoticed. Only for a group this process created alone (the program applies to the
+/// whole group).
 pub fn keep_reuseport_group(first: &TcpListener, workers: usize) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
@@ -162,19 +163,45 @@ fn claim_name(addr: SocketAddr) -> String {
     format!("m2m-edge/exclusive/{addr}")
 }
 
-/// Claim `addr` for this process alone, for as long as the returned socket lives (the kernel
-/// releases an abstract name when its socket closes, also when the process dies). Processes that
-/// would share the port with `SO_REUSEPORT` check the claim first ([`check_unclaimed`]).
+/// Claim `addr` for this process alone, for as long as the returned socket lives (the
+/// kernel releases an abstract name when its socket closes, also when the process dies).
+/// Processes that would share the port with `SO_REUSEPORT` check the claim first
+/// ([`check_unclaimed`]). Abstract names belong to the network namespace (a container's own).
 pub fn claim_port(addr: SocketAddr) -> io::Result<std::os::unix::net::UnixListener> {
     use std::os::linux::net::SocketAddrExt;
     let name = std::os::unix::net::SocketAddr::from_abstract_name(claim_name(addr))?;
     std::os::unix::net::UnixListener::bind_addr(&name)
 }
 
-/// Fails with `AddrInUse` when a process listens on `addr` without `SO_REUSEPORT` sharing
-/// ([`claim_port`]).
+/// Fails with `AddrInUse` when a process holds `addr` without sharing it ([`claim_port`]), or
+/// the wildcard address of its family on the same port (a socket on 127.0.0.1:P would take that
+/// address's connections from a group on 0.0.0.0:P). The check binds each name for an instant;
+/// another process checking at the same instant makes it busy too, so a busy name is tried again
+/// a few times before it counts as a claim. Errors other than a busy name (no Unix sockets allowed
+/// here) pass: the check is a guard, not a lock.
 pub fn check_unclaimed(addr: SocketAddr) -> io::Result<()> {
-    claim_port(addr).map(drop)
+    let wildcard = SocketAddr::new(
+        match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        },
+        addr.port(),
+    );
+    for name in [addr, wildcard] {
+        for attempt in 0..5 {
+            match claim_port(name) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    if attempt == 4 {
+                        return Err(e);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -187,5 +214,41 @@ mod tune_tests {
         let s = socket2::SockRef::from(&client);
         assert!(s.keepalive().unwrap() && s.tcp_nodelay().unwrap());
         assert_eq!(s.tcp_keepalive_time().unwrap().as_secs(), 60);
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::*;
+
+    fn port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[test]
+    fn a_claim_refuses_its_address_and_a_wildcard_claim_every_address_of_its_family() {
+        let p = port();
+        let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), p);
+        let claim = claim_port(at("127.0.0.1")).unwrap();
+        let busy = check_unclaimed(at("127.0.0.1")).unwrap_err();
+        assert_eq!(busy.kind(), io::ErrorKind::AddrInUse);
+        assert!(check_unclaimed(at("127.0.0.2")).is_ok(), "another address");
+        assert!(check_unclaimed(at("::1")).is_ok(), "another family");
+        drop(claim);
+        assert!(
+            check_unclaimed(at("127.0.0.1")).is_ok(),
+            "released with its socket"
+        );
+
+        let wildcard = claim_port(at("0.0.0.0")).unwrap();
+        assert!(check_unclaimed(at("127.0.0.1")).is_err());
+        assert!(check_unclaimed(at("10.1.2.3")).is_err());
+        assert!(check_unclaimed(at("::1")).is_ok());
+        drop(wildcard);
+        assert!(check_unclaimed(at("127.0.0.1")).is_ok());
     }
 }

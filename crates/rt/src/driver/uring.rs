@@ -791,14 +791,14 @@ pub(crate) fn run<A: App>(
             d.core.st.mark_dirty(id);
         }
         d.core.st.now = Instant::now();
-        if !d.core.st.shutting_down {
-            for i in d.core.st.accepts_due() {
-                if d.arm_accept(i).is_err() {
-                    d.core
-                        .st
-                        .accept_paused
-                        .push((i, d.core.st.now + crate::core::ACCEPT_PAUSE));
-                }
+        // While draining only listeners kept open are left to re-arm (the others were closed
+        // when the drain began); a closed one's arm is a no-op.
+        for i in d.core.st.accepts_due() {
+            if d.arm_accept(i).is_err() {
+                d.core
+                    .st
+                    .accept_paused
+                    .push((i, d.core.st.now + crate::core::ACCEPT_PAUSE));
             }
         }
         d.core.st.stats.loop_turns += 1;
