@@ -947,15 +947,14 @@ fn idle_timeout_and_device_limit() {
 
 fn spawn_edge(args: &[&str]) -> Proc {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut child = Command::new(edge_bin())
-        .args(["run", "--listen", &addr.to_string(), "--workers", "1"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_listening(addr, &mut child);
-    Proc { child, addr }
+    let listen = addr.to_string();
+    crate::support::spawn_listening(
+        addr,
+        ["run", "--listen", &listen, "--workers", "1"]
+            .iter()
+            .chain(args),
+        Stdio::null(),
+    )
 }
 
 /// A device whose registration goes up and, the upstream being an echo server, comes back down as

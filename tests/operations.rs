@@ -70,7 +70,7 @@ fn alert_rules_name_only_series_the_edge_exposes() {
 mod reload {
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpStream};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -78,7 +78,7 @@ mod reload {
     use rustls::pki_types::{CertificateDer, ServerName};
 
     use super::sighup;
-    use crate::support::{Proc, TestCa, edge_bin, free_port, temp_dir, wait_listening};
+    use crate::support::{TestCa, free_port, spawn_listening, temp_dir};
 
     type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
@@ -170,19 +170,15 @@ mod reload {
         std::fs::copy(&a_cert, &live_cert).unwrap();
         std::fs::copy(&a_key, &live_key).unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(edge_bin())
-            .args(["run", "--listen", &addr.to_string(), "--workers", "1"])
-            .args(["--upstream", "ws://127.0.0.1:9/"])
-            .arg("--tls-cert")
-            .arg(&live_cert)
-            .arg("--tls-key")
-            .arg(&live_key)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_listening(addr, &mut child);
-        let edge = Proc { child, addr };
+        let (cert, key) = (live_cert.to_str().unwrap(), live_key.to_str().unwrap());
+        let edge = spawn_listening(
+            addr,
+            ["run", "--listen", &addr.to_string(), "--workers", "1"]
+                .into_iter()
+                .chain(["--upstream", "ws://127.0.0.1:9/"])
+                .chain(["--tls-cert", cert, "--tls-key", key]),
+            Stdio::null(),
+        );
         let (mut device, shown) = connect(addr, &ca.ca_pem);
         assert_eq!(shown, der_of(&a_cert));
         upgrade(&mut device);
@@ -219,11 +215,11 @@ mod reload {
 mod admin_reload {
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpStream};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     use std::time::Duration;
 
     use super::reload::{connect, der_of, ping_pong, upgrade};
-    use crate::support::{Proc, TestCa, edge_bin, free_port, temp_dir, wait_listening};
+    use crate::support::{TestCa, free_port, spawn_listening, temp_dir};
 
     fn post_reload(admin: SocketAddr) -> (u16, String) {
         let mut s = TcpStream::connect(admin).unwrap();
@@ -288,15 +284,11 @@ mod admin_reload {
         );
         let file = config(&dir, &format!("{base}[log]\nlevel = \"info\"\n"));
         let log = dir.join("edge.log");
-        let mut child = Command::new(edge_bin())
-            .args(["run", "--config"])
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        wait_listening(addr, &mut child);
-        let edge = Proc { child, addr };
+        let edge = spawn_listening(
+            addr,
+            ["run".as_ref(), "--config".as_ref(), file.as_os_str()],
+            std::fs::File::create(&log).unwrap().into(),
+        );
         let device_lines = || {
             std::fs::read_to_string(&log)
                 .unwrap()
@@ -350,16 +342,22 @@ mod admin_reload {
         // admin.reload = "off": the endpoint answers 403.
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(edge_bin())
-            .args(["run", "--workers", "1", "--admin-reload", "off"])
-            .args(["--listen", &addr.to_string(), "--admin", &admin.to_string()])
-            .args(["--upstream", "ws://127.0.0.1:9/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_listening(addr, &mut child);
-        let edge = Proc { child, addr };
+        let (listen, admin_text) = (addr.to_string(), admin.to_string());
+        let edge = spawn_listening(
+            addr,
+            [
+                "run",
+                "--workers",
+                "1",
+                "--admin-reload",
+                "off",
+                "--listen",
+                &listen,
+            ]
+            .into_iter()
+            .chain(["--admin", &admin_text, "--upstream", "ws://127.0.0.1:9/"]),
+            Stdio::null(),
+        );
         let (status, text) = post_reload(admin);
         assert_eq!(status, 403, "{text}");
         assert!(text.contains("SIGHUP"), "{text}");
@@ -385,15 +383,11 @@ mod admin_reload {
             live_key.display().to_string()
         );
         let file = config(&dir, &base);
-        let mut child = Command::new(edge_bin())
-            .args(["run", "--config"])
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_listening(addr, &mut child);
-        let edge = Proc { child, addr };
+        let edge = spawn_listening(
+            addr,
+            ["run".as_ref(), "--config".as_ref(), file.as_os_str()],
+            Stdio::null(),
+        );
         let (mut old, shown) = connect(addr, &ca.ca_pem);
         assert_eq!(shown, der_of(&a_cert));
         upgrade(&mut old);
@@ -592,86 +586,106 @@ mod configuration {
 
     #[test]
     fn mistakes_are_one_error_that_says_where() {
-        let out = check(Some("[limits]\n\nidle_timeout_ms = 300000\n"), &[], &[]);
-        assert_eq!(out.status.code(), Some(2));
-        let e = stderr(&out);
-        assert!(
-            e.contains(".toml: TOML parse error at line 3") && e.contains("idle_timeout_ms"),
-            "{e}"
+        type Case<'a> = (
+            Option<&'a str>,
+            &'a [(&'a str, &'a str)],
+            &'a [&'a str],
+            i32,
+            &'a [&'a str],
         );
-        assert!(e.contains("durations take units now"), "{e}");
-
-        let out = check(None, &[("M2M_EDGE_UPSTREAM_MAX_QUEUD", "8")], &[]);
-        assert_eq!(out.status.code(), Some(2));
-        assert!(
-            stderr(&out).contains("did you mean M2M_EDGE_UPSTREAM_MAX_QUEUED"),
-            "{}",
-            stderr(&out)
-        );
-
-        let out = check(None, &[("M2M_EDGE_UPSTREAM_MAX_QUEUED", "lots")], &[]);
-        assert_eq!(out.status.code(), Some(2));
-        assert!(
-            stderr(&out).contains("from the environment variable M2M_EDGE_UPSTREAM_MAX_QUEUED"),
-            "{}",
-            stderr(&out)
-        );
-
-        let out = check(None, &[], &["--request-timeout", "10000"]);
-        assert_eq!(out.status.code(), Some(2));
-        assert!(stderr(&out).contains("say e.g. 30s"), "{}", stderr(&out));
-
-        let out = check(
-            Some("[listen]\ntls_cert = \"/nonexistent.pem\"\n"),
-            &[],
-            &[],
-        );
-        assert_eq!(out.status.code(), Some(1));
-        let e = stderr(&out);
-        assert!(e.contains("tls_cert and listen.tls_key go together"), "{e}");
-        // Checks over several keys say where each key they name was set.
-        assert!(e.contains("listen.tls_cert: set by "), "{e}");
-        assert!(e.contains(".toml line 2"), "{e}");
-        assert!(e.contains("listen.tls_key: set by the default"), "{e}");
-
-        let out = check(
-            Some("[upstream]\n# the CSE\nurl = \"http://in-cse/\"\n"),
-            &[],
-            &[],
-        );
-        assert_eq!(out.status.code(), Some(1));
-        let e = stderr(&out);
-        assert!(
-            e.contains("upstream.url: set by ") && e.contains(".toml line 3"),
-            "{e}"
-        );
-        let out = check(
-            None,
-            &[("M2M_EDGE_NOTIFY_ALLOW", "not-an-address")],
-            &["--notify-listen", "127.0.0.1:0"],
-        );
-        assert_eq!(out.status.code(), Some(1));
-        let e = stderr(&out);
-        assert!(
-            e.contains("notify.allow: set by environment variable M2M_EDGE_NOTIFY_ALLOW"),
-            "{e}"
-        );
-        let out = check(None, &[], &["--log-level", "info,=nonsense=="]);
-        assert_eq!(out.status.code(), Some(2));
-        assert!(
-            stderr(&out).contains("log.level: set by flag --log-level"),
-            "{}",
-            stderr(&out)
-        );
-
-        // Enumerated keys are checked in the file as on the command line.
-        let out = check(Some("[log]\nformat = \"xml\"\n"), &[], &[]);
-        assert_eq!(out.status.code(), Some(2));
-        let e = stderr(&out);
-        assert!(
-            e.contains("line 2") && e.contains("expected text or json"),
-            "{e}"
-        );
+        let cases: &[Case<'_>] = &[
+            // The file's own mistakes: the TOML reader's line, and a hint for the old keys.
+            (
+                Some("[limits]\n\nidle_timeout_ms = 300000\n"),
+                &[],
+                &[],
+                2,
+                &[
+                    ".toml: TOML parse error at line 3",
+                    "idle_timeout_ms",
+                    "durations take units now",
+                ],
+            ),
+            // Enumerated keys are checked in the file as on the command line.
+            (
+                Some("[log]\nformat = \"xml\"\n"),
+                &[],
+                &[],
+                2,
+                &["line 2", "expected text or json"],
+            ),
+            // The environment's and the flags' own mistakes.
+            (
+                None,
+                &[("M2M_EDGE_UPSTREAM_MAX_QUEUD", "8")],
+                &[],
+                2,
+                &["did you mean M2M_EDGE_UPSTREAM_MAX_QUEUED"],
+            ),
+            (
+                None,
+                &[("M2M_EDGE_UPSTREAM_MAX_QUEUED", "lots")],
+                &[],
+                2,
+                &["from the environment variable M2M_EDGE_UPSTREAM_MAX_QUEUED"],
+            ),
+            (
+                None,
+                &[],
+                &["--request-timeout", "10000"],
+                2,
+                &["say e.g. 30s"],
+            ),
+            // Checks over several keys say where each key they name was set.
+            (
+                Some("[listen]\ntls_cert = \"/nonexistent.pem\"\n"),
+                &[],
+                &[],
+                1,
+                &[
+                    "tls_cert and listen.tls_key go together",
+                    "listen.tls_cert: set by ",
+                    ".toml line 2",
+                    "listen.tls_key: set by the default",
+                ],
+            ),
+            (
+                Some("[upstream]\n# the CSE\nurl = \"http://in-cse/\"\n"),
+                &[],
+                &[],
+                1,
+                &["upstream.url: set by ", ".toml line 3"],
+            ),
+            (
+                None,
+                &[("M2M_EDGE_NOTIFY_ALLOW", "not-an-address")],
+                &["--notify-listen", "127.0.0.1:0"],
+                1,
+                &["notify.allow: set by environment variable M2M_EDGE_NOTIFY_ALLOW"],
+            ),
+            (
+                None,
+                &[],
+                &["--log-level", "info,=nonsense=="],
+                2,
+                &["log.level: set by flag --log-level"],
+            ),
+        ];
+        for &(file, env, flags, code, needles) in cases {
+            let out = check(file, env, flags);
+            let e = stderr(&out);
+            assert_eq!(
+                out.status.code(),
+                Some(code),
+                "{file:?} {env:?} {flags:?}: {e}"
+            );
+            for n in needles {
+                assert!(
+                    e.contains(n),
+                    "{file:?} {env:?} {flags:?}: {n:?} not in {e}"
+                );
+            }
+        }
     }
 }
 
@@ -1131,7 +1145,7 @@ mod readiness {
 
     use crate::edge::{http_get, req};
     use crate::support::ws_client::WsClient;
-    use crate::support::{Proc, edge_bin, free_port, temp_dir, wait_listening};
+    use crate::support::{Proc, free_port, temp_dir};
 
     /// How often the edge probes the CSE while no link is open.
     const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -1139,14 +1153,12 @@ mod readiness {
     /// A WebSocket server at `addr` (the edge's own echo mode, standing in for a CSE that answers
     /// the upgrade); stopped when dropped.
     fn start_websocket_server(addr: SocketAddr) -> Proc {
-        let mut child = Command::new(edge_bin())
-            .args(["echo", "--workers", "1", "--listen", &addr.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_listening(addr, &mut child);
-        Proc { child, addr }
+        let listen = addr.to_string();
+        crate::support::spawn_listening(
+            addr,
+            ["echo", "--workers", "1", "--listen", &listen],
+            Stdio::null(),
+        )
     }
 
     fn wait_for(admin: SocketAddr, status: u16) -> bool {
@@ -1170,8 +1182,13 @@ mod readiness {
             let (listen, admin) = (free_port(), free_port());
             let dir = temp_dir("readiness");
             let log = dir.join("edge.log");
-            let mut child = Command::new(edge_bin())
-                .args([
+            let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+            let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+            let (listen_text, admin_text) = (addr.to_string(), admin.to_string());
+            let upstream = format!("ws://{cse}/");
+            let edge = crate::support::spawn_listening(
+                addr,
+                [
                     "run",
                     "--io",
                     io,
@@ -1179,22 +1196,12 @@ mod readiness {
                     "2",
                     "--relink-backoff",
                     "100ms",
-                ])
-                .args([
-                    "--listen",
-                    &format!("127.0.0.1:{listen}"),
-                    "--admin",
-                    &format!("127.0.0.1:{admin}"),
-                ])
-                .args(["--upstream", &format!("ws://{cse}/")])
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            let addr: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
-            wait_listening(addr, &mut child);
-            let edge = Proc { child, addr };
-            let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+                ]
+                .into_iter()
+                .chain(["--listen", &listen_text, "--admin", &admin_text])
+                .chain(["--upstream", &upstream]),
+                std::fs::File::create(&log).unwrap().into(),
+            );
             assert!(
                 wait_for(admin, 503),
                 "{io}: not ready while nothing listens at the CSE's address"

@@ -72,6 +72,22 @@ pub fn edge_bin() -> &'static str {
     env!("CARGO_BIN_EXE_m2m-edge")
 }
 
+/// The edge's binary with `args` (stdout dropped, stderr to `stderr`), once it listens at `addr`.
+pub fn spawn_listening<S: AsRef<std::ffi::OsStr>>(
+    addr: SocketAddr,
+    args: impl IntoIterator<Item = S>,
+    stderr: Stdio,
+) -> Proc {
+    let mut child = Command::new(edge_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start m2m-edge");
+    wait_listening(addr, &mut child);
+    Proc { child, addr }
+}
+
 /// `m2m-edge echo` on a free port with extra arguments.
 pub fn start_echo(io: &str, extra: &[&str]) -> Proc {
     let port = free_port();
