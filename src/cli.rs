@@ -460,7 +460,13 @@ fn run_edge(c: EdgeConfig, start: Startup) -> anyhow::Result<()> {
         upstream = %c.upstream.url,
         driver = rt.driver().name(),
         workers = config.workers,
-        max_devices = limit.saturating_sub(64) / 2,
+        // A descriptor per device in multiplex, two in passthrough (its own link).
+        max_devices = limit.saturating_sub(64)
+            / if c.upstream.mode == edge::settings::UpstreamMode::Multiplex {
+                1
+            } else {
+                2
+            },
         "edge ready"
     );
     m2m_rt::stop_on_signals(rt.stop_handle())?;

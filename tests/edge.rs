@@ -763,6 +763,27 @@ fn a_port_in_use_fails_at_start_unless_every_edge_opts_in_to_reuse_port() {
         "a socket that joined the port took a connection"
     );
     drop(first);
+    // Admin and notify ports are never shared, whatever the flag says.
+    let admin = format!("127.0.0.1:{}", free_port());
+    let one: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut a = start(one, &["--reuse-port", "--admin", &admin]);
+    wait_listening(one, &mut a);
+    let a = Proc {
+        child: a,
+        addr: one,
+    };
+    let two: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let out = start(two, &["--reuse-port", "--admin", &admin])
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{admin} is in use"))
+            && err.contains("its own admin and notify ports"),
+        "{err}"
+    );
+    drop(a);
     let shared: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut a = start(shared, &["--reuse-port"]);
     wait_listening(shared, &mut a);

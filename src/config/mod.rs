@@ -211,6 +211,7 @@ pub struct Upstream {
     pub resolve_interval: Duration,
     /// The upstream host's addresses (ip:port, comma-separated), used instead of resolving its
     /// name (as curl's --resolve): links fail over between them in this order. Empty: resolve.
+    /// Not with --upstream-proxy (the proxy resolves the name).
     #[arg(
         id = "upstream.addresses",
         long = "upstream-addresses",

@@ -277,8 +277,10 @@ impl Runtime {
                 if e.kind() == io::ErrorKind::AddrInUse {
                     let hint = if reuse_port {
                         "something without SO_REUSEPORT (or of another user) listens there"
-                    } else {
+                    } else if i == 0 {
                         "another process listens there; to run several edges on one port, give each --reuse-port"
+                    } else {
+                        "another process listens there (only the device port can be shared: give each edge its own admin and notify ports)"
                     };
                     io::Error::new(e.kind(), format!("{} is in use: {hint}", l.addr))
                 } else {
@@ -292,13 +294,12 @@ impl Runtime {
             // is claimed (an edge that opts in refuses to join it) and the group's BPF program
             // only ever picks this process's sockets (nothing else that joins gets a connection).
             let taken_by_an_exclusive_edge = |e: io::Error| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "{} is in use by an edge started without --reuse-port: it does not share the port",
-                        l.addr
-                    ),
-                )
+                let what = if i == 0 {
+                    "an edge started without --reuse-port: it does not share the port"
+                } else {
+                    "another edge (only the device port can be shared: give each edge its own admin and notify ports)"
+                };
+                io::Error::new(e.kind(), format!("{} is in use by {what}", l.addr))
             };
             // The claim comes before the bind: a runtime that opts in and checks after it cannot
             // slip in between. Port 0 is claimed once the kernel has chosen the port.
