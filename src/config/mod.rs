@@ -351,33 +351,12 @@ pub struct Admin {
     pub reload: ReloadAccess,
 }
 
-/// Who may ask the admin listener for a reload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReloadAccess {
-    Local,
-    Any,
-    Off,
-}
-
-impl std::str::FromStr for ReloadAccess {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "local" => Ok(Self::Local),
-            "any" => Ok(Self::Any),
-            "off" => Ok(Self::Off),
-            other => Err(format!("{other:?}: expected local, any or off")),
-        }
-    }
-}
-
-impl std::fmt::Display for ReloadAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Local => "local",
-            Self::Any => "any",
-            Self::Off => "off",
-        })
+units::text_enum! {
+    /// Who may ask the admin listener for a reload.
+    pub enum ReloadAccess {
+        Local = "local",
+        Any = "any",
+        Off = "off",
     }
 }
 
@@ -422,32 +401,13 @@ pub struct Log {
     pub format: LogFormat,
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One line per event for people (colours only on a terminal).
-    Text,
-    /// One JSON object per line for log pipelines.
-    Json,
-}
-
-impl std::str::FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            other => Err(format!("{other:?}: expected text or json")),
-        }
-    }
-}
-
-impl std::fmt::Display for LogFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Text => "text",
-            Self::Json => "json",
-        })
+units::text_enum! {
+    /// How log lines are written.
+    pub enum LogFormat {
+        /// One line per event for people (colours only on a terminal).
+        Text = "text",
+        /// One JSON object per line for log pipelines.
+        Json = "json",
     }
 }
 

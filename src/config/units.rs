@@ -72,9 +72,61 @@ pub mod text {
     }
 }
 
+/// "a, b or c": the names an enum key accepts, for its error.
+pub fn one_of(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+/// An enum whose values are written by name (`FromStr` and `Display`, for [`text`]): each variant
+/// with its name, once.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* pub enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(format!(
+                        "{other:?}: expected {}",
+                        $crate::config::units::one_of(&[$($text),+])
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self {
+                    $(Self::$variant => $text,)+
+                })
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enum_errors_list_the_names() {
+        assert_eq!(one_of(&["text", "json"]), "text or json");
+        assert_eq!(one_of(&["local", "any", "off"]), "local, any or off");
+        assert_eq!(one_of(&["only"]), "only");
+    }
 
     #[test]
     fn durations_round_trip_through_their_text() {
