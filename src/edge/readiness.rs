@@ -306,6 +306,22 @@ mod tests {
         );
     }
 
+    /// An answer head that never ends is cut off at the handshake's head limit (8 KiB; the
+    /// reader's own bound, 16 KiB, is a backstop), not read until the deadline.
+    #[test]
+    fn an_endless_answer_head_is_cut_off_at_its_bound() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\n");
+            let line = format!("X-Filler: {}\r\n", "f".repeat(1000));
+            while s.write_all(line.as_bytes()).is_ok() {}
+        });
+        let e = open_websocket(addr, false, &target(), Duration::from_secs(30)).unwrap_err();
+        assert!(e.contains("exceeds 8192 bytes"), "{e}");
+    }
+
     /// Something that accepts TCP but refuses the upgrade is not a CSE.
     #[test]
     fn a_refused_upgrade_is_not_reachable() {
